@@ -1,0 +1,567 @@
+//! The generic run of one (connection, resource): requests -> pages -> records.
+//!
+//! Nothing here knows a provider. The spec says how to build each request, how
+//! to read the next-page pointer and when to stop; this module does that,
+//! within the budget, through throttles and transient failures.
+
+pub mod error;
+pub mod event;
+mod paginate;
+mod request;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Utc};
+use futures::Stream;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+pub use error::{EngineError, ErrorKind};
+pub use event::{ignore_events, EngineEvent, Observer};
+
+use crate::http::auth::{without_url, Authenticator, TokenSink};
+use crate::http::budget::LocalBudget;
+use crate::http::guard;
+use crate::http::wait;
+use crate::mapping::jsonata::truthy;
+use crate::secrets::Credentials;
+use crate::spec::compile::{CompiledSpec, Plan, CREDENTIAL_FIELDS, ENGINE_SETTINGS};
+use request::PreparedRequest;
+
+/// Where a run is in the pages: what the next request asks for. Stored as a
+/// checkpoint so a run can resume where it stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PageState {
+    First,
+    Cursor { cursor: String },
+    Url { url: String },
+    Offset { offset: u64 },
+    Page { page: u64 },
+}
+
+/// One page of raw provider records.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// 1-based, counted from where this run started.
+    pub number: u32,
+    pub records: Vec<Value>,
+    /// Where the next page starts; `None` when this was the last page.
+    pub next: Option<PageState>,
+    pub bytes: usize,
+}
+
+/// A connection as the engine sees it.
+#[derive(Debug, Clone, Default)]
+pub struct Connection {
+    pub config: Map<String, Value>,
+    pub credentials: Credentials,
+}
+
+/// How one run behaves.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Ask only for records changed since then (the spec's incremental request).
+    pub since: Option<DateTime<Utc>>,
+    /// Stop (with an error) after this many pages when more remain.
+    pub max_pages: Option<u32>,
+    pub page_size: Option<u32>,
+    /// Allow loopback and private addresses (sandboxes, tests).
+    pub allow_private_hosts: bool,
+    /// Ceiling on any single wait, and on the time one request spends throttled.
+    pub max_wait: Duration,
+    /// Attempts for transient failures (5xx, timeouts, connection errors).
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt, with full jitter.
+    pub retry_base: Duration,
+    pub request_timeout: Duration,
+    /// Start from this point instead of the first page.
+    pub resume: Option<PageState>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            since: None,
+            max_pages: None,
+            page_size: None,
+            allow_private_hosts: false,
+            max_wait: Duration::from_secs(300),
+            max_attempts: 5,
+            retry_base: Duration::from_millis(500),
+            request_timeout: Duration::from_secs(60),
+            resume: None,
+        }
+    }
+}
+
+/// A prepared run of one resource for one connection.
+pub struct ResourceRun {
+    spec: Arc<CompiledSpec>,
+    resource: String,
+    plan_incremental: bool,
+    since_text: Option<String>,
+    config: minijinja::Value,
+    base_url: url::Url,
+    http: reqwest::Client,
+    auth: Arc<Authenticator>,
+    budget: Arc<LocalBudget>,
+    observer: Observer,
+    options: RunOptions,
+    page_size: u32,
+}
+
+/// Shared pieces several runs of one connection may reuse.
+pub struct ConnectionRuntime {
+    pub http: reqwest::Client,
+    pub auth: Arc<Authenticator>,
+    pub budget: Arc<LocalBudget>,
+}
+
+impl ConnectionRuntime {
+    pub fn new(
+        spec: &Arc<CompiledSpec>,
+        connection: &Connection,
+        options: &RunOptions,
+        sink: Arc<dyn TokenSink>,
+    ) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .dns_resolver(guard::resolver(options.allow_private_hosts))
+            .timeout(options.request_timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("tributary/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let config = config_context(spec, connection).map_err(|e| e.to_string())?;
+        Ok(ConnectionRuntime {
+            http,
+            auth: Arc::new(Authenticator::new(
+                spec.clone(),
+                config,
+                connection.credentials.clone(),
+                sink,
+            )),
+            budget: Arc::new(LocalBudget::from_spec(&spec.spec.rate_limit)),
+        })
+    }
+}
+
+/// Settings with the spec's defaults applied; a missing required one is an error.
+fn config_context(
+    spec: &CompiledSpec,
+    connection: &Connection,
+) -> Result<minijinja::Value, ErrorKind> {
+    let mut merged = connection.config.clone();
+    for (name, field) in &spec.spec.config {
+        if !merged.contains_key(name) {
+            match &field.default {
+                Some(d) => {
+                    merged.insert(name.clone(), Value::String(d.clone()));
+                }
+                None if field.required
+                    && !(name == "base_url" || connection.config.contains_key("base_url")) =>
+                {
+                    let about = field
+                        .description
+                        .as_deref()
+                        .map(|d| format!(" ({d})"))
+                        .unwrap_or_default();
+                    return Err(ErrorKind::Config(format!(
+                        "`{name}` is required{about}; add it to the connection's config"
+                    )));
+                }
+                None => {}
+            }
+        }
+    }
+    Ok(minijinja::Value::from(minijinja::value::Serde(merged)))
+}
+
+impl ResourceRun {
+    /// Prepare a run; settings, credentials and the base URL are checked here,
+    /// before any request.
+    pub fn new(
+        spec: Arc<CompiledSpec>,
+        resource: &str,
+        connection: &Connection,
+        runtime: &ConnectionRuntime,
+        options: RunOptions,
+        observer: Observer,
+    ) -> Result<Self, EngineError> {
+        let fail = |kind: ErrorKind| EngineError {
+            spec: spec.file.clone(),
+            resource: resource.to_string(),
+            page: 0,
+            kind,
+        };
+        let Some(res) = spec.resource(resource) else {
+            let known: Vec<_> = spec.resources.keys().cloned().collect();
+            return Err(fail(ErrorKind::Config(format!(
+                "the spec has no resource `{resource}`; it has: {}",
+                known.join(", ")
+            ))));
+        };
+        for key in connection.config.keys() {
+            if !spec.spec.config.contains_key(key) && !ENGINE_SETTINGS.contains(&key.as_str()) {
+                observer(&EngineEvent::Warning(format!(
+                    "config `{key}` is not a setting of {}; it is ignored",
+                    spec.name()
+                )));
+            }
+        }
+        for field in connection.credentials.field_names() {
+            if !spec.credentials_used.contains(field) {
+                let note = if CREDENTIAL_FIELDS.contains(&field) {
+                    format!(
+                        "credential `{field}` is not used by {}'s {} auth; it is ignored",
+                        spec.name(),
+                        spec.spec.auth.kind()
+                    )
+                } else {
+                    format!(
+                        "`{field}` is not a credential field (known: {}); it is ignored",
+                        CREDENTIAL_FIELDS.join(", ")
+                    )
+                };
+                observer(&EngineEvent::Warning(note));
+            }
+        }
+        let config = config_context(&spec, connection).map_err(fail)?;
+        let base_url = match connection.config.get("base_url").and_then(Value::as_str) {
+            Some(b) => b.to_string(),
+            None => spec
+                .templates
+                .render(
+                    &spec.base_url,
+                    &minijinja::context! { config => config.clone() },
+                )
+                .map_err(|e| fail(ErrorKind::Template(format!("base_url: {e}"))))?,
+        };
+        let base_url = url::Url::parse(&base_url).map_err(|e| {
+            fail(ErrorKind::Url {
+                url: base_url.clone(),
+                message: e.to_string(),
+            })
+        })?;
+        guard::check_url(&base_url, &spec.hosts, options.allow_private_hosts)
+            .map_err(|e| fail(ErrorKind::Host(e)))?;
+        let plan_incremental = options.since.is_some() && res.incremental.is_some();
+        if options.since.is_some() && res.incremental.is_none() {
+            observer(&EngineEvent::Warning(format!(
+                "resource `{resource}` has no incremental request; reading everything"
+            )));
+        }
+        let since_text = match (&res.incremental, options.since) {
+            (Some(inc), Some(since)) if plan_incremental => {
+                let from = since - chrono::Duration::seconds(inc.lookback_seconds as i64);
+                Some(inc.since_format.render(from))
+            }
+            _ => None,
+        };
+        let page_size = options.page_size.unwrap_or(res.page_size);
+        Ok(ResourceRun {
+            spec: spec.clone(),
+            resource: resource.to_string(),
+            plan_incremental,
+            since_text,
+            config,
+            base_url,
+            http: runtime.http.clone(),
+            auth: runtime.auth.clone(),
+            budget: runtime.budget.clone(),
+            observer,
+            options,
+            page_size,
+        })
+    }
+
+    fn plan(&self) -> &Plan {
+        let res = self.spec.resource(&self.resource).expect("checked in new");
+        match (&res.incremental, self.plan_incremental) {
+            (Some(inc), true) => &inc.plan,
+            _ => &res.full,
+        }
+    }
+
+    fn error(&self, page: u32, kind: ErrorKind) -> EngineError {
+        EngineError {
+            spec: self.spec.file.clone(),
+            resource: self.resource.clone(),
+            page,
+            kind,
+        }
+    }
+
+    /// The pages, in order. The stream ends after the last page or the first error.
+    pub fn pages(self) -> impl Stream<Item = Result<Page, EngineError>> + Send {
+        async_stream::stream! {
+            let mut state = self.options.resume.clone().unwrap_or(PageState::First);
+            let mut seen: HashSet<String> = HashSet::new();
+            let mut read: u64 = 0;
+            let mut number: u32 = 0;
+            loop {
+                number += 1;
+                if let Some(max) = self.options.max_pages.or(self.plan().pagination.max_pages) {
+                    if number > max {
+                        yield Err(self.error(number, ErrorKind::MaxPages { max }));
+                        return;
+                    }
+                }
+                let prepared = match request::prepare(&self, &state) {
+                    Ok(p) => p,
+                    Err(kind) => { yield Err(self.error(number, kind)); return; }
+                };
+                let (headers, mut body, bytes) = match self.send(number, &prepared).await {
+                    Ok(r) => r,
+                    Err(kind) => { yield Err(self.error(number, kind)); return; }
+                };
+                let step = match paginate::next(&self, &state, &headers, &mut body, read) {
+                    Ok(s) => s,
+                    Err(kind) => { yield Err(self.error(number, kind)); return; }
+                };
+                read += step.records.len() as u64;
+                (self.observer)(&EngineEvent::Page { page: number, records: step.records.len(), bytes });
+                if let Some(next) = &step.next {
+                    if let Some(key) = paginate::repeat_key(next) {
+                        if !seen.insert(key.1.clone()) {
+                            yield Err(self.error(number, ErrorKind::RepeatedCursor { what: key.0, value: key.1 }));
+                            return;
+                        }
+                    }
+                }
+                let next = step.next.clone();
+                yield Ok(Page { number, records: step.records, next: step.next, bytes });
+                match next {
+                    Some(n) => state = n,
+                    None => return,
+                }
+            }
+        }
+    }
+
+    /// One request, through the budget, auth, throttles and retries.
+    async fn send(
+        &self,
+        page: u32,
+        req: &PreparedRequest,
+    ) -> Result<(reqwest::header::HeaderMap, Value, usize), ErrorKind> {
+        let rate = &self.spec.spec.rate_limit;
+        let mut rng = rand::rngs::StdRng::from_os_rng();
+        let mut transient_failures: u32 = 0;
+        let mut throttles: u32 = 0;
+        let mut throttled_for = Duration::ZERO;
+        let mut stale_token: Option<String> = None;
+        let mut refreshed_after_401 = false;
+        let auth_statuses = self
+            .spec
+            .spec
+            .errors
+            .auth_statuses
+            .clone()
+            .unwrap_or_else(|| vec![401]);
+        loop {
+            let _permit = self
+                .budget
+                .acquire(|w| {
+                    (self.observer)(&EngineEvent::Waiting {
+                        page,
+                        wait: w,
+                        reason: "request budget".into(),
+                    })
+                })
+                .await;
+            let token_url = |u: &str| -> Result<url::Url, String> {
+                let url = url::Url::parse(u).map_err(|e| format!("token URL `{u}`: {e}"))?;
+                guard::check_url(&url, &self.spec.hosts, self.options.allow_private_hosts)
+                    .map_err(|e| e.to_string())?;
+                Ok(url)
+            };
+            let (parts, refreshed) = self
+                .auth
+                .parts(&self.http, &token_url, stale_token.as_deref())
+                .await?;
+            if let Some(r) = refreshed {
+                (self.observer)(&EngineEvent::TokenRefreshed {
+                    rotated_refresh_token: r.rotated_refresh_token,
+                    expires_in_seconds: r.expires_in_seconds,
+                });
+            }
+            let sent_token = parts.oauth_token.clone();
+            let builder = request::build(&self.http, req, parts);
+            let outcome = builder.send().await;
+            let response = match outcome {
+                Ok(r) => r,
+                Err(e) => {
+                    let reason = without_url(&e);
+                    self.retry_or_fail(page, req, &mut transient_failures, reason, &mut rng)
+                        .await?;
+                    continue;
+                }
+            };
+            let status = response.status();
+            let headers = response.headers().clone();
+            if let Some(wait) = wait::exhausted_wait(&headers, rate, SystemTime::now()) {
+                self.budget.pause_for(wait.min(self.options.max_wait));
+            }
+            let bytes = match response.bytes().await {
+                Ok(b) => b,
+                Err(e) => {
+                    let reason = without_url(&e);
+                    self.retry_or_fail(page, req, &mut transient_failures, reason, &mut rng)
+                        .await?;
+                    continue;
+                }
+            };
+            let json: Option<Value> = serde_json::from_slice(&bytes).ok();
+            let throttled = rate.throttle_statuses.contains(&status.as_u16())
+                || (status.as_u16() >= 400
+                    && self.spec.throttle_body.as_ref().is_some_and(|p| {
+                        json.as_ref()
+                            .is_some_and(|j| truthy(&p.eval_json(j).unwrap_or(None)))
+                    }));
+            if throttled {
+                let (asked, source) =
+                    wait::throttle_wait(&headers, rate, throttles, SystemTime::now(), &mut rng);
+                throttles += 1;
+                let wait = wait::within_ceiling(asked, self.options.max_wait).map_err(|asked| {
+                    ErrorKind::WaitTooLong {
+                        asked,
+                        ceiling: self.options.max_wait,
+                        origin: source.as_str(),
+                    }
+                })?;
+                if throttled_for + wait > self.options.max_wait {
+                    return Err(ErrorKind::ThrottleStorm {
+                        waited: throttled_for + wait,
+                        ceiling: self.options.max_wait,
+                    });
+                }
+                throttled_for += wait;
+                (self.observer)(&EngineEvent::Waiting {
+                    page,
+                    wait,
+                    reason: format!("throttled ({status}, {})", source.as_str()),
+                });
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            if auth_statuses.contains(&status.as_u16()) {
+                if !refreshed_after_401 && self.auth.can_refresh().await {
+                    // One refresh and one retry; the token a 401 answered is stale.
+                    refreshed_after_401 = true;
+                    stale_token = sent_token;
+                    continue;
+                }
+                return Err(ErrorKind::Unauthorized {
+                    method: req.method_name(),
+                    path: req.path_for_errors(),
+                    status: status.as_u16(),
+                    message: self.error_message(json.as_ref()),
+                });
+            }
+            if status.is_server_error() {
+                let reason = format!(
+                    "{status}{}",
+                    self.error_message(json.as_ref())
+                        .map(|m| format!(" ({m})"))
+                        .unwrap_or_default()
+                );
+                self.retry_or_fail(page, req, &mut transient_failures, reason, &mut rng)
+                    .await?;
+                continue;
+            }
+            if !status.is_success() {
+                return Err(ErrorKind::Status {
+                    method: req.method_name(),
+                    path: req.path_for_errors(),
+                    status: status.as_u16(),
+                    message: self.error_message(json.as_ref()),
+                });
+            }
+            let len = bytes.len();
+            return match json {
+                Some(body) => Ok((headers, body, len)),
+                None => {
+                    let message = serde_json::from_slice::<Value>(&bytes)
+                        .err()
+                        .map(|e| e.to_string())
+                        .unwrap_or_default();
+                    Err(ErrorKind::NotJson {
+                        message,
+                        snippet: snippet(&bytes),
+                    })
+                }
+            };
+        }
+    }
+
+    async fn retry_or_fail(
+        &self,
+        page: u32,
+        req: &PreparedRequest,
+        failures: &mut u32,
+        reason: String,
+        rng: &mut rand::rngs::StdRng,
+    ) -> Result<(), ErrorKind> {
+        *failures += 1;
+        if *failures >= self.options.max_attempts {
+            return Err(ErrorKind::Exhausted {
+                method: req.method_name(),
+                path: req.path_for_errors(),
+                attempts: *failures,
+                last: reason,
+            });
+        }
+        let cap = wait::exponential(
+            self.options.retry_base,
+            self.options.max_wait,
+            *failures - 1,
+        );
+        let delay = wait::full_jitter(cap, rng);
+        (self.observer)(&EngineEvent::Retrying {
+            page,
+            attempt: *failures,
+            wait: delay,
+            reason,
+        });
+        tokio::time::sleep(delay).await;
+        Ok(())
+    }
+
+    fn error_message(&self, body: Option<&Value>) -> Option<String> {
+        let body = body?;
+        let from_spec = self
+            .spec
+            .error_message
+            .as_ref()
+            .and_then(|e| e.eval_json(body).ok().flatten());
+        let text = match from_spec {
+            Some(Value::String(s)) => s,
+            Some(other) => other.to_string(),
+            None => {
+                let s = body.to_string();
+                if s.len() > 300 {
+                    format!("{}...", &s[..s.floor_char_boundary(300)])
+                } else {
+                    s
+                }
+            }
+        };
+        Some(text)
+    }
+
+    pub fn since_text(&self) -> Option<&str> {
+        self.since_text.as_deref()
+    }
+}
+
+fn snippet(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(80)]);
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}

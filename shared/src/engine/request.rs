@@ -1,0 +1,175 @@
+//! Building one page's request from the spec's templates and the page state.
+
+use reqwest::header::{HeaderName, HeaderValue};
+use serde_json::Value;
+use url::Url;
+
+use super::{ErrorKind, PageState, ResourceRun};
+use crate::http::auth::AuthParts;
+use crate::http::guard;
+use crate::spec::model::{Method, PaginationKind};
+
+/// A request ready to send (credentials are added per attempt).
+pub(crate) struct PreparedRequest {
+    pub method: Method,
+    pub url: Url,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Value>,
+}
+
+impl PreparedRequest {
+    pub fn method_name(&self) -> &'static str {
+        match self.method {
+            Method::Get => "GET",
+            Method::Post => "POST",
+        }
+    }
+
+    /// The path only: query strings may carry API keys.
+    pub fn path_for_errors(&self) -> String {
+        self.url.path().to_string()
+    }
+}
+
+/// Resolve a URL the provider gave (absolute, or relative to the base URL).
+pub(crate) fn resolve(run: &ResourceRun, link: &str) -> Result<Url, ErrorKind> {
+    run.base_url.join(link).map_err(|e| ErrorKind::Url {
+        url: link.to_string(),
+        message: e.to_string(),
+    })
+}
+
+pub(crate) fn prepare(run: &ResourceRun, state: &PageState) -> Result<PreparedRequest, ErrorKind> {
+    let spec = &run.spec;
+    let plan = run.plan();
+    let pg = &plan.pagination;
+    let none = minijinja::Value::from(());
+    let (cursor, offset, page) = match state {
+        PageState::First => (
+            none.clone(),
+            if pg.kind == PaginationKind::Offset {
+                minijinja::Value::from(pg.start)
+            } else {
+                none.clone()
+            },
+            if pg.kind == PaginationKind::PageNumber {
+                minijinja::Value::from(pg.start)
+            } else {
+                none.clone()
+            },
+        ),
+        PageState::Cursor { cursor } => (
+            minijinja::Value::from(cursor.as_str()),
+            none.clone(),
+            none.clone(),
+        ),
+        PageState::Offset { offset } => {
+            (none.clone(), minijinja::Value::from(*offset), none.clone())
+        }
+        PageState::Page { page } => (none.clone(), none.clone(), minijinja::Value::from(*page)),
+        PageState::Url { .. } => (none.clone(), none.clone(), none.clone()),
+    };
+    let ctx = minijinja::context! {
+        config => run.config.clone(),
+        cursor => cursor.clone(),
+        offset => offset.clone(),
+        page => page.clone(),
+        page_size => run.page_size,
+        since => run.since_text.clone(),
+        resource => run.resource.clone(),
+    };
+    let render = |id| spec.templates.render(id, &ctx).map_err(ErrorKind::Template);
+    let mut headers = Vec::new();
+    for (k, t) in spec.headers.iter().chain(plan.request.headers.iter()) {
+        headers.push((k.clone(), render(t)?));
+    }
+    if let PageState::Url { url } = state {
+        let url = resolve(run, url)?;
+        guard::check_url(&url, &spec.hosts, run.options.allow_private_hosts)?;
+        return Ok(PreparedRequest {
+            method: Method::Get,
+            url,
+            headers,
+            body: None,
+        });
+    }
+    let path = render(&plan.request.path)?;
+    let joined = format!(
+        "{}/{}",
+        run.base_url.as_str().trim_end_matches('/'),
+        path.trim_start_matches('/')
+    );
+    let mut url = Url::parse(&joined).map_err(|e| ErrorKind::Url {
+        url: joined.clone(),
+        message: e.to_string(),
+    })?;
+    {
+        let mut q = url.query_pairs_mut();
+        for (k, t) in spec.query.iter().chain(plan.request.query.iter()) {
+            let v = render(t)?;
+            if !v.is_empty() {
+                q.append_pair(k, &v);
+            }
+        }
+        if let Some(param) = &pg.param {
+            let value = [&cursor, &offset, &page].into_iter().find(|v| !v.is_none());
+            if let Some(v) = value {
+                q.append_pair(param, &v.to_string());
+            }
+        }
+        if let Some(limit) = &pg.limit_param {
+            q.append_pair(limit, &run.page_size.to_string());
+        }
+    }
+    if url.query() == Some("") {
+        url.set_query(None);
+    }
+    guard::check_url(&url, &spec.hosts, run.options.allow_private_hosts)?;
+    let body = match &plan.request.body {
+        Some(b) => spec
+            .templates
+            .render_body(b, &ctx)
+            .map_err(ErrorKind::Template)?,
+        None => None,
+    };
+    Ok(PreparedRequest {
+        method: plan.request.method,
+        url,
+        headers,
+        body,
+    })
+}
+
+pub(crate) fn build(
+    http: &reqwest::Client,
+    req: &PreparedRequest,
+    auth: AuthParts,
+) -> reqwest::RequestBuilder {
+    let mut url = req.url.clone();
+    if !auth.query.is_empty() {
+        let mut q = url.query_pairs_mut();
+        for (k, v) in &auth.query {
+            q.append_pair(k, v);
+        }
+    }
+    let mut b = match req.method {
+        Method::Get => http.get(url),
+        Method::Post => http.post(url),
+    };
+    b = b.header("Accept", "application/json");
+    for (k, v) in &req.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            b = b.header(name, value);
+        }
+    }
+    for (name, value) in auth.headers {
+        b = b.header(name, value);
+    }
+    if let Some(body) = &req.body {
+        b = b.json(body);
+    }
+    b
+}

@@ -1,0 +1,9 @@
+//! Tributary's core: provider specs, the generic sync engine, mappings into
+//! unified models, and the sandbox provider. Both binaries build on this crate.
+
+pub mod engine;
+pub mod http;
+pub mod mapping;
+pub mod sandbox;
+pub mod secrets;
+pub mod spec;

@@ -1,0 +1,137 @@
+//! Unified models: versioned JSON Schemas shipped in `shared/schemas/unified/`,
+//! compiled once per process.
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+use serde_json::Value;
+
+/// One unified model and its compiled schema.
+pub struct UnifiedModel {
+    pub name: &'static str,
+    pub version: u32,
+    pub schema: Value,
+    validator: jsonschema::Validator,
+}
+
+impl std::fmt::Debug for UnifiedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "UnifiedModel({} v{})", self.name, self.version)
+    }
+}
+
+impl UnifiedModel {
+    /// Check a record; the error lists each violation with its JSON pointer.
+    pub fn check(&self, record: &Value) -> Result<(), String> {
+        let problems: Vec<String> = self
+            .validator
+            .iter_errors(record)
+            .map(|e| {
+                let at = e.instance_path().to_string();
+                if at.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("{at}: {e}")
+                }
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
+
+const SCHEMAS: &[(&str, u32, &str)] = &[
+    (
+        "crm.contact",
+        1,
+        include_str!("../../schemas/unified/crm.contact.v1.json"),
+    ),
+    (
+        "crm.company",
+        1,
+        include_str!("../../schemas/unified/crm.company.v1.json"),
+    ),
+    (
+        "crm.deal",
+        1,
+        include_str!("../../schemas/unified/crm.deal.v1.json"),
+    ),
+    (
+        "hris.employee",
+        1,
+        include_str!("../../schemas/unified/hris.employee.v1.json"),
+    ),
+    (
+        "ticketing.ticket",
+        1,
+        include_str!("../../schemas/unified/ticketing.ticket.v1.json"),
+    ),
+    (
+        "accounting.customer",
+        1,
+        include_str!("../../schemas/unified/accounting.customer.v1.json"),
+    ),
+    (
+        "accounting.invoice",
+        1,
+        include_str!("../../schemas/unified/accounting.invoice.v1.json"),
+    ),
+];
+
+static MODELS: LazyLock<BTreeMap<&'static str, UnifiedModel>> = LazyLock::new(|| {
+    SCHEMAS
+        .iter()
+        .map(|(name, version, text)| {
+            let schema: Value = serde_json::from_str(text).expect("shipped schema is JSON");
+            let validator = jsonschema::validator_for(&schema).expect("shipped schema compiles");
+            (
+                *name,
+                UnifiedModel {
+                    name,
+                    version: *version,
+                    schema,
+                    validator,
+                },
+            )
+        })
+        .collect()
+});
+
+/// The model of that name, if it exists.
+pub fn model(name: &str) -> Option<&'static UnifiedModel> {
+    MODELS.get(name)
+}
+
+/// Names of every unified model.
+pub fn model_names() -> impl Iterator<Item = &'static str> {
+    MODELS.keys().copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_schema_compiles_and_requires_an_id() {
+        assert_eq!(model_names().count(), 7);
+        for name in model_names() {
+            let m = model(name).unwrap();
+            assert!(m.check(&json!({"id": "1"})).is_ok(), "{name}");
+            assert!(m.check(&json!({})).is_err(), "{name}");
+        }
+    }
+
+    #[test]
+    fn violations_name_the_field() {
+        let err = model("crm.contact")
+            .unwrap()
+            .check(&json!({"id": "1", "emails": [{"type": "work"}], "nickname": "x"}))
+            .unwrap_err();
+        assert!(err.contains("/emails/0"), "{err}");
+        assert!(err.contains("nickname"), "{err}");
+    }
+}

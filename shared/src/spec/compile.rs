@@ -1,0 +1,850 @@
+//! From a spec as written to a spec ready to run: every template and JSONata
+//! expression compiled once, every cross-reference checked, every problem
+//! reported with its file, line and path.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use indexmap::IndexMap;
+use regex::Regex;
+
+use super::load::{read_spec_file, Problem, SpecError, SpecSource};
+use super::model::*;
+use super::template::{BodyTemplate, TemplateId, Templates};
+use crate::mapping::jsonata::Jsonata;
+use crate::mapping::models::{self, UnifiedModel};
+
+/// Credential fields every spec understands.
+pub const CREDENTIAL_FIELDS: &[&str] = &[
+    "access_token",
+    "refresh_token",
+    "expires_at",
+    "client_id",
+    "client_secret",
+    "api_key",
+    "username",
+    "password",
+];
+
+/// Connection settings the engine itself reads, whatever the spec declares.
+pub const ENGINE_SETTINGS: &[&str] = &["base_url", "token_url"];
+
+const REQUEST_VARS: &[&str] = &[
+    "config",
+    "cursor",
+    "page_size",
+    "since",
+    "offset",
+    "page",
+    "resource",
+];
+const CONFIG_VARS: &[&str] = &["config"];
+const AUTH_VARS: &[&str] = &["config", "credentials"];
+
+/// A spec ready to run.
+#[derive(Debug)]
+pub struct CompiledSpec {
+    pub file: std::path::PathBuf,
+    pub spec: ProviderSpec,
+    pub templates: Templates,
+    pub base_url: TemplateId,
+    pub hosts: GlobSet,
+    pub headers: Vec<(String, TemplateId)>,
+    pub query: Vec<(String, TemplateId)>,
+    pub auth: CompiledAuth,
+    pub throttle_body: Option<Jsonata>,
+    pub error_message: Option<Jsonata>,
+    pub resources: IndexMap<String, CompiledResource>,
+    /// Credential fields the auth scheme reads.
+    pub credentials_used: BTreeSet<String>,
+}
+
+impl CompiledSpec {
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    pub fn resource(&self, name: &str) -> Option<&CompiledResource> {
+        self.resources.get(name)
+    }
+}
+
+/// Authentication with its templates compiled.
+#[derive(Debug)]
+pub enum CompiledAuth {
+    None,
+    ApiKey {
+        location: KeyLocation,
+        name: String,
+        value: TemplateId,
+    },
+    Basic {
+        username: TemplateId,
+        password: TemplateId,
+    },
+    Bearer {
+        header: String,
+        prefix: String,
+        value: TemplateId,
+    },
+    OAuth2(Box<CompiledOAuth2>),
+}
+
+/// An OAuth2 scheme (refresh-token or client-credentials grant).
+#[derive(Debug)]
+pub struct CompiledOAuth2 {
+    pub grant: Grant,
+    pub token_url: TemplateId,
+    pub client_auth: ClientAuth,
+    pub token_params: Vec<(String, TemplateId)>,
+    pub access_token: Jsonata,
+    pub expires_in: Jsonata,
+    pub refresh_token: Jsonata,
+    pub default_expires_in_seconds: u64,
+    pub invalid_grant: Jsonata,
+    pub header: String,
+    pub prefix: String,
+    pub refresh_margin_seconds: u64,
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    RefreshToken,
+    ClientCredentials,
+}
+
+/// One resource with everything compiled.
+#[derive(Debug)]
+pub struct CompiledResource {
+    pub name: String,
+    pub model: &'static UnifiedModel,
+    pub full: Plan,
+    pub incremental: Option<IncrementalPlan>,
+    pub page_size: u32,
+    pub mapping: Jsonata,
+    /// Field names the mapping mentions: these are not custom fields.
+    pub mapped_fields: BTreeSet<String>,
+    pub custom_from: Jsonata,
+    pub custom_exclude: HashSet<String>,
+    pub custom_include: Option<Regex>,
+}
+
+/// How to read the resource: the request, the pages and the records.
+#[derive(Debug)]
+pub struct Plan {
+    pub request: CompiledRequest,
+    pub pagination: CompiledPagination,
+    pub records: CompiledRecords,
+}
+
+#[derive(Debug)]
+pub struct IncrementalPlan {
+    pub plan: Plan,
+    pub since_format: SinceFormat,
+    pub lookback_seconds: u64,
+}
+
+#[derive(Debug)]
+pub struct CompiledRequest {
+    pub method: Method,
+    pub path: TemplateId,
+    pub query: Vec<(String, TemplateId)>,
+    pub headers: Vec<(String, TemplateId)>,
+    pub body: Option<BodyTemplate>,
+}
+
+#[derive(Debug)]
+pub struct CompiledPagination {
+    pub kind: PaginationKind,
+    pub cursor: Option<Jsonata>,
+    pub next_url: Option<Jsonata>,
+    pub param: Option<String>,
+    pub limit_param: Option<String>,
+    pub start: u64,
+    pub has_more: Option<Jsonata>,
+    pub total: Option<Jsonata>,
+    pub stop_on_empty_page: bool,
+    pub stop_on_short_page: bool,
+    pub max_pages: Option<u32>,
+}
+
+#[derive(Debug)]
+pub struct CompiledRecords {
+    pub path: Jsonata,
+    pub primary_key: Jsonata,
+    pub updated_at: Option<Jsonata>,
+}
+
+/// How a since time is written for the provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinceFormat {
+    Rfc3339,
+    Rfc3339Millis,
+    EpochSeconds,
+    EpochMillis,
+    Pattern(String),
+}
+
+impl SinceFormat {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        Ok(match text {
+            "rfc3339" => SinceFormat::Rfc3339,
+            "rfc3339_millis" => SinceFormat::Rfc3339Millis,
+            "epoch_seconds" => SinceFormat::EpochSeconds,
+            "epoch_millis" => SinceFormat::EpochMillis,
+            p if p.contains('%') => {
+                let probe = chrono::DateTime::UNIX_EPOCH;
+                let mut out = String::new();
+                use std::fmt::Write;
+                write!(out, "{}", probe.format(p))
+                    .map_err(|_| format!("`{p}` is not a valid strftime pattern"))?;
+                SinceFormat::Pattern(p.to_string())
+            }
+            other => {
+                return Err(format!(
+                    "`{other}` is not a since format: use rfc3339, rfc3339_millis, epoch_seconds, epoch_millis or a strftime pattern containing %"
+                ))
+            }
+        })
+    }
+
+    pub fn render(&self, t: chrono::DateTime<chrono::Utc>) -> String {
+        match self {
+            SinceFormat::Rfc3339 => t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            SinceFormat::Rfc3339Millis => t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            SinceFormat::EpochSeconds => t.timestamp().to_string(),
+            SinceFormat::EpochMillis => t.timestamp_millis().to_string(),
+            SinceFormat::Pattern(p) => t.format(p).to_string(),
+        }
+    }
+}
+
+/// Read, parse and compile a spec file.
+pub fn load_spec(file: &Path) -> Result<Arc<CompiledSpec>, SpecError> {
+    let source = read_spec_file(file)?;
+    compile(source).map(Arc::new)
+}
+
+/// Compile a parsed spec, reporting every problem at once.
+pub fn compile(source: SpecSource) -> Result<CompiledSpec, SpecError> {
+    let mut c = Compiler {
+        src: &source,
+        templates: Templates::new(),
+        problems: Vec::new(),
+    };
+    let spec = &source.spec;
+    if spec.spec_version != 1 {
+        c.problem(
+            "spec_version",
+            format!(
+                "version {} is not supported; this engine reads spec_version 1",
+                spec.spec_version
+            ),
+        );
+    }
+    let base_url = c.template("base_url", &spec.base_url, CONFIG_VARS);
+    let hosts = c.hosts();
+    let headers = c.template_map("headers", &spec.headers, REQUEST_VARS);
+    let query = c.template_map("query", &spec.query, REQUEST_VARS);
+    let auth = c.auth(&spec.auth);
+    let throttle_body = spec
+        .rate_limit
+        .throttle_body
+        .as_deref()
+        .and_then(|e| c.jsonata("rate_limit.throttle_body", e));
+    if spec.rate_limit.requests.is_some() != spec.rate_limit.per_seconds.is_some() {
+        c.problem(
+            "rate_limit",
+            "`requests` and `per_seconds` go together: give both or neither",
+        );
+    }
+    if spec.rate_limit.per_seconds.is_some_and(|s| s <= 0.0) {
+        c.problem("rate_limit.per_seconds", "must be greater than 0");
+    }
+    let error_message = spec
+        .errors
+        .message
+        .as_deref()
+        .and_then(|e| c.jsonata("errors.message", e));
+    if spec.resources.is_empty() {
+        c.problem("resources", "a spec needs at least one resource");
+    }
+    let mut resources = IndexMap::new();
+    for (name, resource) in &spec.resources {
+        if let Some(r) = c.resource(name, resource) {
+            resources.insert(name.clone(), r);
+        }
+    }
+    let credentials_used = credentials_used(&c.templates, &auth);
+    let Compiler {
+        templates,
+        problems,
+        ..
+    } = c;
+    if !problems.is_empty() {
+        return Err(SpecError::Invalid {
+            file: source.file.clone(),
+            problems,
+        });
+    }
+    Ok(CompiledSpec {
+        file: source.file.clone(),
+        spec: source.spec.clone(),
+        templates,
+        base_url: base_url.expect("no problems means compiled"),
+        hosts: hosts.expect("no problems means compiled"),
+        headers,
+        query,
+        auth: auth.expect("no problems means compiled"),
+        throttle_body,
+        error_message,
+        resources,
+        credentials_used,
+    })
+}
+
+fn credentials_used(templates: &Templates, auth: &Option<CompiledAuth>) -> BTreeSet<String> {
+    let mut used = BTreeSet::new();
+    let mut from = |id: &TemplateId| {
+        for v in templates.variables(id) {
+            if let Some(field) = v.strip_prefix("credentials.") {
+                used.insert(field.to_string());
+            }
+        }
+    };
+    match auth {
+        None | Some(CompiledAuth::None) => {}
+        Some(CompiledAuth::ApiKey { value, .. }) => from(value),
+        Some(CompiledAuth::Basic { username, password }) => {
+            from(username);
+            from(password);
+        }
+        Some(CompiledAuth::Bearer { value, .. }) => from(value),
+        Some(CompiledAuth::OAuth2(o)) => {
+            o.token_params.iter().for_each(|(_, t)| from(t));
+            let fixed: &[&str] = match o.grant {
+                Grant::RefreshToken => &[
+                    "access_token",
+                    "refresh_token",
+                    "expires_at",
+                    "client_id",
+                    "client_secret",
+                ],
+                Grant::ClientCredentials => {
+                    &["access_token", "expires_at", "client_id", "client_secret"]
+                }
+            };
+            used.extend(fixed.iter().map(|s| s.to_string()));
+        }
+    }
+    used
+}
+
+struct Compiler<'a> {
+    src: &'a SpecSource,
+    templates: Templates,
+    problems: Vec<Problem>,
+}
+
+impl Compiler<'_> {
+    fn problem(&mut self, path: &str, message: impl Into<String>) {
+        self.problems.push(self.src.problem(path, message));
+    }
+
+    fn jsonata(&mut self, path: &str, source: &str) -> Option<Jsonata> {
+        match Jsonata::compile(source) {
+            Ok(e) => Some(e),
+            Err(err) => {
+                self.problem(
+                    path,
+                    format!("invalid JSONata expression `{}`: {err}", source.trim()),
+                );
+                None
+            }
+        }
+    }
+
+    fn template(&mut self, path: &str, source: &str, allowed: &[&str]) -> Option<TemplateId> {
+        match self.templates.add(source) {
+            Ok(id) => {
+                self.check_vars(path, self.templates.variables(&id), allowed);
+                Some(id)
+            }
+            Err(err) => {
+                self.problem(path, format!("invalid template `{source}`: {err}"));
+                None
+            }
+        }
+    }
+
+    fn template_map(
+        &mut self,
+        path: &str,
+        map: &IndexMap<String, String>,
+        allowed: &[&str],
+    ) -> Vec<(String, TemplateId)> {
+        map.iter()
+            .filter_map(|(k, v)| {
+                self.template(&format!("{path}.{k}"), v, allowed)
+                    .map(|id| (k.clone(), id))
+            })
+            .collect()
+    }
+
+    fn check_vars(&mut self, path: &str, vars: HashSet<String>, allowed: &[&str]) {
+        let mut vars: Vec<_> = vars.into_iter().collect();
+        vars.sort();
+        for var in vars {
+            let (root, field) = match var.split_once('.') {
+                Some((r, f)) => (r, Some(f)),
+                None => (var.as_str(), None),
+            };
+            if !allowed.contains(&root) {
+                self.problem(
+                    path,
+                    format!(
+                        "the template reads `{var}`, which is not available here; available: {}",
+                        allowed.join(", ")
+                    ),
+                );
+                continue;
+            }
+            match (root, field) {
+                ("config", Some(f)) => {
+                    let f = f.split('.').next().unwrap_or(f);
+                    if !self.src.spec.config.contains_key(f) && !ENGINE_SETTINGS.contains(&f) {
+                        self.problem(path, format!("the template reads `config.{f}`, which the spec's `config` section does not declare"));
+                    }
+                }
+                ("credentials", Some(f)) => {
+                    let f = f.split('.').next().unwrap_or(f);
+                    if !CREDENTIAL_FIELDS.contains(&f) {
+                        self.problem(
+                            path,
+                            format!(
+                                "`credentials.{f}` is not a credential field; use one of {}",
+                                CREDENTIAL_FIELDS.join(", ")
+                            ),
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn hosts(&mut self) -> Option<GlobSet> {
+        let patterns = &self.src.spec.allowed_hosts;
+        if patterns.is_empty() {
+            self.problem(
+                "allowed_hosts",
+                "list at least one host pattern the provider's URLs may use",
+            );
+            return None;
+        }
+        let mut set = GlobSetBuilder::new();
+        let mut ok = true;
+        for (i, p) in patterns.iter().enumerate() {
+            match Glob::new(&p.to_ascii_lowercase()) {
+                Ok(g) => {
+                    set.add(g);
+                }
+                Err(e) => {
+                    self.problem(
+                        &format!("allowed_hosts[{i}]"),
+                        format!("`{p}` is not a host pattern: {e}"),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        if !ok {
+            return None;
+        }
+        set.build().ok()
+    }
+
+    fn auth(&mut self, auth: &Auth) -> Option<CompiledAuth> {
+        Some(match auth {
+            Auth::None => CompiledAuth::None,
+            Auth::ApiKey {
+                location,
+                name,
+                value,
+            } => CompiledAuth::ApiKey {
+                location: *location,
+                name: name.clone(),
+                value: self.template("auth.value", value, AUTH_VARS)?,
+            },
+            Auth::Basic { username, password } => CompiledAuth::Basic {
+                username: self.template("auth.username", username, AUTH_VARS)?,
+                password: self.template("auth.password", password, AUTH_VARS)?,
+            },
+            Auth::Bearer {
+                header,
+                prefix,
+                value,
+            } => CompiledAuth::Bearer {
+                header: header.clone(),
+                prefix: prefix.clone(),
+                value: self.template("auth.value", value, AUTH_VARS)?,
+            },
+            Auth::Oauth2RefreshToken {
+                token_url,
+                client_auth,
+                token_params,
+                token_response,
+                header,
+                prefix,
+                refresh_margin_seconds,
+            } => self.oauth2(
+                Grant::RefreshToken,
+                token_url,
+                *client_auth,
+                token_params,
+                token_response,
+                header,
+                prefix,
+                *refresh_margin_seconds,
+                &[],
+            )?,
+            Auth::Oauth2ClientCredentials {
+                token_url,
+                client_auth,
+                token_params,
+                token_response,
+                header,
+                prefix,
+                scopes,
+            } => self.oauth2(
+                Grant::ClientCredentials,
+                token_url,
+                *client_auth,
+                token_params,
+                token_response,
+                header,
+                prefix,
+                60,
+                scopes,
+            )?,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn oauth2(
+        &mut self,
+        grant: Grant,
+        token_url: &str,
+        client_auth: ClientAuth,
+        token_params: &IndexMap<String, String>,
+        tr: &TokenResponse,
+        header: &str,
+        prefix: &str,
+        refresh_margin_seconds: u64,
+        scopes: &[String],
+    ) -> Option<CompiledAuth> {
+        let token_url = self.template("auth.token_url", token_url, CONFIG_VARS);
+        let token_params = self.template_map("auth.token_params", token_params, AUTH_VARS);
+        let access_token = self.jsonata("auth.token_response.access_token", &tr.access_token);
+        let expires_in = self.jsonata("auth.token_response.expires_in", &tr.expires_in);
+        let refresh_token = self.jsonata("auth.token_response.refresh_token", &tr.refresh_token);
+        let invalid_grant = self.jsonata("auth.token_response.invalid_grant", &tr.invalid_grant);
+        Some(CompiledAuth::OAuth2(Box::new(CompiledOAuth2 {
+            grant,
+            token_url: token_url?,
+            client_auth,
+            token_params,
+            access_token: access_token?,
+            expires_in: expires_in?,
+            refresh_token: refresh_token?,
+            default_expires_in_seconds: tr.default_expires_in_seconds,
+            invalid_grant: invalid_grant?,
+            header: header.to_string(),
+            prefix: prefix.to_string(),
+            refresh_margin_seconds,
+            scopes: scopes.to_vec(),
+        })))
+    }
+
+    fn resource(&mut self, name: &str, r: &Resource) -> Option<CompiledResource> {
+        let at = format!("resources.{name}");
+        let model = models::model(&r.model);
+        if model.is_none() {
+            let known: Vec<_> = models::model_names().collect();
+            self.problem(
+                &format!("{at}.model"),
+                format!(
+                    "unknown unified model `{}`; known models: {}",
+                    r.model,
+                    known.join(", ")
+                ),
+            );
+        }
+        let full = self.plan(&at, &r.request, &r.pagination, &r.records);
+        let incremental = match &r.incremental {
+            None => None,
+            Some(inc) => {
+                let ip = format!("{at}.incremental");
+                let since_format = match SinceFormat::parse(&inc.since_format) {
+                    Ok(f) => Some(f),
+                    Err(e) => {
+                        self.problem(&format!("{ip}.since_format"), e);
+                        None
+                    }
+                };
+                let plan = self.plan(
+                    &ip,
+                    inc.request.as_ref().unwrap_or(&r.request),
+                    inc.pagination.as_ref().unwrap_or(&r.pagination),
+                    inc.records.as_ref().unwrap_or(&r.records),
+                );
+                if inc.request.is_none() {
+                    let uses_since = self.request_uses_since(&r.request);
+                    if !uses_since {
+                        self.problem(&ip, "neither `incremental.request` nor the resource's `request` reads `{{ since }}`: the provider would be asked for everything");
+                    }
+                }
+                Some(IncrementalPlan {
+                    plan: plan?,
+                    since_format: since_format?,
+                    lookback_seconds: inc.lookback_seconds,
+                })
+            }
+        };
+        let mapping = self.jsonata(&format!("{at}.mapping"), &r.mapping);
+        let custom_from = self.jsonata(&format!("{at}.custom_fields.from"), &r.custom_fields.from);
+        let custom_include = match &r.custom_fields.include_pattern {
+            None => None,
+            Some(p) => match Regex::new(p) {
+                Ok(re) => Some(re),
+                Err(e) => {
+                    self.problem(
+                        &format!("{at}.custom_fields.include_pattern"),
+                        format!("not a regular expression: {e}"),
+                    );
+                    None
+                }
+            },
+        };
+        let page_size = r.page_size.unwrap_or(self.src.spec.page_size);
+        if page_size == 0 {
+            self.problem(&format!("{at}.page_size"), "must be at least 1");
+        }
+        let mapping = mapping?;
+        Some(CompiledResource {
+            name: name.to_string(),
+            model: model?,
+            full: full?,
+            incremental,
+            page_size,
+            mapped_fields: mapping.field_names(),
+            mapping,
+            custom_from: custom_from?,
+            custom_exclude: r.custom_fields.exclude.iter().cloned().collect(),
+            custom_include,
+        })
+    }
+
+    fn request_uses_since(&self, req: &Request) -> bool {
+        let mentions = |s: &str| s.contains("since");
+        mentions(&req.path)
+            || req.query.values().any(|v| mentions(v))
+            || req.body.as_ref().is_some_and(|b| mentions(&b.to_string()))
+    }
+
+    fn plan(&mut self, at: &str, req: &Request, pg: &Pagination, rec: &Records) -> Option<Plan> {
+        let request = self.request(&format!("{at}.request"), req);
+        let pagination = self.pagination(&format!("{at}.pagination"), pg);
+        let records = self.records(&format!("{at}.records"), rec);
+        Some(Plan {
+            request: request?,
+            pagination: pagination?,
+            records: records?,
+        })
+    }
+
+    fn request(&mut self, at: &str, req: &Request) -> Option<CompiledRequest> {
+        let path = self.template(&format!("{at}.path"), &req.path, REQUEST_VARS);
+        let query = self.template_map(&format!("{at}.query"), &req.query, REQUEST_VARS);
+        let headers = self.template_map(&format!("{at}.headers"), &req.headers, REQUEST_VARS);
+        let body = match &req.body {
+            None => None,
+            Some(b) => {
+                if req.method == Method::Get {
+                    self.problem(
+                        &format!("{at}.body"),
+                        "a GET request has no body; use `method: POST`",
+                    );
+                }
+                match self.templates.add_body(b) {
+                    Ok(t) => {
+                        let vars = self.templates.body_variables(&t);
+                        self.check_vars(&format!("{at}.body"), vars, REQUEST_VARS);
+                        Some(t)
+                    }
+                    Err(e) => {
+                        self.problem(
+                            &format!("{at}.body"),
+                            format!("invalid template in the body: {e}"),
+                        );
+                        return None;
+                    }
+                }
+            }
+        };
+        Some(CompiledRequest {
+            method: req.method,
+            path: path?,
+            query,
+            headers,
+            body,
+        })
+    }
+
+    fn pagination(&mut self, at: &str, p: &Pagination) -> Option<CompiledPagination> {
+        let mut need = |field: &str, present: bool| {
+            if !present {
+                self.problems.push(
+                    self.src.problem(
+                        at,
+                        format!(
+                            "pagination type `{}` needs `{field}`",
+                            serde_json::to_value(p.kind)
+                                .ok()
+                                .and_then(|v| v.as_str().map(String::from))
+                                .unwrap_or_default()
+                        ),
+                    ),
+                );
+            }
+        };
+        match p.kind {
+            PaginationKind::Cursor => need("cursor_path", p.cursor_path.is_some()),
+            PaginationKind::NextUrl => need("next_url_path", p.next_url_path.is_some()),
+            _ => {}
+        }
+        let cursor = p
+            .cursor_path
+            .as_deref()
+            .and_then(|e| self.jsonata(&format!("{at}.cursor_path"), e));
+        let next_url = p
+            .next_url_path
+            .as_deref()
+            .and_then(|e| self.jsonata(&format!("{at}.next_url_path"), e));
+        let has_more = p
+            .has_more
+            .as_deref()
+            .and_then(|e| self.jsonata(&format!("{at}.has_more"), e));
+        let total = p
+            .total
+            .as_deref()
+            .and_then(|e| self.jsonata(&format!("{at}.total"), e));
+        if p.max_pages == Some(0) {
+            self.problem(&format!("{at}.max_pages"), "must be at least 1");
+        }
+        let default_start = if p.kind == PaginationKind::PageNumber {
+            1
+        } else {
+            0
+        };
+        Some(CompiledPagination {
+            kind: p.kind,
+            cursor,
+            next_url,
+            param: p.param.clone(),
+            limit_param: p.limit_param.clone(),
+            start: p.start.unwrap_or(default_start),
+            has_more,
+            total,
+            stop_on_empty_page: p.stop_on_empty_page,
+            stop_on_short_page: p.stop_on_short_page,
+            max_pages: p.max_pages,
+        })
+    }
+
+    fn records(&mut self, at: &str, r: &Records) -> Option<CompiledRecords> {
+        let path = self.jsonata(&format!("{at}.path"), &r.path);
+        let primary_key = self.jsonata(&format!("{at}.primary_key"), &r.primary_key);
+        let updated_at = r
+            .updated_at
+            .as_deref()
+            .and_then(|e| self.jsonata(&format!("{at}.updated_at"), e));
+        Some(CompiledRecords {
+            path: path?,
+            primary_key: primary_key?,
+            updated_at,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::load::parse_spec;
+
+    fn spec_with(resource_extra: &str, mapping: &str) -> String {
+        format!(
+            r#"spec_version: 1
+name: demo
+base_url: "https://{{{{ config.subdomain }}}}.example.com"
+allowed_hosts: ["*.example.com"]
+config:
+  subdomain: {{required: true}}
+auth: {{type: bearer}}
+resources:
+  contacts:
+    model: crm.contact
+    request: {{path: /contacts}}
+    pagination: {{type: cursor, cursor_path: next, param: after}}
+    records: {{path: items, primary_key: id}}
+{resource_extra}    mapping: |
+      {mapping}
+"#
+        )
+    }
+
+    #[test]
+    fn a_good_spec_compiles() {
+        let text = spec_with("", "{ 'id': $string(id), 'first_name': first }");
+        let spec = compile(parse_spec(Path::new("demo.yaml"), &text).unwrap()).unwrap();
+        let r = spec.resource("contacts").unwrap();
+        assert!(r.mapped_fields.contains("first"));
+        assert!(spec.credentials_used.contains("access_token"));
+    }
+
+    #[test]
+    fn an_invalid_mapping_names_file_line_and_path() {
+        let text = spec_with("", "{ 'id': id, 'first_name': first[ }");
+        let err = compile(parse_spec(Path::new("demo.yaml"), &text).unwrap()).unwrap_err();
+        let shown = err.to_string();
+        assert!(
+            shown.starts_with("demo.yaml:14: at `resources.contacts.mapping`: invalid JSONata"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn unknown_models_config_and_since_formats_are_reported_together() {
+        let text = spec_with(
+            "    incremental: {since_format: yesterday}\n",
+            "{ 'id': id }",
+        )
+        .replace("crm.contact", "crm.person")
+        .replace("config.subdomain", "config.tenant");
+        let err = compile(parse_spec(Path::new("demo.yaml"), &text).unwrap()).unwrap_err();
+        let shown = err.to_string();
+        assert!(
+            shown.contains("unknown unified model `crm.person`"),
+            "{shown}"
+        );
+        assert!(shown.contains("`config.tenant`"), "{shown}");
+        assert!(
+            shown.contains("`yesterday` is not a since format"),
+            "{shown}"
+        );
+        assert!(err.problems().len() >= 3);
+    }
+}

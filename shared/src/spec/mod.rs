@@ -1,0 +1,11 @@
+//! Provider specs: the format (model), reading it (load), compiling it (compile),
+//! its templates, and the JSON Schema editors use.
+
+pub mod compile;
+pub mod load;
+pub mod model;
+pub mod schema;
+pub mod template;
+
+pub use compile::{load_spec, CompiledResource, CompiledSpec};
+pub use load::{Problem, SpecError};

@@ -1,0 +1,138 @@
+//! Shared test harness: where the repository is, provider test cases, and
+//! sandbox control from tests.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// The repository root (this crate lives in `<root>/tests`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// A provider test case: `tests/providers/<provider>.yaml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderCase {
+    /// Spec file, relative to `provider-specs/`.
+    pub spec: String,
+    /// Sandbox profile, relative to `provider-specs/`.
+    pub profile: String,
+    /// Connection settings; the harness adds `base_url` (and `token_url` when `token_path` is set).
+    #[serde(default)]
+    pub config: Map<String, Value>,
+    #[serde(default)]
+    pub credentials: Map<String, Value>,
+    /// Settings whose values are sandbox paths to turn into URLs, e.g. `token_url: /oauth/token`.
+    #[serde(default)]
+    pub sandbox_urls: Map<String, Value>,
+    /// Resources read in full and compared with the sandbox's listing.
+    pub resources: Vec<String>,
+    /// Resources read incrementally after the sandbox changed a few records.
+    #[serde(default)]
+    pub incremental: Vec<String>,
+    /// Page size for the runs (small, so several pages are read).
+    #[serde(default)]
+    pub page_size: Option<u32>,
+}
+
+impl ProviderCase {
+    pub fn all() -> Vec<(String, ProviderCase)> {
+        let dir = repo_root().join("tests/providers");
+        let mut cases: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .map(|p| {
+                let text = std::fs::read_to_string(&p).unwrap();
+                let case: ProviderCase = serde_yaml_ng::from_str(&text)
+                    .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                (p.file_stem().unwrap().to_string_lossy().into_owned(), case)
+            })
+            .collect();
+        cases.sort_by(|a, b| a.0.cmp(&b.0));
+        cases
+    }
+}
+
+/// Talk to a sandbox's control endpoints.
+pub struct SandboxControl {
+    pub base_url: String,
+    http: reqwest::Client,
+}
+
+impl SandboxControl {
+    pub fn new(base_url: impl Into<String>) -> Self {
+        SandboxControl {
+            base_url: base_url.into(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// The provider-shaped records of a resource with their sandbox ids, in the
+    /// order the sandbox serves them.
+    pub async fn records(&self, resource: &str) -> anyhow::Result<Vec<(u64, Value)>> {
+        let v: Value = self
+            .http
+            .get(format!("{}/_sandbox/resources/{resource}", self.base_url))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let ids = v["ids"].as_array().cloned().unwrap_or_default();
+        let records = v["records"].as_array().cloned().unwrap_or_default();
+        Ok(ids
+            .into_iter()
+            .map(|id| id.as_u64().unwrap_or_default())
+            .zip(records)
+            .collect())
+    }
+
+    /// Change, delete or add records; returns the sandbox's answer (ids touched).
+    pub async fn mutate(
+        &self,
+        resource: &str,
+        update: usize,
+        delete: usize,
+        create: usize,
+    ) -> anyhow::Result<Value> {
+        Ok(self
+            .http
+            .post(format!(
+                "{}/_sandbox/resources/{resource}/mutate",
+                self.base_url
+            ))
+            .json(&serde_json::json!({"update": update, "delete": delete, "create": create}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+
+    pub async fn faults(&self, faults: Value) -> anyhow::Result<()> {
+        self.http
+            .post(format!("{}/_sandbox/faults", self.base_url))
+            .json(&faults)
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
+    pub async fn stats(&self) -> anyhow::Result<tributary::sandbox::Stats> {
+        Ok(self
+            .http
+            .get(format!("{}/_sandbox/stats", self.base_url))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+}
