@@ -73,6 +73,10 @@ pub struct RunArgs {
     /// Print only waits, retries, warnings and errors on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Serve this sandbox profile in-process and read from it: sets `base_url` (and
+    /// `token_url` when the profile has a token endpoint) and allows private hosts.
+    #[arg(long, value_name = "PROFILE")]
+    sandbox: Option<PathBuf>,
 }
 
 pub async fn run(cmd: SpecCommand) -> ExitCode {
@@ -127,7 +131,28 @@ fn json_object(flag: &str, text: &str) -> anyhow::Result<Map<String, Value>> {
 async fn run_resource(args: RunArgs) -> Result<ExitCode, (u8, anyhow::Error)> {
     let bad = |e: anyhow::Error| (EXIT_BAD_INPUT, e);
     let spec = load_spec(&args.file).map_err(|e| bad(anyhow!(e)))?;
-    let config = json_object("config", &args.config).map_err(bad)?;
+    let mut config = json_object("config", &args.config).map_err(bad)?;
+    let mut allow_private_hosts = args.allow_private_hosts;
+    // Kept alive until the run ends: dropping it stops the server.
+    let _sandbox = match &args.sandbox {
+        Some(path) => {
+            let profile = tributary::sandbox::Profile::load(path).map_err(|e| bad(anyhow!(e)))?;
+            let token_path = profile.oauth.as_ref().map(|o| o.path.clone());
+            let handle = tributary::sandbox::start(profile, ([127, 0, 0, 1], 0).into())
+                .await
+                .map_err(|e| (EXIT_RUN_FAILED, anyhow!(e)))?;
+            eprintln!("sandbox {} serving at {}", path.display(), handle.base_url());
+            config.insert("base_url".into(), Value::String(handle.base_url()));
+            if let Some(p) = token_path {
+                config
+                    .entry("token_url")
+                    .or_insert_with(|| Value::String(format!("{}{p}", handle.base_url())));
+            }
+            allow_private_hosts = true;
+            Some(handle)
+        }
+        None => None,
+    };
     // Parsed straight into redacting types: a bad value is reported without echoing it.
     let credentials: Credentials = serde_json::from_str(&args.credentials)
         .map_err(|e| bad(anyhow!("--credentials must be a JSON object: {e}")))?;
@@ -146,7 +171,7 @@ async fn run_resource(args: RunArgs) -> Result<ExitCode, (u8, anyhow::Error)> {
         since,
         max_pages: args.max_pages,
         page_size: args.page_size,
-        allow_private_hosts: args.allow_private_hosts,
+        allow_private_hosts,
         max_wait: Duration::from_secs_f64(args.max_wait),
         max_attempts: args.max_attempts.max(1),
         ..RunOptions::default()

@@ -56,9 +56,14 @@ async fn spec_run(
 
 #[tokio::test]
 async fn every_provider_spec_reads_its_sandbox_completely_in_order() {
+    // TRIBUTARY_PROVIDER_CASE=<name> runs one case (while writing a spec).
+    let only = std::env::var("TRIBUTARY_PROVIDER_CASE").ok();
     let cases = ProviderCase::all();
     assert!(!cases.is_empty(), "no provider cases in tests/providers");
     for (name, case) in cases {
+        if only.as_ref().is_some_and(|o| o != &name) {
+            continue;
+        }
         let profile =
             Profile::load(&repo_root().join("provider-specs").join(&case.profile)).unwrap();
         let sbx = sandbox::start(profile, "127.0.0.1:0".parse().unwrap())
