@@ -7,23 +7,32 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use tributary::engine::{
-    ignore_events, Connection, ConnectionRuntime, EngineError, EngineEvent, ErrorKind, ResourceRun, RunOptions,
+    ignore_events, Connection, ConnectionRuntime, EngineError, EngineEvent, ErrorKind, ResourceRun,
+    RunOptions,
 };
 use tributary::http::auth::DiscardTokens;
 use tributary::sandbox::{self, Profile, SandboxHandle};
 use tributary::spec::{load_spec, CompiledSpec};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(name)
 }
 
 async fn setup() -> (Arc<CompiledSpec>, SandboxHandle, Connection) {
     let spec = load_spec(&fixture("styles.spec.yaml")).unwrap();
-    let sbx = sandbox::start(Profile::load(&fixture("styles.sandbox.yaml")).unwrap(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let sbx = sandbox::start(
+        Profile::load(&fixture("styles.sandbox.yaml")).unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
     let connection = Connection {
-        config: json!({"base_url": sbx.base_url()}).as_object().unwrap().clone(),
+        config: json!({"base_url": sbx.base_url()})
+            .as_object()
+            .unwrap()
+            .clone(),
         credentials: serde_json::from_value(json!({"api_key": "styles-key"})).unwrap(),
     };
     (spec, sbx, connection)
@@ -43,8 +52,17 @@ async fn read_all(
     resource: &str,
     options: RunOptions,
 ) -> (Vec<Value>, usize, Option<EngineError>) {
-    let runtime = ConnectionRuntime::new(spec, connection, &options, Arc::new(DiscardTokens)).unwrap();
-    let run = ResourceRun::new(spec.clone(), resource, connection, &runtime, options, ignore_events()).unwrap();
+    let runtime =
+        ConnectionRuntime::new(spec, connection, &options, Arc::new(DiscardTokens)).unwrap();
+    let run = ResourceRun::new(
+        spec.clone(),
+        resource,
+        connection,
+        &runtime,
+        options,
+        ignore_events(),
+    )
+    .unwrap();
     let pages = run.pages();
     futures::pin_mut!(pages);
     let mut records = Vec::new();
@@ -68,7 +86,12 @@ async fn sandbox_ids(sbx: &SandboxHandle, resource: &str) -> Vec<Value> {
         .json()
         .await
         .unwrap();
-    listing["records"].as_array().unwrap().iter().map(|r| r["id"].clone()).collect()
+    listing["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].clone())
+        .collect()
 }
 
 #[tokio::test]
@@ -102,19 +125,33 @@ async fn a_repeating_cursor_stops_with_an_error_naming_the_page() {
         .unwrap();
     let (records, _, err) = read_all(&spec, &connection, "next_url_items", options()).await;
     let err = err.expect("the loop is detected");
-    assert!(matches!(err.kind, ErrorKind::RepeatedCursor { .. }), "{err}");
+    assert!(
+        matches!(*err.kind, ErrorKind::RepeatedCursor { .. }),
+        "{err}"
+    );
     assert_eq!(err.page, 3);
-    assert_eq!(records.len(), 10, "pages before the one that repeats are delivered");
-    assert!(err.to_string().contains("styles.spec.yaml resource `next_url_items`, page 3"), "{err}");
+    assert_eq!(
+        records.len(),
+        10,
+        "pages before the one that repeats are delivered"
+    );
+    assert!(
+        err.to_string()
+            .contains("styles.spec.yaml resource `next_url_items`, page 3"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn max_pages_stops_with_an_error_when_more_remain() {
     let (spec, _sbx, connection) = setup().await;
-    let opts = RunOptions { max_pages: Some(2), ..options() };
+    let opts = RunOptions {
+        max_pages: Some(2),
+        ..options()
+    };
     let (records, pages, err) = read_all(&spec, &connection, "cursor_items", opts).await;
     assert_eq!((records.len(), pages), (10, 2));
-    assert!(matches!(err.unwrap().kind, ErrorKind::MaxPages { max: 2 }));
+    assert!(matches!(*err.unwrap().kind, ErrorKind::MaxPages { max: 2 }));
 }
 
 #[tokio::test]
@@ -129,7 +166,8 @@ async fn transient_failures_are_retried_and_reported() {
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = events.clone();
     let opts = options();
-    let runtime = ConnectionRuntime::new(&spec, &connection, &opts, Arc::new(DiscardTokens)).unwrap();
+    let runtime =
+        ConnectionRuntime::new(&spec, &connection, &opts, Arc::new(DiscardTokens)).unwrap();
     let run = ResourceRun::new(
         spec.clone(),
         "offset_items",
@@ -156,6 +194,12 @@ async fn a_wrong_key_is_a_401_error_not_a_retry() {
     connection.credentials = serde_json::from_value(json!({"api_key": "wrong"})).unwrap();
     let (_, _, err) = read_all(&spec, &connection, "cursor_items", options()).await;
     let err = err.unwrap();
-    assert!(matches!(err.kind, ErrorKind::Unauthorized { status: 401, .. }), "{err}");
-    assert!(!err.to_string().contains("wrong"), "the key is not echoed: {err}");
+    assert!(
+        matches!(*err.kind, ErrorKind::Unauthorized { status: 401, .. }),
+        "{err}"
+    );
+    assert!(
+        !err.to_string().contains("wrong"),
+        "the key is not echoed: {err}"
+    );
 }

@@ -125,6 +125,16 @@ impl SandboxControl {
         Ok(())
     }
 
+    /// Expire every access token the sandbox issued (refresh tokens stay valid).
+    pub async fn expire_tokens(&self) -> anyhow::Result<()> {
+        self.http
+            .post(format!("{}/_sandbox/oauth/expire", self.base_url))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
     pub async fn stats(&self) -> anyhow::Result<tributary::sandbox::Stats> {
         Ok(self
             .http

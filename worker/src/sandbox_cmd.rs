@@ -9,7 +9,7 @@ use tributary::sandbox::{self, Profile};
 
 #[derive(Args)]
 pub struct SandboxArgs {
-    /// The sandbox profile (YAML), e.g. provider-specs/sandbox/hubspot.yaml.
+    /// The sandbox profile (YAML), e.g. provider-specs/sandbox/<provider>.yaml.
     #[arg(long)]
     profile: PathBuf,
     /// Address to listen on; port 0 picks a free port.

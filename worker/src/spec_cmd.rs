@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 use futures::StreamExt;
 use serde_json::{Map, Value};
 use tributary::engine::{Connection, ConnectionRuntime, ResourceRun, RunOptions};
-use tributary::http::auth::DiscardTokens;
+use tributary::http::auth::{DiscardTokens, TokenSink};
 use tributary::mapping::normalize::{normalize, primary_key};
 use tributary::secrets::Credentials;
 use tributary::spec::load_spec;
@@ -49,9 +49,14 @@ pub struct RunArgs {
     /// Connection settings, a JSON object (e.g. '{"subdomain": "acme"}'; `base_url` replaces the spec's).
     #[arg(long, default_value = "{}")]
     config: String,
-    /// Credentials, a JSON object (access_token, refresh_token, expires_at, client_id, client_secret, api_key, username, password).
+    /// Credentials, a JSON object (access_token, refresh_token, expires_at, client_id, client_secret,
+    /// api_key, username, password), or `@FILE` to read them from a file (keeps them out of `ps`).
     #[arg(long, default_value = "{}")]
     credentials: String,
+    /// Write credentials the token endpoint renewed (a rotated refresh token) to this file
+    /// (mode 0600) before they are used. Pass the same file to `--credentials @FILE` next time.
+    #[arg(long, value_name = "FILE")]
+    save_credentials: Option<PathBuf>,
     /// Only records changed since this time (RFC 3339), through the spec's incremental request.
     #[arg(long)]
     since: Option<String>,
@@ -119,6 +124,42 @@ fn check(files: &[PathBuf]) -> ExitCode {
     }
 }
 
+/// Renewed credentials saved to a file, replaced atomically, readable by the owner only.
+struct CredentialsFile {
+    path: PathBuf,
+}
+
+impl TokenSink for CredentialsFile {
+    fn store(
+        &self,
+        credentials: &Credentials,
+    ) -> futures::future::BoxFuture<'_, Result<(), String>> {
+        let text = serde_json::to_string_pretty(&credentials.expose_for_templates())
+            .expect("strings serialize");
+        Box::pin(async move {
+            use std::os::unix::fs::OpenOptionsExt;
+            let tmp = self.path.with_extension("tmp");
+            let write = || -> std::io::Result<()> {
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&tmp)?;
+                f.write_all(text.as_bytes())?;
+                f.sync_all()?;
+                std::fs::rename(&tmp, &self.path)
+            };
+            write().map_err(|e| {
+                format!(
+                    "cannot save renewed credentials to {}: {e}",
+                    self.path.display()
+                )
+            })
+        })
+    }
+}
+
 fn json_object(flag: &str, text: &str) -> anyhow::Result<Map<String, Value>> {
     let value: Value =
         serde_json::from_str(text).with_context(|| format!("--{flag} is not valid JSON"))?;
@@ -141,7 +182,11 @@ async fn run_resource(args: RunArgs) -> Result<ExitCode, (u8, anyhow::Error)> {
             let handle = tributary::sandbox::start(profile, ([127, 0, 0, 1], 0).into())
                 .await
                 .map_err(|e| (EXIT_RUN_FAILED, anyhow!(e)))?;
-            eprintln!("sandbox {} serving at {}", path.display(), handle.base_url());
+            eprintln!(
+                "sandbox {} serving at {}",
+                path.display(),
+                handle.base_url()
+            );
             config.insert("base_url".into(), Value::String(handle.base_url()));
             if let Some(p) = token_path {
                 config
@@ -153,8 +198,13 @@ async fn run_resource(args: RunArgs) -> Result<ExitCode, (u8, anyhow::Error)> {
         }
         None => None,
     };
+    let credentials_text = match args.credentials.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| bad(anyhow!("--credentials @{path}: cannot read the file: {e}")))?,
+        None => args.credentials.clone(),
+    };
     // Parsed straight into redacting types: a bad value is reported without echoing it.
-    let credentials: Credentials = serde_json::from_str(&args.credentials)
+    let credentials: Credentials = serde_json::from_str(&credentials_text)
         .map_err(|e| bad(anyhow!("--credentials must be a JSON object: {e}")))?;
     let since = match &args.since {
         Some(s) => Some(
@@ -184,7 +234,11 @@ async fn run_resource(args: RunArgs) -> Result<ExitCode, (u8, anyhow::Error)> {
         quiet: args.quiet,
         ..Progress::default()
     });
-    let runtime = ConnectionRuntime::new(&spec, &connection, &options, Arc::new(DiscardTokens))
+    let sink: Arc<dyn TokenSink> = match &args.save_credentials {
+        Some(path) => Arc::new(CredentialsFile { path: path.clone() }),
+        None => Arc::new(DiscardTokens),
+    };
+    let runtime = ConnectionRuntime::new(&spec, &connection, &options, sink)
         .map_err(|e| bad(anyhow!("{}: {e}", spec.file.display())))?;
     let run = ResourceRun::new(
         spec.clone(),

@@ -2,6 +2,7 @@
 //! documentation says: `spec run` prints every record exactly once, in order,
 //! and exits 0; an incremental run prints exactly the records changed.
 
+use std::path::Path;
 use std::process::Stdio;
 
 use serde_json::{Map, Value};
@@ -14,8 +15,11 @@ struct RunOutput {
     stderr: String,
 }
 
+/// Runs `spec run` with the case's credentials file, which the run updates when
+/// the token endpoint renews (or rotates) them.
 async fn spec_run(
     case: &ProviderCase,
+    credentials: &Path,
     resource: &str,
     config: &Map<String, Value>,
     extra: &[String],
@@ -27,10 +31,9 @@ async fn spec_run(
         .arg(format!("provider-specs/{}", case.spec))
         .args(["--resource", resource])
         .args(["--config", &Value::Object(config.clone()).to_string()])
-        .args([
-            "--credentials",
-            &Value::Object(case.credentials.clone()).to_string(),
-        ])
+        .args(["--credentials", &format!("@{}", credentials.display())])
+        .arg("--save-credentials")
+        .arg(credentials)
         .arg("--allow-private-hosts")
         .args(["--max-wait", "30"])
         .args(extra)
@@ -70,6 +73,13 @@ async fn every_provider_spec_reads_its_sandbox_completely_in_order() {
             .await
             .unwrap();
         let control = SandboxControl::new(sbx.base_url());
+        let credentials =
+            std::env::temp_dir().join(format!("tributary-{name}-{}.json", std::process::id()));
+        std::fs::write(
+            &credentials,
+            Value::Object(case.credentials.clone()).to_string(),
+        )
+        .unwrap();
         let mut config = case.config.clone();
         config.insert("base_url".into(), Value::String(sbx.base_url()));
         for (k, path) in &case.sandbox_urls {
@@ -82,7 +92,10 @@ async fn every_provider_spec_reads_its_sandbox_completely_in_order() {
                 expected.len() > 10,
                 "{name}/{resource}: sandbox serves too few records to page"
             );
-            let run = spec_run(&case, resource, &config, &[]).await;
+            // Every run meets an expired access token: OAuth cases refresh each time,
+            // and a rotated refresh token must have been saved by the run before.
+            control.expire_tokens().await.unwrap();
+            let run = spec_run(&case, &credentials, resource, &config, &[]).await;
             assert_eq!(run.code, 0, "{name}/{resource} failed:\n{}", run.stderr);
             let pages = run
                 .stderr
@@ -139,7 +152,15 @@ async fn every_provider_spec_reads_its_sandbox_completely_in_order() {
                 .filter(|(id, _)| changed.contains(id))
                 .map(|(_, r)| r)
                 .collect();
-            let run = spec_run(&case, resource, &config, &["--since".into(), since]).await;
+            control.expire_tokens().await.unwrap();
+            let run = spec_run(
+                &case,
+                &credentials,
+                resource,
+                &config,
+                &["--since".into(), since],
+            )
+            .await;
             assert_eq!(
                 run.code, 0,
                 "{name}/{resource} incremental failed:\n{}",
@@ -155,5 +176,15 @@ async fn every_provider_spec_reads_its_sandbox_completely_in_order() {
                 "{name}/{resource}: incremental run reads exactly the changed records"
             );
         }
+        let stats = control.stats().await.unwrap();
+        if case.sandbox_urls.contains_key("token_url") {
+            let runs = (case.resources.len() + case.incremental.len()) as u64;
+            assert_eq!(
+                stats.refreshes, runs,
+                "{name}: one refresh per run, each with the saved refresh token"
+            );
+            assert_eq!(stats.invalid_grants, 0, "{name}");
+        }
+        let _ = std::fs::remove_file(&credentials);
     }
 }

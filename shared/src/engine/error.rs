@@ -13,7 +13,8 @@ pub struct EngineError {
     pub spec: PathBuf,
     pub resource: String,
     pub page: u32,
-    pub kind: ErrorKind,
+    /// Boxed: errors travel in `Result`s on the hot path and should stay small.
+    pub kind: Box<ErrorKind>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -196,7 +196,7 @@ impl ResourceRun {
             spec: spec.file.clone(),
             resource: resource.to_string(),
             page: 0,
-            kind,
+            kind: Box::new(kind),
         };
         let Some(res) = spec.resource(resource) else {
             let known: Vec<_> = spec.resources.keys().cloned().collect();
@@ -292,7 +292,7 @@ impl ResourceRun {
             spec: self.spec.file.clone(),
             resource: self.resource.clone(),
             page,
-            kind,
+            kind: Box::new(kind),
         }
     }
 
@@ -460,13 +460,13 @@ impl ResourceRun {
                     method: req.method_name(),
                     path: req.path_for_errors(),
                     status: status.as_u16(),
-                    message: self.error_message(json.as_ref()),
+                    message: self.error_message(json.as_ref(), &headers),
                 });
             }
             if status.is_server_error() {
                 let reason = format!(
                     "{status}{}",
-                    self.error_message(json.as_ref())
+                    self.error_message(json.as_ref(), &headers)
                         .map(|m| format!(" ({m})"))
                         .unwrap_or_default()
                 );
@@ -479,7 +479,7 @@ impl ResourceRun {
                     method: req.method_name(),
                     path: req.path_for_errors(),
                     status: status.as_u16(),
-                    message: self.error_message(json.as_ref()),
+                    message: self.error_message(json.as_ref(), &headers),
                 });
             }
             let len = bytes.len();
@@ -532,7 +532,16 @@ impl ResourceRun {
         Ok(())
     }
 
-    fn error_message(&self, body: Option<&Value>) -> Option<String> {
+    fn error_message(
+        &self,
+        body: Option<&Value>,
+        headers: &reqwest::header::HeaderMap,
+    ) -> Option<String> {
+        if let Some(name) = &self.spec.spec.errors.message_header {
+            if let Some(text) = headers.get(name).and_then(|v| v.to_str().ok()) {
+                return Some(text.to_string());
+            }
+        }
         let body = body?;
         let from_spec = self
             .spec

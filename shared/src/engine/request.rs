@@ -1,6 +1,6 @@
 //! Building one page's request from the spec's templates and the page state.
 
-use reqwest::header::{HeaderName, HeaderValue};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT};
 use serde_json::Value;
 use url::Url;
 
@@ -156,18 +156,21 @@ pub(crate) fn build(
         Method::Get => http.get(url),
         Method::Post => http.post(url),
     };
-    b = b.header("Accept", "application/json");
+    let mut headers = HeaderMap::new();
+    headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+    // The spec's headers replace defaults of the same name rather than repeating them.
     for (k, v) in &req.headers {
         if let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(k.as_bytes()),
             HeaderValue::from_str(v),
         ) {
-            b = b.header(name, value);
+            headers.insert(name, value);
         }
     }
     for (name, value) in auth.headers {
-        b = b.header(name, value);
+        headers.insert(name, value);
     }
+    b = b.headers(headers);
     if let Some(body) = &req.body {
         b = b.json(body);
     }

@@ -71,7 +71,7 @@ impl Jsonata {
         if let Some(found) = self.lookup(input) {
             return Ok(found.cloned());
         }
-        let out = self.eval(&JValue::from(input.clone()))?;
+        let out = self.eval(&to_jvalue(input))?;
         Ok(to_json(&out))
     }
 
@@ -148,7 +148,52 @@ pub fn to_json(value: &JValue) -> Option<Value> {
     if value.is_undefined() {
         return None;
     }
-    serde_json::to_value(value).ok()
+    Some(from_jvalue(value))
+}
+
+/// The evaluator's values to JSON, keeping whole numbers integers (as JSONata prints them).
+fn from_jvalue(value: &JValue) -> Value {
+    match value {
+        JValue::Null | JValue::Undefined => Value::Null,
+        JValue::Bool(b) => Value::Bool(*b),
+        JValue::Number(n) => {
+            if n.fract() == 0.0 && n.abs() < 9.0e15 {
+                Value::from(*n as i64)
+            } else {
+                serde_json::Number::from_f64(*n).map(Value::Number).unwrap_or(Value::Null)
+            }
+        }
+        JValue::String(s) => Value::String(s.to_string()),
+        JValue::Array(items) => Value::Array(items.iter().map(from_jvalue).collect()),
+        JValue::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(_, v)| !v.is_undefined())
+                .map(|(k, v)| (k.clone(), from_jvalue(v)))
+                .collect(),
+        ),
+        // Functions and regexes have no JSON form; JSONata prints them as "".
+        _ => Value::String(String::new()),
+    }
+}
+
+/// JSON to the evaluator's values, reading the input in place (no copy of the tree first).
+pub fn to_jvalue(value: &Value) -> JValue {
+    match value {
+        Value::Null => JValue::Null,
+        Value::Bool(b) => JValue::Bool(*b),
+        Value::Number(n) => JValue::Number(n.as_f64().unwrap_or(0.0)),
+        Value::String(s) => JValue::string(s.as_str()),
+        Value::Array(items) => {
+            let flat = items.iter().all(|v| !v.is_array());
+            JValue::Array(jsonata_core::value::JArray::new_flat(
+                items.iter().map(to_jvalue).collect(),
+                flat,
+            ))
+        }
+        Value::Object(map) => {
+            JValue::object(map.iter().map(|(k, v)| (k.clone(), to_jvalue(v))).collect())
+        }
+    }
 }
 
 fn collect_names(tree: &Value, out: &mut BTreeSet<String>) {
@@ -221,6 +266,7 @@ mod tests {
         ] {
             let fast = Jsonata::compile(src).unwrap();
             let slow = fast.eval(&JValue::from(input.clone())).unwrap();
+            assert_eq!(to_jvalue(&input), JValue::from(input.clone()));
             assert_eq!(fast.eval_json(&input).unwrap(), to_json(&slow), "{src}");
         }
         let mut taken = input.clone();

@@ -2,11 +2,10 @@
 //! id, the fields the mapping did not use (`custom_fields`), the raw record
 //! (`remote_data`), and a check against the unified model's schema.
 
-use jsonata_core::value::JValue;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::jsonata::to_json;
+use super::jsonata::{to_json, to_jvalue};
 use crate::spec::compile::CompiledResource;
 
 /// A normalized record, as `spec run` prints it and the pipeline publishes it.
@@ -60,7 +59,7 @@ pub fn normalize(
     id: String,
     raw: Value,
 ) -> Result<UnifiedRecord, NormalizeError> {
-    let input = JValue::from(raw.clone());
+    let input = to_jvalue(&raw);
     let mapped = resource
         .mapping
         .eval(&input)
@@ -77,14 +76,18 @@ pub fn normalize(
     data.retain(|_, v| !v.is_null());
     data.insert("id".into(), Value::String(id.clone()));
     let custom_fields = custom_fields(resource, &raw)?;
+    let data = Value::Object(data);
     resource
         .model
-        .check(&Value::Object(data.clone()))
+        .check(&data)
         .map_err(|problems| NormalizeError::Schema {
             model: resource.model.name,
             version: resource.model.version,
             problems,
         })?;
+    let Value::Object(data) = data else {
+        unreachable!("built as an object above")
+    };
     Ok(UnifiedRecord {
         model: resource.model.name,
         id,

@@ -89,10 +89,13 @@ struct Window {
     used: u32,
 }
 
+/// The resources a route may serve, each with its optional `when` predicate.
+type Candidates = Vec<(String, Option<Jsonata>)>;
+
 struct Shared {
     profile: Profile,
     compiled: HashMap<String, Compiled>,
-    routes: HashMap<String, matchit::Router<Vec<(String, Option<Jsonata>)>>>,
+    routes: HashMap<String, matchit::Router<Candidates>>,
     answers: HashMap<String, Jsonata>,
     global_headers: Vec<(String, Jsonata)>,
     data: Mutex<HashMap<String, ResourceData>>,
@@ -176,7 +179,7 @@ fn compile(profile: Profile) -> Result<Shared, SandboxError> {
     };
     let expr = |at: &str, src: &str| Jsonata::compile(src).map_err(|e| fail(format!("{at}: {e}")));
     let mut compiled = HashMap::new();
-    let mut by_route: HashMap<(String, String), Vec<(String, Option<Jsonata>)>> = HashMap::new();
+    let mut by_route: HashMap<(String, String), Candidates> = HashMap::new();
     let mut data_sets = HashMap::new();
     for (name, r) in &profile.resources {
         let at = |f: &str| format!("resources.{name}.{f}");
@@ -361,7 +364,7 @@ async fn mutate(
     // Updates and deletions are spread over the list, and never hit the same record.
     let n = set.records.len();
     let picks = (m.update + m.delete).min(n);
-    let stride = if picks == 0 { 1 } else { (n / picks).max(1) };
+    let stride = n.checked_div(picks).unwrap_or(1).max(1);
     let chosen: Vec<usize> = (0..picks)
         .map(|i| (i * stride + stride / 2).min(n - 1))
         .collect();

@@ -707,18 +707,16 @@ impl Compiler<'_> {
     fn pagination(&mut self, at: &str, p: &Pagination) -> Option<CompiledPagination> {
         let mut need = |field: &str, present: bool| {
             if !present {
-                self.problems.push(
-                    self.src.problem(
-                        at,
-                        format!(
+                self.problems.push(self.src.problem(
+                    at,
+                    format!(
                             "pagination type `{}` needs `{field}`",
                             serde_json::to_value(p.kind)
                                 .ok()
                                 .and_then(|v| v.as_str().map(String::from))
                                 .unwrap_or_default()
                         ),
-                    ),
-                );
+                ));
             }
         };
         match p.kind {

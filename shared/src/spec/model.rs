@@ -26,7 +26,7 @@ pub struct ProviderSpec {
     pub docs_url: Option<String>,
     /// Base URL (template over `config`). A connection's `base_url` setting replaces it.
     pub base_url: String,
-    /// Host patterns (globs such as `*.my.salesforce.com`) that every resolved URL must match.
+    /// Host patterns (globs such as `*.api.example.com`) that every resolved URL must match.
     pub allowed_hosts: Vec<String>,
     /// Settings a connection supplies (e.g. `subdomain`, `instance_url`), by name.
     #[serde(default)]
@@ -366,6 +366,9 @@ pub struct ErrorHandling {
     /// JSONata over a JSON error body giving the provider's message (shown in errors).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Header carrying the provider's error message, for providers that put it there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_header: Option<String>,
     /// Statuses meaning the credentials were refused (default 401).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_statuses: Option<Vec<u16>>,
