@@ -1,9 +1,14 @@
 //! Tributary's core: provider specs, the generic sync engine, mappings into
 //! unified models, and the sandbox provider. Both binaries build on this crate.
 
+pub mod bus;
+pub mod changes;
+pub mod config;
 pub mod engine;
 pub mod http;
 pub mod mapping;
 pub mod sandbox;
 pub mod secrets;
 pub mod spec;
+pub mod store;
+pub mod sync;

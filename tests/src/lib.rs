@@ -1,6 +1,9 @@
 //! Shared test harness: where the repository is, provider test cases, and
 //! sandbox control from tests.
 
+pub mod broker;
+pub mod pipeline;
+
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -145,4 +148,48 @@ impl SandboxControl {
             .json()
             .await?)
     }
+}
+
+/// Databases the state-store suites run on: a fresh SQLite file and a fresh
+/// PostgreSQL database (127.0.0.1:5432, user postgres; override with
+/// TRIBUTARY_TEST_POSTGRES_URL pointing at a server's `postgres` database).
+pub async fn fresh_databases() -> Vec<(&'static str, String)> {
+    vec![
+        ("sqlite", fresh_sqlite()),
+        ("postgres", fresh_postgres().await),
+    ]
+}
+
+pub fn fresh_sqlite() -> String {
+    let dir = std::env::temp_dir().join("tributary-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    format!(
+        "sqlite://{}/{}.db",
+        dir.display(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+pub async fn fresh_postgres() -> String {
+    use sqlx::Connection;
+    let admin = std::env::var("TRIBUTARY_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is needed for these tests: {e}"));
+    let name = format!("tributary_test_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+    format!("{base}/{name}")
+}
+
+/// A test encryption key (random per process).
+pub fn test_cipher() -> tributary::secrets::crypto::Cipher {
+    use std::sync::OnceLock;
+    static KEY: OnceLock<String> = OnceLock::new();
+    let key = KEY.get_or_init(tributary::secrets::crypto::Cipher::generate_key);
+    tributary::secrets::crypto::Cipher::from_base64(key, &[]).unwrap()
 }

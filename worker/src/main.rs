@@ -1,7 +1,9 @@
-//! `tributary-worker`: the worker binary. Today it carries the spec tools
-//! (`spec check`, `spec run`, `spec schema`) and the sandbox provider.
+//! `tributary-worker`: the worker binary: `run` (the jobs consumer), the spec
+//! tools (`spec check`, `spec run`, `spec schema`), the sandbox provider and `keygen`.
 
+mod health;
 mod progress;
+mod run_cmd;
 mod sandbox_cmd;
 mod spec_cmd;
 
@@ -27,6 +29,20 @@ enum Command {
     Spec(spec_cmd::SpecCommand),
     /// Serve the sandbox provider (fake provider APIs with generated data).
     Sandbox(sandbox_cmd::SandboxArgs),
+    /// Consume sync jobs from Kafka and publish change events (settings from TRIBUTARY_* variables).
+    Run,
+    /// Print a new random encryption key (base64, 32 bytes) for TRIBUTARY_ENCRYPTION_KEY.
+    Keygen,
+}
+
+/// Logs on stderr; RUST_LOG filters (default info).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,rdkafka=warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn main() -> ExitCode {
@@ -42,6 +58,14 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Spec(cmd) => spec_cmd::run(cmd).await,
             Command::Sandbox(args) => sandbox_cmd::run(args).await,
+            Command::Run => {
+                init_logging();
+                run_cmd::run().await
+            }
+            Command::Keygen => {
+                println!("{}", tributary::secrets::crypto::Cipher::generate_key());
+                ExitCode::SUCCESS
+            }
         }
     })
 }

@@ -1,4 +1,7 @@
-//! Secrets in memory: credentials that redact themselves wherever they are printed.
+//! Secrets: credentials that redact themselves wherever they are printed, and
+//! encryption at rest (`crypto`).
+
+pub mod crypto;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -52,6 +55,11 @@ impl Credentials {
 
     pub fn field_names(&self) -> impl Iterator<Item = &str> {
         self.fields.keys().map(String::as_str)
+    }
+
+    /// All fields as a JSON object, for sealing. The result holds secrets.
+    pub fn expose_json(&self) -> String {
+        serde_json::to_string(&self.expose_for_templates()).expect("strings serialize")
     }
 
     /// The values as a template context. The result holds secrets: render it, never print it.

@@ -1,0 +1,278 @@
+//! Kafka through rdkafka: topic names, topic creation, publishing that waits for
+//! the broker's acknowledgements, and the jobs consumer.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::join_all;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::job::Job;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("the broker did not acknowledge a message to `{topic}`: {message}")]
+    NotAcknowledged { topic: String, message: String },
+    #[error("cannot create topic `{topic}`: {message}")]
+    CreateTopic { topic: String, message: String },
+}
+
+/// Topic names, from a prefix and a template for the per-model topics.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub prefix: String,
+    /// `{prefix}` and `{model}` are replaced, e.g. `{prefix}.{model}`.
+    pub model_template: String,
+}
+
+impl Topics {
+    pub fn new(prefix: &str) -> Self {
+        Topics {
+            prefix: prefix.to_string(),
+            model_template: "{prefix}.{model}".into(),
+        }
+    }
+    pub fn jobs(&self) -> String {
+        format!("{}.jobs", self.prefix)
+    }
+    pub fn status(&self) -> String {
+        format!("{}.status", self.prefix)
+    }
+    pub fn dead_letters(&self) -> String {
+        format!("{}.deadletter", self.prefix)
+    }
+    pub fn model(&self, model: &str) -> String {
+        self.model_template
+            .replace("{prefix}", &self.prefix)
+            .replace("{model}", model)
+    }
+    pub fn consumer_group(&self) -> String {
+        format!("{}.workers", self.prefix)
+    }
+}
+
+/// A message to publish.
+#[derive(Debug, Clone)]
+pub struct OutMessage {
+    pub topic: String,
+    pub key: String,
+    /// None publishes a tombstone (for compacted topics).
+    pub payload: Option<Vec<u8>>,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// Publishes and waits for acknowledgements.
+#[derive(Clone)]
+pub struct Publisher {
+    producer: FutureProducer,
+}
+
+impl Publisher {
+    pub fn new(brokers: &str) -> Result<Self, BusError> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "30000")
+            .create()?;
+        Ok(Publisher { producer })
+    }
+
+    /// Send all messages at once (never one by one) and wait until the broker has
+    /// acknowledged every one of them; any failure fails the whole batch.
+    pub async fn publish_all(&self, messages: &[OutMessage]) -> Result<(), BusError> {
+        let sends = messages.iter().map(|m| {
+            let mut headers = OwnedHeaders::new();
+            for (k, v) in &m.headers {
+                headers = headers.insert(Header {
+                    key: k,
+                    value: Some(v.as_bytes()),
+                });
+            }
+            let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&m.topic)
+                .key(m.key.as_str())
+                .headers(headers);
+            if let Some(p) = &m.payload {
+                record = record.payload(p.as_slice());
+            }
+            self.producer.send(record, Duration::from_secs(30))
+        });
+        for (result, m) in join_all(sends).await.into_iter().zip(messages) {
+            if let Err((e, _)) = result {
+                return Err(BusError::NotAcknowledged {
+                    topic: m.topic.clone(),
+                    message: e.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn enqueue(&self, topics: &Topics, job: &Job) -> Result<(), BusError> {
+        let payload = serde_json::to_vec(job).expect("jobs serialize");
+        self.publish_all(&[OutMessage {
+            topic: topics.jobs(),
+            key: job.tenant.clone(),
+            payload: Some(payload),
+            headers: vec![
+                ("tenant", job.tenant.clone()),
+                ("job_id", job.job_id.clone()),
+            ],
+        }])
+        .await
+    }
+}
+
+/// Create topics that do not exist yet.
+pub async fn ensure_topics(brokers: &str, topics: &[(String, i32)]) -> Result<(), BusError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let results = admin
+        .create_topics(
+            &new,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await?;
+    for r in results {
+        if let Err((topic, code)) = r {
+            if code != RDKafkaErrorCode::TopicAlreadyExists {
+                return Err(BusError::CreateTopic {
+                    topic,
+                    message: code.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Settings of the jobs consumer.
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    pub brokers: String,
+    pub group: String,
+    pub session_timeout: Duration,
+}
+
+pub fn jobs_consumer(settings: &ConsumerSettings, topic: &str) -> Result<StreamConsumer, BusError> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .set("group.id", &settings.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set(
+            "session.timeout.ms",
+            settings.session_timeout.as_millis().to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            (settings.session_timeout.as_millis() / 3)
+                .max(100)
+                .to_string(),
+        )
+        .set("max.poll.interval.ms", "600000")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    Ok(consumer)
+}
+
+/// Which offsets may be committed while several jobs of one partition run at once:
+/// a partition's committed offset never passes a job that has not finished.
+#[derive(Debug, Default, Clone)]
+pub struct OffsetTracker {
+    inner: Arc<Mutex<HashMap<(String, i32), PartitionOffsets>>>,
+}
+
+#[derive(Debug, Default)]
+struct PartitionOffsets {
+    in_flight: BTreeSet<i64>,
+    /// Highest finished offset + 1.
+    done_up_to: i64,
+}
+
+impl OffsetTracker {
+    pub fn started(&self, topic: &str, partition: i32, offset: i64) {
+        let mut map = self.inner.lock().expect("offsets");
+        map.entry((topic.to_string(), partition))
+            .or_default()
+            .in_flight
+            .insert(offset);
+    }
+
+    /// Mark a job finished; returns the offset now safe to commit for its partition.
+    pub fn finished(&self, topic: &str, partition: i32, offset: i64) -> i64 {
+        let mut map = self.inner.lock().expect("offsets");
+        let p = map.entry((topic.to_string(), partition)).or_default();
+        p.in_flight.remove(&offset);
+        p.done_up_to = p.done_up_to.max(offset + 1);
+        match p.in_flight.first() {
+            Some(lowest) => *lowest,
+            None => p.done_up_to,
+        }
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.inner
+            .lock()
+            .expect("offsets")
+            .values()
+            .map(|p| p.in_flight.len())
+            .sum()
+    }
+}
+
+/// Commit `offset` (the next one to read) for a partition, synchronously.
+pub fn commit(
+    consumer: &StreamConsumer,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<(), BusError> {
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    consumer.commit(&list, CommitMode::Sync)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commits_never_pass_an_unfinished_job() {
+        let t = OffsetTracker::default();
+        for o in [10, 11, 12] {
+            t.started("jobs", 0, o);
+        }
+        assert_eq!(t.finished("jobs", 0, 12), 10, "10 still runs");
+        assert_eq!(t.finished("jobs", 0, 10), 11, "11 still runs");
+        assert_eq!(t.finished("jobs", 0, 11), 13);
+        assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn topic_names_follow_the_template() {
+        let mut t = Topics::new("tributary");
+        assert_eq!(t.model("crm.contact"), "tributary.crm.contact");
+        t.model_template = "{prefix}-events-{model}".into();
+        assert_eq!(t.model("hris.employee"), "tributary-events-hris.employee");
+        assert_eq!(t.jobs(), "tributary.jobs");
+    }
+}

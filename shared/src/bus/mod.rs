@@ -1,0 +1,9 @@
+//! Kafka: job messages, the event envelope, publishing and consuming.
+
+pub mod envelope;
+pub mod job;
+pub mod kafka;
+
+pub use envelope::{ChangeEvent, DeadLetter, Op, StatusEvent};
+pub use job::{Job, JobReason};
+pub use kafka::{BusError, OutMessage, Publisher, Topics};

@@ -1,0 +1,111 @@
+//! Deployment settings, from environment variables (documented in the README).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::secrets::crypto::{Cipher, CryptoError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var}: {message}")]
+    Invalid { var: &'static str, message: String },
+    #[error("TRIBUTARY_ENCRYPTION_KEY: {0}")]
+    Key(#[from] CryptoError),
+    #[error("TRIBUTARY_ENCRYPTION_KEY is not set: credentials are encrypted at rest; generate one with `tributary-worker keygen` and keep it secret")]
+    NoKey,
+}
+
+/// Everything a worker (and the scheduler) reads from the environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub kafka_brokers: String,
+    pub database_url: String,
+    pub specs_dir: PathBuf,
+    pub topic_prefix: String,
+    pub topic_template: String,
+    pub allow_private_hosts: bool,
+    pub encryption_key: Option<String>,
+    pub old_encryption_keys: Vec<String>,
+    pub slice_max_pages: u32,
+    pub slice_max_duration: Duration,
+    pub worker_concurrency: usize,
+    pub emit_remote_data: bool,
+    pub tombstones: bool,
+    pub jobs_partitions: i32,
+    pub session_timeout: Duration,
+    pub max_wait: Duration,
+    pub health_addr: Option<String>,
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn flag(name: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match var(name).as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None => Ok(default),
+        Some("1" | "true" | "yes" | "on") => Ok(true),
+        Some("0" | "false" | "no" | "off") => Ok(false),
+        Some(other) => Err(ConfigError::Invalid {
+            var: name,
+            message: format!("`{other}` is not a boolean (use true or false)"),
+        }),
+    }
+}
+
+fn number<T: std::str::FromStr>(name: &'static str, default: T) -> Result<T, ConfigError> {
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v.trim().parse().map_err(|_| ConfigError::Invalid {
+            var: name,
+            message: format!("`{v}` is not a number"),
+        }),
+    }
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Settings, ConfigError> {
+        Ok(Settings {
+            kafka_brokers: var("TRIBUTARY_KAFKA_BROKERS")
+                .unwrap_or_else(|| "127.0.0.1:9092".into()),
+            database_url: var("TRIBUTARY_DATABASE_URL")
+                .unwrap_or_else(|| "sqlite://tributary.db".into()),
+            specs_dir: var("TRIBUTARY_SPECS_DIR")
+                .unwrap_or_else(|| "provider-specs".into())
+                .into(),
+            topic_prefix: var("TRIBUTARY_TOPIC_PREFIX").unwrap_or_else(|| "tributary".into()),
+            topic_template: var("TRIBUTARY_TOPIC_TEMPLATE")
+                .unwrap_or_else(|| "{prefix}.{model}".into()),
+            allow_private_hosts: flag("TRIBUTARY_ALLOW_PRIVATE_HOSTS", false)?,
+            encryption_key: var("TRIBUTARY_ENCRYPTION_KEY"),
+            old_encryption_keys: var("TRIBUTARY_ENCRYPTION_OLD_KEYS")
+                .map(|v| {
+                    v.split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            slice_max_pages: number("TRIBUTARY_SLICE_MAX_PAGES", 50)?,
+            slice_max_duration: Duration::from_secs_f64(number(
+                "TRIBUTARY_SLICE_MAX_SECONDS",
+                30.0,
+            )?),
+            worker_concurrency: number("TRIBUTARY_WORKER_CONCURRENCY", 8)?,
+            emit_remote_data: flag("TRIBUTARY_EMIT_REMOTE_DATA", true)?,
+            tombstones: flag("TRIBUTARY_TOMBSTONES", false)?,
+            jobs_partitions: number("TRIBUTARY_JOBS_PARTITIONS", 6)?,
+            session_timeout: Duration::from_millis(number(
+                "TRIBUTARY_KAFKA_SESSION_TIMEOUT_MS",
+                10_000,
+            )?),
+            max_wait: Duration::from_secs_f64(number("TRIBUTARY_MAX_WAIT_SECONDS", 300.0)?),
+            health_addr: var("TRIBUTARY_HEALTH_ADDR"),
+        })
+    }
+
+    pub fn cipher(&self) -> Result<Cipher, ConfigError> {
+        let key = self.encryption_key.as_deref().ok_or(ConfigError::NoKey)?;
+        Ok(Cipher::from_base64(key, &self.old_encryption_keys)?)
+    }
+}

@@ -1,0 +1,644 @@
+//! The state store: tenants, connections (credentials sealed), checkpoints,
+//! record fingerprints and sync runs. One implementation on sqlx's `Any`
+//! driver, so PostgreSQL (a fleet) and SQLite (one machine) run the same SQL;
+//! migrations are embedded and applied at start.
+
+mod rows;
+
+use std::str::FromStr;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Map, Value};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+pub use rows::*;
+
+use crate::secrets::crypto::{Cipher, CryptoError};
+use crate::secrets::Credentials;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "`{0}` is not a database URL; use postgres://user@host/db or sqlite://path/to/file.db"
+    )]
+    Url(String),
+    #[error("{what} `{id}` does not exist")]
+    NotFound { what: &'static str, id: String },
+    #[error("{what} `{id}` already exists")]
+    Conflict { what: &'static str, id: String },
+    #[error("credentials of connection `{connection}`: {source}")]
+    Crypto {
+        connection: String,
+        #[source]
+        source: CryptoError,
+    },
+    #[error("stored {what} is not valid: {message}")]
+    Corrupt { what: &'static str, message: String },
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn time(text: Option<String>) -> Option<DateTime<Utc>> {
+    text.and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Where state lives.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    cipher: Cipher,
+    postgres: bool,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Store({})",
+            if self.postgres { "postgres" } else { "sqlite" }
+        )
+    }
+}
+
+impl Store {
+    /// Connect (creating a SQLite file if needed) and apply migrations.
+    pub async fn connect(url: &str, cipher: Cipher) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+        let sqlite = url.starts_with("sqlite:");
+        if !postgres && !sqlite {
+            return Err(StoreError::Url(url.to_string()));
+        }
+        let mut options = AnyPoolOptions::new().max_connections(if postgres { 16 } else { 1 });
+        if sqlite {
+            // One writer at a time is SQLite's model; waiting beats failing with SQLITE_BUSY.
+            options = options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query("PRAGMA busy_timeout = 10000")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA journal_mode = WAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA foreign_keys = ON")
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+            });
+        }
+        let url = if sqlite && !url.contains("mode=") {
+            format!("{url}{}mode=rwc", if url.contains('?') { "&" } else { "?" })
+        } else {
+            url.to_string()
+        };
+        let pool = options.connect(&url).await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Store {
+            pool,
+            cipher,
+            postgres,
+        })
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.postgres
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    // ---- tenants -------------------------------------------------------------------------
+
+    pub async fn create_tenant(&self, id: &str) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO tenants (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict {
+                what: "tenant",
+                id: id.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    pub async fn tenant_exists(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(sqlx::query("SELECT id FROM tenants WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
+    }
+
+    // ---- connections ---------------------------------------------------------------------
+
+    pub async fn create_connection(&self, new: &NewConnection) -> Result<String, StoreError> {
+        if !self.tenant_exists(&new.tenant).await? {
+            return Err(StoreError::NotFound {
+                what: "tenant",
+                id: new.tenant.clone(),
+            });
+        }
+        let id = new
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("conn_{}", uuid::Uuid::now_v7().simple()));
+        let (key_id, sealed) = self.cipher.seal(new.credentials.expose_json().as_bytes());
+        let t = now();
+        sqlx::query(
+            "INSERT INTO connections (id, tenant, provider, config, credentials, key_id, resources, schedule, state, state_message, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'healthy', NULL, $9, $10)",
+        )
+        .bind(&id)
+        .bind(&new.tenant)
+        .bind(&new.provider)
+        .bind(Value::Object(new.config.clone()).to_string())
+        .bind(sealed)
+        .bind(key_id)
+        .bind(serde_json::to_string(&new.resources).expect("strings serialize"))
+        .bind(new.schedule.clone())
+        .bind(&t)
+        .bind(&t)
+        .execute(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    pub async fn connection(&self, id: &str) -> Result<ConnectionRecord, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, tenant, provider, config, credentials, key_id, resources, schedule, state, state_message FROM connections WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound { what: "connection", id: id.to_string() })?;
+        self.connection_from_row(&row)
+    }
+
+    fn connection_from_row(&self, row: &AnyRow) -> Result<ConnectionRecord, StoreError> {
+        let id: String = row.try_get("id")?;
+        let config: String = row.try_get("config")?;
+        let config: Map<String, Value> =
+            serde_json::from_str(&config).map_err(|e| StoreError::Corrupt {
+                what: "connection config",
+                message: e.to_string(),
+            })?;
+        let resources: String = row.try_get("resources")?;
+        let resources: Vec<String> =
+            serde_json::from_str(&resources).map_err(|e| StoreError::Corrupt {
+                what: "connection resources",
+                message: e.to_string(),
+            })?;
+        let key_id: String = row.try_get("key_id")?;
+        let sealed: String = row.try_get("credentials")?;
+        let plain = self
+            .cipher
+            .open(&key_id, &sealed)
+            .map_err(|source| StoreError::Crypto {
+                connection: id.clone(),
+                source,
+            })?;
+        let credentials: Credentials =
+            serde_json::from_slice(&plain).map_err(|e| StoreError::Corrupt {
+                what: "credentials",
+                message: e.to_string(),
+            })?;
+        Ok(ConnectionRecord {
+            tenant: row.try_get("tenant")?,
+            provider: row.try_get("provider")?,
+            config,
+            credentials,
+            resources,
+            schedule: row.try_get("schedule")?,
+            state: row.try_get("state")?,
+            state_message: row.try_get("state_message")?,
+            id,
+        })
+    }
+
+    /// Replace a connection's credentials (sealed with the current key).
+    pub async fn store_credentials(
+        &self,
+        connection: &str,
+        credentials: &Credentials,
+    ) -> Result<(), StoreError> {
+        let (key_id, sealed) = self.cipher.seal(credentials.expose_json().as_bytes());
+        let done = sqlx::query(
+            "UPDATE connections SET credentials = $1, key_id = $2, updated_at = $3 WHERE id = $4",
+        )
+        .bind(sealed)
+        .bind(key_id)
+        .bind(now())
+        .bind(connection)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                what: "connection",
+                id: connection.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    pub async fn set_connection_state(
+        &self,
+        connection: &str,
+        state: &str,
+        message: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE connections SET state = $1, state_message = $2, updated_at = $3 WHERE id = $4",
+        )
+        .bind(state)
+        .bind(message)
+        .bind(now())
+        .bind(connection)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    // ---- checkpoints ---------------------------------------------------------------------
+
+    pub async fn checkpoint(
+        &self,
+        connection: &str,
+        resource: &str,
+    ) -> Result<Checkpoint, StoreError> {
+        let row = sqlx::query(
+            "SELECT run_id, mode, slice, page_state, run_max_updated, since FROM checkpoints WHERE connection = $1 AND resource = $2",
+        )
+        .bind(connection)
+        .bind(resource)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(Checkpoint::default());
+        };
+        let page_state: Option<String> = row.try_get("page_state")?;
+        Ok(Checkpoint {
+            run_id: row.try_get("run_id")?,
+            mode: row.try_get("mode")?,
+            slice: row.try_get("slice")?,
+            page_state: match page_state {
+                Some(p) => Some(serde_json::from_str(&p).map_err(|e| StoreError::Corrupt {
+                    what: "page state",
+                    message: e.to_string(),
+                })?),
+                None => None,
+            },
+            run_max_updated: time(row.try_get("run_max_updated")?),
+            since: time(row.try_get("since")?),
+        })
+    }
+
+    // ---- runs ----------------------------------------------------------------------------
+
+    pub async fn start_run(&self, run: &NewRun<'_>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO sync_runs (id, connection, resource, mode, reason, status, started_at, slices, pages, records, created, updated, deleted, dead_lettered)
+             VALUES ($1, $2, $3, $4, $5, 'running', $6, 0, 0, 0, 0, 0, 0, 0) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(run.id)
+        .bind(run.connection)
+        .bind(run.resource)
+        .bind(run.mode)
+        .bind(run.reason)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO checkpoints (connection, resource, run_id, mode, slice, page_state, run_max_updated, since, updated_at)
+             VALUES ($1, $2, $3, $4, 0, NULL, NULL, NULL, $5)
+             ON CONFLICT (connection, resource) DO UPDATE SET run_id = excluded.run_id, mode = excluded.mode, slice = 0,
+               page_state = NULL, run_max_updated = NULL, updated_at = excluded.updated_at",
+        )
+        .bind(run.connection)
+        .bind(run.resource)
+        .bind(run.id)
+        .bind(run.mode)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn run(&self, id: &str) -> Result<RunRecord, StoreError> {
+        let row = sqlx::query("SELECT * FROM sync_runs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                what: "sync run",
+                id: id.to_string(),
+            })?;
+        run_from_row(&row)
+    }
+
+    pub async fn runs(&self, connection: &str, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
+        sqlx::query("SELECT * FROM sync_runs WHERE connection = $1 ORDER BY started_at DESC, id DESC LIMIT $2")
+            .bind(connection)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(run_from_row)
+            .collect()
+    }
+
+    // ---- fingerprints --------------------------------------------------------------------
+
+    /// Stored fingerprints of these records.
+    pub async fn fingerprints(
+        &self,
+        connection: &str,
+        resource: &str,
+        ids: &[String],
+    ) -> Result<Vec<StoredFingerprint>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let placeholders: Vec<String> =
+                (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
+            let sql = format!(
+                "SELECT record_id, hash, field_hashes FROM fingerprints WHERE connection = $1 AND resource = $2 AND record_id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(connection)
+                .bind(resource);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                let fields: String = row.try_get("field_hashes")?;
+                out.push(StoredFingerprint {
+                    record_id: row.try_get("record_id")?,
+                    hash: row.try_get("hash")?,
+                    field_hashes: serde_json::from_str(&fields).map_err(|e| {
+                        StoreError::Corrupt {
+                            what: "field hashes",
+                            message: e.to_string(),
+                        }
+                    })?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Everything one slice learned, in one transaction: fingerprints of the records
+    /// it saw (marked seen by this run), the run's counters and where the next slice starts.
+    /// Called only after the broker acknowledged the slice's events.
+    pub async fn commit_slice(&self, c: &SliceCommit<'_>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let t = now();
+        for chunk in c.seen.chunks(200) {
+            let mut sql = String::from(
+                "INSERT INTO fingerprints (connection, resource, record_id, hash, field_hashes, seen_run, updated_at) VALUES ",
+            );
+            let mut n = 0;
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    n + 1,
+                    n + 2,
+                    n + 3,
+                    n + 4,
+                    n + 5,
+                    n + 6,
+                    n + 7
+                ));
+                n += 7;
+            }
+            sql.push_str(
+                " ON CONFLICT (connection, resource, record_id) DO UPDATE SET hash = excluded.hash, field_hashes = excluded.field_hashes,
+                  seen_run = excluded.seen_run, updated_at = excluded.updated_at",
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for f in chunk {
+                q = q
+                    .bind(c.connection)
+                    .bind(c.resource)
+                    .bind(&f.record_id)
+                    .bind(&f.hash)
+                    .bind(serde_json::to_string(&f.field_hashes).expect("map serializes"))
+                    .bind(c.run_id)
+                    .bind(&t);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        for chunk in c.touched.chunks(500) {
+            let placeholders: Vec<String> =
+                (0..chunk.len()).map(|i| format!("${}", i + 4)).collect();
+            let sql = format!(
+                "UPDATE fingerprints SET seen_run = $1 WHERE connection = $2 AND resource = $3 AND record_id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(c.run_id)
+                .bind(c.connection)
+                .bind(c.resource);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        for chunk in c.deleted.chunks(500) {
+            let placeholders: Vec<String> =
+                (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
+            let sql = format!(
+                "DELETE FROM fingerprints WHERE connection = $1 AND resource = $2 AND record_id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(c.connection)
+                .bind(c.resource);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        let page_state = c
+            .next
+            .map(|p| serde_json::to_string(p).expect("page state serializes"));
+        let max_updated = c
+            .run_max_updated
+            .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true));
+        match c.finished_since {
+            // The run completed: its high-water mark becomes the next incremental start.
+            Some(since) => {
+                sqlx::query(
+                    "UPDATE checkpoints SET run_id = NULL, mode = NULL, slice = $1, page_state = NULL, run_max_updated = NULL,
+                       since = $2, updated_at = $3 WHERE connection = $4 AND resource = $5",
+                )
+                .bind(c.slice)
+                .bind(since.map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)))
+                .bind(&t)
+                .bind(c.connection)
+                .bind(c.resource)
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {
+                sqlx::query(
+                    "UPDATE checkpoints SET slice = $1, page_state = $2, run_max_updated = $3, updated_at = $4
+                     WHERE connection = $5 AND resource = $6 AND run_id = $7",
+                )
+                .bind(c.slice)
+                .bind(page_state)
+                .bind(max_updated)
+                .bind(&t)
+                .bind(c.connection)
+                .bind(c.resource)
+                .bind(c.run_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        let status = if c.finished_since.is_some() {
+            "completed"
+        } else {
+            "running"
+        };
+        sqlx::query(
+            "UPDATE sync_runs SET slices = slices + $11, pages = pages + $1, records = records + $2, created = created + $3,
+               updated = updated + $4, deleted = deleted + $5, dead_lettered = dead_lettered + $6, status = $7,
+               finished_at = CASE WHEN $8 = 'completed' THEN $9 ELSE finished_at END
+             WHERE id = $10",
+        )
+        .bind(c.counts.pages)
+        .bind(c.counts.records)
+        .bind(c.counts.created)
+        .bind(c.counts.updated)
+        .bind(c.counts.deleted)
+        .bind(c.counts.dead_lettered)
+        .bind(status)
+        .bind(status)
+        .bind(&t)
+        .bind(c.run_id)
+        .bind(c.counts.slices)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records this run did not see: the candidates of a completed full sync's sweep.
+    pub async fn unseen(
+        &self,
+        connection: &str,
+        resource: &str,
+        run_id: &str,
+    ) -> Result<Vec<StoredFingerprint>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT record_id, hash, field_hashes FROM fingerprints WHERE connection = $1 AND resource = $2 AND seen_run <> $3 ORDER BY record_id",
+        )
+        .bind(connection)
+        .bind(resource)
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let fields: String = row.try_get("field_hashes")?;
+                Ok(StoredFingerprint {
+                    record_id: row.try_get("record_id")?,
+                    hash: row.try_get("hash")?,
+                    field_hashes: serde_json::from_str(&fields).map_err(|e| {
+                        StoreError::Corrupt {
+                            what: "field hashes",
+                            message: e.to_string(),
+                        }
+                    })?,
+                })
+            })
+            .collect()
+    }
+
+    /// The run failed: it stays failed, its checkpoint is cleared, nothing is deleted.
+    pub async fn fail_run(
+        &self,
+        connection: &str,
+        resource: &str,
+        run_id: &str,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE sync_runs SET status = 'failed', error = $1, finished_at = $2 WHERE id = $3",
+        )
+        .bind(error)
+        .bind(now())
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE checkpoints SET run_id = NULL, mode = NULL, page_state = NULL, run_max_updated = NULL, updated_at = $1
+             WHERE connection = $2 AND resource = $3 AND run_id = $4",
+        )
+        .bind(now())
+        .bind(connection)
+        .bind(resource)
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+fn run_from_row(row: &AnyRow) -> Result<RunRecord, StoreError> {
+    Ok(RunRecord {
+        id: row.try_get("id")?,
+        connection: row.try_get("connection")?,
+        resource: row.try_get("resource")?,
+        mode: row.try_get("mode")?,
+        reason: row.try_get("reason")?,
+        status: row.try_get("status")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        counts: RunCounts {
+            slices: row.try_get("slices")?,
+            pages: row.try_get("pages")?,
+            records: row.try_get("records")?,
+            created: row.try_get("created")?,
+            updated: row.try_get("updated")?,
+            deleted: row.try_get("deleted")?,
+            dead_lettered: row.try_get("dead_lettered")?,
+        },
+        error: row.try_get("error")?,
+    })
+}
+
+impl FromStr for RunMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "full" => Ok(RunMode::Full),
+            "incremental" => Ok(RunMode::Incremental),
+            other => Err(format!("unknown mode `{other}`")),
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! A real Kafka-protocol broker process (tansu) for tests, and reading topics.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde_json::Value;
+
+/// A tansu broker on a free loopback port, killed on drop; or the broker
+/// `.ci/run` started, named by TRIBUTARY_TEST_KAFKA_BROKERS (tests isolate
+/// themselves with their own topic prefixes).
+pub struct Broker {
+    child: Option<Child>,
+    pub addr: String,
+}
+
+fn tansu_binary() -> String {
+    if let Ok(bin) = std::env::var("TANSU_BIN") {
+        return bin;
+    }
+    let home = std::env::var("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo")
+        });
+    let installed = home.join("bin/tansu");
+    if installed.exists() {
+        installed.display().to_string()
+    } else {
+        "tansu".into()
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        if let Ok(addr) = std::env::var("TRIBUTARY_TEST_KAFKA_BROKERS") {
+            let broker = Broker { child: None, addr };
+            broker.wait_ready();
+            return broker;
+        }
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(tansu_binary())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start tansu ({}): {e}; install it with `cargo install --locked tansu@0.6.0 --features dynostore,postgres`", tansu_binary()));
+        let broker = Broker {
+            child: Some(child),
+            addr: format!("127.0.0.1:{port}"),
+        };
+        broker.wait_ready();
+        broker
+    }
+
+    /// Ready when it answers a metadata request.
+    fn wait_ready(&self) {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.addr)
+            .create()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if consumer
+                .fetch_metadata(None, Duration::from_secs(2))
+                .is_ok()
+            {
+                return;
+            }
+        }
+        panic!("tansu at {} did not answer within 30 s", self.addr);
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// One consumed message.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub key: String,
+    pub value: Option<Value>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads a topic from the beginning, across all its partitions, without a group.
+pub struct TopicReader {
+    consumer: BaseConsumer,
+    pub received: Vec<Received>,
+}
+
+impl TopicReader {
+    pub fn new(brokers: &str, topic: &str) -> TopicReader {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set(
+                "group.id",
+                format!("reader-{}", uuid::Uuid::new_v4().simple()),
+            )
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let partitions = loop {
+            let md = consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(5))
+                .unwrap();
+            let n = md
+                .topics()
+                .first()
+                .map(|t| t.partitions().len())
+                .unwrap_or(0);
+            if n > 0 {
+                break n;
+            }
+            assert!(Instant::now() < deadline, "topic {topic} never appeared");
+        };
+        let mut list = TopicPartitionList::new();
+        for p in 0..partitions {
+            list.add_partition_offset(topic, p as i32, Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&list).unwrap();
+        TopicReader {
+            consumer,
+            received: Vec::new(),
+        }
+    }
+
+    /// Read until `done(all received so far)` holds, or panic after `timeout`.
+    pub fn read_until(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&[Received]) -> bool,
+    ) -> &[Received] {
+        let deadline = Instant::now() + timeout;
+        while !done(&self.received) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}; got {} messages",
+                self.received.len()
+            );
+            if let Some(Ok(m)) = self.consumer.poll(Duration::from_millis(200)) {
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|x| {
+                                (
+                                    x.key.to_string(),
+                                    String::from_utf8_lossy(x.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                self.received.push(Received {
+                    key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                    value: m
+                        .payload()
+                        .map(|p| serde_json::from_slice(p).expect("JSON value")),
+                    headers,
+                });
+            }
+        }
+        &self.received
+    }
+
+    /// Everything that arrives within `quiet` (used only to confirm that nothing more comes).
+    pub fn drain_for(&mut self, quiet: Duration) -> &[Received] {
+        let deadline = Instant::now() + quiet;
+        while Instant::now() < deadline {
+            if let Some(Ok(m)) = self.consumer.poll(Duration::from_millis(100)) {
+                self.received.push(Received {
+                    key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                    value: m
+                        .payload()
+                        .map(|p| serde_json::from_slice(p).expect("JSON value")),
+                    headers: Vec::new(),
+                });
+            }
+        }
+        &self.received
+    }
+}

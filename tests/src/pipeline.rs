@@ -1,0 +1,200 @@
+//! An end-to-end rig: a tansu broker process, a database, a sandbox provider,
+//! and worker processes started from the real binary.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tributary::bus::{Job, JobReason, Publisher, Topics};
+use tributary::sandbox::{self, Profile, SandboxHandle};
+use tributary::secrets::crypto::Cipher;
+use tributary::store::{NewConnection, RunMode, Store};
+
+use crate::broker::{Broker, Received, TopicReader};
+use crate::{repo_root, SandboxControl};
+
+pub struct Rig {
+    pub backend: &'static str,
+    pub broker: Broker,
+    pub database_url: String,
+    pub key: String,
+    pub store: Store,
+    pub topics: Topics,
+    pub publisher: Publisher,
+    pub sandbox: SandboxHandle,
+    pub control: SandboxControl,
+    pub tenant: String,
+    pub connection: String,
+    worker_bin: String,
+}
+
+impl Rig {
+    /// A rig reading HubSpot-shaped contacts (`count` of them) from the sandbox.
+    pub async fn start(
+        backend: &'static str,
+        database_url: String,
+        worker_bin: &str,
+        count: u64,
+    ) -> Rig {
+        let broker = Broker::start();
+        let key = Cipher::generate_key();
+        let store = Store::connect(&database_url, Cipher::from_base64(&key, &[]).unwrap())
+            .await
+            .unwrap();
+        let mut profile =
+            Profile::load(&repo_root().join("provider-specs/sandbox/hubspot.yaml")).unwrap();
+        profile.resources.get_mut("contacts").unwrap().count = count;
+        profile.rate_limit = None;
+        let sandbox = sandbox::start(profile, "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let control = SandboxControl::new(sandbox.base_url());
+        let tenant = "acme".to_string();
+        store.create_tenant(&tenant).await.unwrap();
+        let connection = store
+            .create_connection(&NewConnection {
+                id: None,
+                tenant: tenant.clone(),
+                provider: "hubspot".into(),
+                config: json!({"base_url": sandbox.base_url(), "token_url": format!("{}/oauth/v1/token", sandbox.base_url())})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+                credentials: serde_json::from_value(json!({
+                    "refresh_token": "sandbox-hubspot-refresh",
+                    "client_id": "sandbox-client",
+                    "client_secret": "sandbox-client-secret"
+                }))
+                .unwrap(),
+                resources: vec!["contacts".into()],
+                schedule: None,
+            })
+            .await
+            .unwrap();
+        let topics = Topics::new(&format!(
+            "t{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..10]
+        ));
+        let publisher = Publisher::new(&broker.addr).unwrap();
+        Rig {
+            backend,
+            broker,
+            database_url,
+            key,
+            store,
+            topics,
+            publisher,
+            sandbox,
+            control,
+            tenant,
+            connection,
+            worker_bin: worker_bin.to_string(),
+        }
+    }
+
+    /// Start a worker process; `env` adds or overrides settings.
+    pub fn worker(&self, env: &[(&str, String)]) -> WorkerProcess {
+        let log = std::env::temp_dir().join(format!(
+            "tributary-worker-{}.log",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(&self.worker_bin);
+        cmd.arg("run")
+            .current_dir(repo_root())
+            .env("TRIBUTARY_KAFKA_BROKERS", &self.broker.addr)
+            .env("TRIBUTARY_DATABASE_URL", &self.database_url)
+            .env("TRIBUTARY_ENCRYPTION_KEY", &self.key)
+            .env("TRIBUTARY_SPECS_DIR", repo_root().join("provider-specs"))
+            .env("TRIBUTARY_TOPIC_PREFIX", &self.topics.prefix)
+            .env("TRIBUTARY_ALLOW_PRIVATE_HOSTS", "1")
+            .env("TRIBUTARY_KAFKA_SESSION_TIMEOUT_MS", "6000")
+            .env("TRIBUTARY_JOBS_PARTITIONS", "3")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        WorkerProcess {
+            child: cmd.spawn().expect("start the worker"),
+            log,
+        }
+    }
+
+    pub fn job(&self, mode: RunMode) -> Job {
+        Job::new_run(
+            &self.tenant,
+            &self.connection,
+            "contacts",
+            mode,
+            JobReason::Schedule,
+        )
+    }
+
+    pub async fn enqueue(&self, job: &Job) {
+        self.publisher.enqueue(&self.topics, job).await.unwrap();
+    }
+
+    pub fn events(&self) -> TopicReader {
+        TopicReader::new(&self.broker.addr, &self.topics.model("crm.contact"))
+    }
+
+    pub fn statuses(&self) -> TopicReader {
+        TopicReader::new(&self.broker.addr, &self.topics.status())
+    }
+}
+
+/// Waits for the run's final status event and returns it.
+pub fn wait_run_end(statuses: &mut TopicReader, run_id: &str, timeout: Duration) -> Value {
+    let is_end = |r: &Received| {
+        r.value.as_ref().is_some_and(|v| {
+            v["sync_run"] == run_id && (v["type"] == "run.completed" || v["type"] == "run.failed")
+        })
+    };
+    statuses.read_until(timeout, &format!("the end of run {run_id}"), |all| {
+        all.iter().any(is_end)
+    });
+    statuses
+        .received
+        .iter()
+        .find(|r| is_end(r))
+        .unwrap()
+        .value
+        .clone()
+        .unwrap()
+}
+
+pub struct WorkerProcess {
+    child: Child,
+    pub log: std::path::PathBuf,
+}
+
+impl WorkerProcess {
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        send_sigterm(self.child.id());
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn send_sigterm(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,204 @@
+//! The state store behaves the same on SQLite and PostgreSQL.
+
+use serde_json::json;
+use tributary::engine::PageState;
+use tributary::store::{NewConnection, NewRun, RunCounts, SliceCommit, Store, StoreError};
+use tributary_e2e::{fresh_databases, test_cipher};
+
+#[tokio::test]
+async fn the_store_round_trips_on_both_databases() {
+    for (backend, url) in fresh_databases().await {
+        let store = Store::connect(&url, test_cipher())
+            .await
+            .unwrap_or_else(|e| panic!("{backend}: {e}"));
+        store.create_tenant("acme").await.unwrap();
+        assert!(
+            matches!(
+                store.create_tenant("acme").await,
+                Err(StoreError::Conflict { .. })
+            ),
+            "{backend}"
+        );
+        let creds = serde_json::from_value(
+            json!({"access_token": "at-secret-1", "refresh_token": "rt-secret-1"}),
+        )
+        .unwrap();
+        let id = store
+            .create_connection(&NewConnection {
+                id: None,
+                tenant: "acme".into(),
+                provider: "demo".into(),
+                config: json!({"subdomain": "acme"}).as_object().unwrap().clone(),
+                credentials: creds,
+                resources: vec!["contacts".into()],
+                schedule: None,
+            })
+            .await
+            .unwrap();
+        let c = store.connection(&id).await.unwrap();
+        assert_eq!(
+            c.credentials.get("refresh_token"),
+            Some("rt-secret-1"),
+            "{backend}"
+        );
+        assert_eq!(c.state, "healthy");
+
+        store
+            .start_run(&NewRun {
+                id: "run1",
+                connection: &id,
+                resource: "contacts",
+                mode: "full",
+                reason: "schedule",
+            })
+            .await
+            .unwrap();
+        let fp = |rid: &str, h: &str| tributary::store::StoredFingerprint {
+            record_id: rid.into(),
+            hash: h.into(),
+            field_hashes: [("id".to_string(), h.to_string())].into_iter().collect(),
+        };
+        let seen = vec![fp("1", "a"), fp("2", "b"), fp("3", "c")];
+        let next = PageState::Cursor {
+            cursor: "c2".into(),
+        };
+        store
+            .commit_slice(&SliceCommit {
+                connection: &id,
+                resource: "contacts",
+                run_id: "run1",
+                slice: 1,
+                seen: &seen,
+                touched: &[],
+                deleted: &[],
+                next: Some(&next),
+                run_max_updated: None,
+                finished_since: None,
+                counts: RunCounts {
+                    slices: 1,
+                    pages: 1,
+                    records: 3,
+                    created: 3,
+                    ..RunCounts::default()
+                },
+            })
+            .await
+            .unwrap();
+        let cp = store.checkpoint(&id, "contacts").await.unwrap();
+        assert_eq!(
+            (cp.run_id.as_deref(), cp.slice, cp.page_state),
+            (Some("run1"), 1, Some(next)),
+            "{backend}"
+        );
+        let got = store
+            .fingerprints(&id, "contacts", &["2".into(), "3".into(), "9".into()])
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 2, "{backend}");
+
+        // A second run sees 1 and 3 (3 dead-lettered): only 2 is unseen.
+        store
+            .start_run(&NewRun {
+                id: "run2",
+                connection: &id,
+                resource: "contacts",
+                mode: "full",
+                reason: "schedule",
+            })
+            .await
+            .unwrap();
+        store
+            .commit_slice(&SliceCommit {
+                connection: &id,
+                resource: "contacts",
+                run_id: "run2",
+                slice: 0,
+                seen: &[fp("1", "a2")],
+                touched: &["3".into()],
+                deleted: &[],
+                next: None,
+                run_max_updated: None,
+                finished_since: None,
+                counts: RunCounts {
+                    pages: 1,
+                    records: 2,
+                    updated: 1,
+                    dead_lettered: 1,
+                    ..RunCounts::default()
+                },
+            })
+            .await
+            .unwrap();
+        let unseen: Vec<String> = store
+            .unseen(&id, "contacts", "run2")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|f| f.record_id)
+            .collect();
+        assert_eq!(unseen, vec!["2".to_string()], "{backend}");
+        let since = chrono::Utc::now();
+        store
+            .commit_slice(&SliceCommit {
+                connection: &id,
+                resource: "contacts",
+                run_id: "run2",
+                slice: 1,
+                seen: &[],
+                touched: &[],
+                deleted: &["2".into()],
+                next: None,
+                run_max_updated: Some(since),
+                finished_since: Some(Some(since)),
+                counts: RunCounts {
+                    slices: 1,
+                    deleted: 1,
+                    ..RunCounts::default()
+                },
+            })
+            .await
+            .unwrap();
+        let run = store.run("run2").await.unwrap();
+        assert_eq!(run.status, "completed", "{backend}");
+        assert_eq!(
+            (
+                run.counts.updated,
+                run.counts.deleted,
+                run.counts.dead_lettered,
+                run.counts.slices
+            ),
+            (1, 1, 1, 1),
+            "{backend}"
+        );
+        let cp = store.checkpoint(&id, "contacts").await.unwrap();
+        assert!(cp.run_id.is_none() && cp.since.is_some(), "{backend}");
+        assert_eq!(store.runs(&id, 10).await.unwrap().len(), 2);
+
+        // Failing a run clears its checkpoint and records the reason.
+        store
+            .start_run(&NewRun {
+                id: "run3",
+                connection: &id,
+                resource: "contacts",
+                mode: "full",
+                reason: "resync",
+            })
+            .await
+            .unwrap();
+        store
+            .fail_run(&id, "contacts", "run3", "provider down")
+            .await
+            .unwrap();
+        let run = store.run("run3").await.unwrap();
+        assert_eq!(
+            (run.status.as_str(), run.error.as_deref()),
+            ("failed", Some("provider down"))
+        );
+        assert!(store
+            .checkpoint(&id, "contacts")
+            .await
+            .unwrap()
+            .run_id
+            .is_none());
+    }
+}

@@ -1,0 +1,416 @@
+//! The sync pipeline end to end: a tansu broker process, PostgreSQL and SQLite,
+//! the sandbox provider and worker processes from the real binary.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tributary::store::RunMode;
+use tributary_e2e::broker::Received;
+use tributary_e2e::pipeline::{wait_run_end, Rig};
+use tributary_e2e::{fresh_postgres, fresh_sqlite};
+
+const WORKER: &str = env!("CARGO_BIN_EXE_tributary-worker");
+const LONG: Duration = Duration::from_secs(90);
+
+fn values(events: &[Received]) -> Vec<&Value> {
+    events.iter().filter_map(|r| r.value.as_ref()).collect()
+}
+
+fn of_run<'a>(events: &'a [Received], run: &str) -> Vec<&'a Value> {
+    values(events)
+        .into_iter()
+        .filter(|v| v["sync_run"] == run)
+        .collect()
+}
+
+/// First sync: N created; k changed and d removed: incremental gives exactly k
+/// updated, the next full sync exactly d deleted; a replayed job adds no ids.
+async fn lifecycle(backend: &'static str, url: String) {
+    let n = 240;
+    let rig = Rig::start(backend, url, WORKER, n).await;
+    let _worker = rig.worker(&[("TRIBUTARY_SLICE_MAX_PAGES", "1".into())]);
+    let mut events = rig.events();
+    let mut statuses = rig.statuses();
+
+    let first = rig.job(RunMode::Full);
+    rig.enqueue(&first).await;
+    let end = wait_run_end(&mut statuses, &first.run_id, LONG);
+    assert_eq!(end["type"], "run.completed", "{backend}: {end}");
+    assert_eq!(end["counts"]["created"], n, "{backend}");
+    assert!(
+        end["counts"]["slices"].as_i64().unwrap() >= 3,
+        "{backend}: bounded slices: {end}"
+    );
+    events.read_until(LONG, "N created events", |all| all.len() >= n as usize);
+    let created = of_run(&events.received, &first.run_id);
+    assert_eq!(created.len(), n as usize, "{backend}");
+    let ids: HashSet<&str> = created
+        .iter()
+        .map(|v| v["record_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), n as usize, "{backend}: one event per record");
+    let e = created[0];
+    for field in [
+        "id",
+        "type",
+        "op",
+        "tenant",
+        "connection",
+        "provider",
+        "model",
+        "record_id",
+        "data",
+        "occurred_at",
+        "sync_run",
+        "schema_version",
+    ] {
+        assert!(
+            !e[field].is_null(),
+            "{backend}: envelope field {field}: {e}"
+        );
+    }
+    assert_eq!(
+        (e["op"].as_str(), e["type"].as_str(), e["model"].as_str()),
+        (
+            Some("created"),
+            Some("crm.contact.created"),
+            Some("crm.contact")
+        )
+    );
+    let r = &events.received[0];
+    assert_eq!(
+        r.key,
+        format!(
+            "acme:{}",
+            r.value.as_ref().unwrap()["record_id"].as_str().unwrap()
+        )
+    );
+    assert_eq!(r.header("tenant"), Some("acme"));
+    assert_eq!(r.header("type"), Some("crm.contact.created"));
+
+    // k changed, d removed at the provider.
+    let changed = rig.control.mutate("contacts", 4, 3, 0).await.unwrap();
+    let updated_ids: HashSet<String> = changed["updated"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    let deleted_ids: HashSet<String> = changed["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+
+    let inc = rig.job(RunMode::Incremental);
+    rig.enqueue(&inc).await;
+    let end = wait_run_end(&mut statuses, &inc.run_id, LONG);
+    assert_eq!(end["type"], "run.completed", "{backend}: {end}");
+    let total = n as usize + 4;
+    events.read_until(LONG, "4 updated events", |all| all.len() >= total);
+    let inc_events = of_run(&events.received, &inc.run_id);
+    assert_eq!(inc_events.len(), 4, "{backend}: exactly k events");
+    for v in &inc_events {
+        assert_eq!(v["op"], "updated");
+        assert!(
+            updated_ids.contains(v["record_id"].as_str().unwrap()),
+            "{backend}: {v}"
+        );
+        assert!(
+            v["changed_fields"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f == "title"),
+            "{backend}: {v}"
+        );
+    }
+
+    let full = rig.job(RunMode::Full);
+    rig.enqueue(&full).await;
+    let end = wait_run_end(&mut statuses, &full.run_id, LONG);
+    assert_eq!(end["counts"]["deleted"], 3, "{backend}: {end}");
+    let total = total + 3;
+    events.read_until(LONG, "3 deleted events", |all| all.len() >= total);
+    let full_events = of_run(&events.received, &full.run_id);
+    assert_eq!(
+        full_events.len(),
+        3,
+        "{backend}: exactly d events, nothing else"
+    );
+    for v in &full_events {
+        assert_eq!(v["op"], "deleted");
+        assert!(v["data"].is_null());
+        assert!(
+            deleted_ids.contains(v["record_id"].as_str().unwrap()),
+            "{backend}: {v}"
+        );
+    }
+
+    // Replaying the first job (same message) emits nothing new: the next run's end
+    // (same partition, same resource lock, later in line) proves it was handled.
+    rig.enqueue(&first).await;
+    let sentinel = rig.job(RunMode::Incremental);
+    rig.enqueue(&sentinel).await;
+    let end = wait_run_end(&mut statuses, &sentinel.run_id, LONG);
+    assert_eq!(end["type"], "run.completed");
+    // Its events, had there been any, were acknowledged before the sentinel's status.
+    let all = values(events.drain_for(Duration::from_millis(500))).len();
+    assert_eq!(all, total, "{backend}: the replay added no events");
+    let run = rig.store.run(&first.run_id).await.unwrap();
+    assert_eq!(
+        run.counts.created, n as i64,
+        "{backend}: the replay did not run again"
+    );
+}
+
+/// A full sync that fails halfway emits no delete; the next complete one does.
+async fn failed_full_sync_never_deletes(backend: &'static str, url: String) {
+    let rig = Rig::start(backend, url, WORKER, 300).await;
+    let _worker = rig.worker(&[("TRIBUTARY_SLICE_MAX_PAGES", "2".into())]);
+    let mut events = rig.events();
+    let mut statuses = rig.statuses();
+    let first = rig.job(RunMode::Full);
+    rig.enqueue(&first).await;
+    assert_eq!(
+        wait_run_end(&mut statuses, &first.run_id, LONG)["type"],
+        "run.completed"
+    );
+    rig.control.mutate("contacts", 0, 5, 0).await.unwrap();
+    // Page 2 onwards fails for good (5xx past the retries).
+    rig.control
+        .faults(json!([{"kind": "status", "status": 500, "page": 2, "times": 0}]))
+        .await
+        .unwrap();
+    let broken = rig.job(RunMode::Full);
+    rig.enqueue(&broken).await;
+    let end = wait_run_end(&mut statuses, &broken.run_id, LONG);
+    assert_eq!(end["type"], "run.failed", "{backend}: {end}");
+    assert!(
+        end["reason"].as_str().unwrap().contains("page 2"),
+        "{backend}: {end}"
+    );
+    rig.control.faults(json!([])).await.unwrap();
+    let fixed = rig.job(RunMode::Full);
+    rig.enqueue(&fixed).await;
+    let end = wait_run_end(&mut statuses, &fixed.run_id, LONG);
+    assert_eq!(end["counts"]["deleted"], 5, "{backend}: {end}");
+    events.read_until(LONG, "the deletes", |all| all.len() >= 305);
+    let deletes: Vec<&Value> = values(&events.received)
+        .into_iter()
+        .filter(|v| v["op"] == "deleted")
+        .collect();
+    assert_eq!(deletes.len(), 5, "{backend}");
+    assert!(
+        deletes
+            .iter()
+            .all(|v| v["sync_run"] == fixed.run_id.as_str()),
+        "{backend}: no delete from the failed run"
+    );
+    assert_eq!(
+        rig.store.run(&broken.run_id).await.unwrap().status,
+        "failed"
+    );
+}
+
+/// A worker killed with SIGKILL mid-sync: a second worker finishes from the last
+/// checkpoint; every record arrives; duplicates carry their original's id.
+async fn killed_worker_is_resumed(backend: &'static str, url: String) {
+    let n = 600;
+    let rig = Rig::start(backend, url, WORKER, n).await;
+    // Slow pages make the kill land mid-run.
+    rig.control
+        .faults(json!([{"kind": "slow", "delay_ms": 150, "times": 0}]))
+        .await
+        .unwrap();
+    let mut first_worker = rig.worker(&[("TRIBUTARY_SLICE_MAX_PAGES", "2".into())]);
+    let mut events = rig.events();
+    let mut statuses = rig.statuses();
+    let job = rig.job(RunMode::Full);
+    rig.enqueue(&job).await;
+    events.read_until(LONG, "the first pages' events", |all| all.len() >= 150);
+    first_worker.kill();
+    let seen_before_kill = events.received.len();
+    assert!(
+        seen_before_kill < n as usize,
+        "{backend}: the kill came before the end"
+    );
+    let _second = rig.worker(&[("TRIBUTARY_SLICE_MAX_PAGES", "2".into())]);
+    let end = wait_run_end(&mut statuses, &job.run_id, Duration::from_secs(150));
+    assert_eq!(end["type"], "run.completed", "{backend}: {end}");
+    events.read_until(LONG, "every record", |all| {
+        all.iter()
+            .filter_map(|r| r.value.as_ref())
+            .map(|v| v["record_id"].as_str().unwrap_or(""))
+            .collect::<HashSet<_>>()
+            .len()
+            >= n as usize
+    });
+    let mut ids_per_record: HashMap<String, HashSet<String>> = HashMap::new();
+    for v in values(&events.received) {
+        assert_eq!(v["op"], "created", "{backend}: {v}");
+        ids_per_record
+            .entry(v["record_id"].as_str().unwrap().into())
+            .or_default()
+            .insert(v["id"].as_str().unwrap().into());
+    }
+    assert_eq!(
+        ids_per_record.len(),
+        n as usize,
+        "{backend}: every record is downstream"
+    );
+    assert!(
+        ids_per_record.values().all(|ids| ids.len() == 1),
+        "{backend}: a duplicate has its original's id"
+    );
+    // Resumed from the checkpoint, not from the start: at most the killed slice is read twice.
+    let pages = n.div_ceil(100);
+    let requests = rig.control.stats().await.unwrap().by_resource["contacts"];
+    assert!(
+        requests <= pages + 2,
+        "{backend}: {requests} page requests for {pages} pages"
+    );
+}
+
+/// SIGTERM drains: the slice checkpoints, its continuation is enqueued, exit 0; a
+/// new worker finishes the run.
+async fn sigterm_drains(backend: &'static str, url: String) {
+    let n = 400;
+    let rig = Rig::start(backend, url, WORKER, n).await;
+    rig.control
+        .faults(json!([{"kind": "slow", "delay_ms": 100, "times": 0}]))
+        .await
+        .unwrap();
+    let mut worker = rig.worker(&[("TRIBUTARY_SLICE_MAX_PAGES", "100".into())]);
+    let mut events = rig.events();
+    let mut statuses = rig.statuses();
+    let job = rig.job(RunMode::Full);
+    rig.enqueue(&job).await;
+    events.read_until(LONG, "the first page", |all| !all.is_empty());
+    assert_eq!(
+        worker.terminate(),
+        Some(0),
+        "{backend}: exit 0 after draining:\n{}",
+        worker.log_text()
+    );
+    let log = worker.log_text();
+    assert!(
+        log.contains("continuation enqueued"),
+        "{backend}: the slice checkpointed:\n{log}"
+    );
+    let _next = rig.worker(&[]);
+    let end = wait_run_end(&mut statuses, &job.run_id, LONG);
+    assert_eq!(end["type"], "run.completed", "{backend}: {end}");
+    assert_eq!(end["counts"]["created"], n, "{backend}: {end}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lifecycle_on_postgres() {
+    lifecycle("postgres", fresh_postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lifecycle_on_sqlite() {
+    lifecycle("sqlite", fresh_sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_full_sync_never_deletes_on_postgres() {
+    failed_full_sync_never_deletes("postgres", fresh_postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_full_sync_never_deletes_on_sqlite() {
+    failed_full_sync_never_deletes("sqlite", fresh_sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_worker_is_resumed_on_postgres() {
+    killed_worker_is_resumed("postgres", fresh_postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_worker_is_resumed_on_sqlite() {
+    killed_worker_is_resumed("sqlite", fresh_sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_on_postgres() {
+    sigterm_drains("postgres", fresh_postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_on_sqlite() {
+    sigterm_drains("sqlite", fresh_sqlite()).await;
+}
+
+/// A record that fails its mapping goes to the dead-letter topic, is counted, does
+/// not stop the sync, and is not swept as deleted later.
+async fn dead_letters(backend: &'static str, url: String) {
+    let rig = Rig::start(backend, url, WORKER, 120).await;
+    let specs = std::env::temp_dir().join(format!("tributary-specs-{}", uuid_like()));
+    std::fs::create_dir_all(&specs).unwrap();
+    let spec =
+        std::fs::read_to_string(tributary_e2e::repo_root().join("provider-specs/hubspot.yaml"))
+            .unwrap();
+    // Every 50th contact gets a number as its title, which crm.contact refuses.
+    let broken = spec.replace(
+        "\"title\": $p.jobtitle,",
+        "\"title\": $number(id) % 50 = 0 ? 42 : $p.jobtitle,",
+    );
+    assert_ne!(broken, spec);
+    std::fs::write(specs.join("hubspot.yaml"), broken).unwrap();
+    let _worker = rig.worker(&[("TRIBUTARY_SPECS_DIR", specs.display().to_string())]);
+    let mut statuses = rig.statuses();
+    let mut dead =
+        tributary_e2e::broker::TopicReader::new(&rig.broker.addr, &rig.topics.dead_letters());
+    for round in 0..2 {
+        let job = rig.job(RunMode::Full);
+        rig.enqueue(&job).await;
+        let end = wait_run_end(&mut statuses, &job.run_id, LONG);
+        assert_eq!(end["type"], "run.completed", "{backend}: {end}");
+        assert_eq!(end["counts"]["dead_lettered"], 2, "{backend}: {end}");
+        assert_eq!(
+            end["counts"]["deleted"], 0,
+            "{backend}: a dead-lettered record is not deleted: {end}"
+        );
+        if round == 0 {
+            assert_eq!(end["counts"]["created"], 118, "{backend}: {end}");
+        }
+    }
+    dead.read_until(LONG, "4 dead letters", |all| all.len() >= 4);
+    let letter = dead.received[0].value.clone().unwrap();
+    assert!(
+        letter["error"].as_str().unwrap().contains("/title"),
+        "{backend}: {letter}"
+    );
+    assert_eq!(letter["record_id"], "50");
+    assert_eq!(
+        letter["raw"]["id"], "50",
+        "{backend}: the raw record travels with the error"
+    );
+    assert!(letter["spec"].as_str().unwrap().ends_with("hubspot.yaml"));
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letters_on_postgres() {
+    dead_letters("postgres", fresh_postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letters_on_sqlite() {
+    dead_letters("sqlite", fresh_sqlite()).await;
+}
