@@ -193,3 +193,20 @@ pub fn test_cipher() -> tributary::secrets::crypto::Cipher {
     let key = KEY.get_or_init(tributary::secrets::crypto::Cipher::generate_key);
     tributary::secrets::crypto::Cipher::from_base64(key, &[]).unwrap()
 }
+
+/// Check a published message value against a committed event schema
+/// (`shared/schemas/events/<name>.v1.json`); the error lists every violation.
+pub fn check_event_schema(name: &str, value: &Value) -> Result<(), String> {
+    let path = repo_root().join(format!("shared/schemas/events/{name}.v1.json"));
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(value)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
+}

@@ -78,6 +78,14 @@ async fn lifecycle(backend: &'static str, url: String) {
             Some("crm.contact")
         )
     );
+    for v in values(&events.received) {
+        tributary_e2e::check_event_schema("change-event", v)
+            .unwrap_or_else(|e| panic!("{backend}: {e}: {v}"));
+    }
+    for s in statuses.received.iter().filter_map(|r| r.value.as_ref()) {
+        tributary_e2e::check_event_schema("status-event", s)
+            .unwrap_or_else(|e| panic!("{backend}: {e}: {s}"));
+    }
     let r = &events.received[0];
     assert_eq!(
         r.key,
@@ -134,6 +142,10 @@ async fn lifecycle(backend: &'static str, url: String) {
     assert_eq!(end["counts"]["deleted"], 3, "{backend}: {end}");
     let total = total + 3;
     events.read_until(LONG, "3 deleted events", |all| all.len() >= total);
+    for v in values(&events.received) {
+        tributary_e2e::check_event_schema("change-event", v)
+            .unwrap_or_else(|e| panic!("{backend}: {e}: {v}"));
+    }
     let full_events = of_run(&events.received, &full.run_id);
     assert_eq!(
         full_events.len(),
@@ -382,6 +394,8 @@ async fn dead_letters(backend: &'static str, url: String) {
     }
     dead.read_until(LONG, "4 dead letters", |all| all.len() >= 4);
     let letter = dead.received[0].value.clone().unwrap();
+    tributary_e2e::check_event_schema("dead-letter", &letter)
+        .unwrap_or_else(|e| panic!("{backend}: {e}: {letter}"));
     assert!(
         letter["error"].as_str().unwrap().contains("/title"),
         "{backend}: {letter}"
