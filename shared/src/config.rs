@@ -35,6 +35,7 @@ pub struct Settings {
     pub session_timeout: Duration,
     pub max_wait: Duration,
     pub health_addr: Option<String>,
+    pub lease: Duration,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -101,6 +102,7 @@ impl Settings {
             )?),
             max_wait: Duration::from_secs_f64(number("TRIBUTARY_MAX_WAIT_SECONDS", 300.0)?),
             health_addr: var("TRIBUTARY_HEALTH_ADDR"),
+            lease: Duration::from_secs(number("TRIBUTARY_LEASE_SECONDS", 900)?),
         })
     }
 

@@ -8,6 +8,7 @@ pub mod engine;
 pub mod http;
 pub mod mapping;
 pub mod sandbox;
+pub mod schedule;
 pub mod secrets;
 pub mod spec;
 pub mod store;

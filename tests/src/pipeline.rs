@@ -68,6 +68,8 @@ impl Rig {
                 .unwrap(),
                 resources: vec!["contacts".into()],
                 schedule: None,
+                full_schedule: None,
+                timezone: "UTC".into(),
             })
             .await
             .unwrap();

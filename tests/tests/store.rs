@@ -32,6 +32,8 @@ async fn the_store_round_trips_on_both_databases() {
                 credentials: creds,
                 resources: vec!["contacts".into()],
                 schedule: None,
+                full_schedule: None,
+                timezone: "UTC".into(),
             })
             .await
             .unwrap();

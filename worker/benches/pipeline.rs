@@ -66,6 +66,8 @@ async fn pipeline(backend: &str, url: String, broker: &Broker, base: &str, n: us
             .unwrap(),
             resources: vec!["contacts".into()],
             schedule: None,
+            full_schedule: None,
+            timezone: "UTC".into(),
         })
         .await
         .unwrap();

@@ -45,6 +45,10 @@ impl Topics {
     pub fn jobs(&self) -> String {
         format!("{}.jobs", self.prefix)
     }
+    /// Jobs that go ahead of scheduled work (resyncs).
+    pub fn urgent_jobs(&self) -> String {
+        format!("{}.jobs.urgent", self.prefix)
+    }
     pub fn status(&self) -> String {
         format!("{}.status", self.prefix)
     }

@@ -58,6 +58,7 @@ pub struct Store {
     pool: AnyPool,
     cipher: Cipher,
     postgres: bool,
+    lease: chrono::Duration,
 }
 
 impl std::fmt::Debug for Store {
@@ -108,7 +109,18 @@ impl Store {
             pool,
             cipher,
             postgres,
+            lease: chrono::Duration::minutes(15),
         })
+    }
+
+    /// How long a job's lease lasts without a slice renewing it (TRIBUTARY_LEASE_SECONDS).
+    pub fn with_lease(mut self, lease: std::time::Duration) -> Self {
+        self.lease = chrono::Duration::from_std(lease).unwrap_or(self.lease);
+        self
+    }
+
+    pub fn lease_until(&self) -> String {
+        (Utc::now() + self.lease).to_rfc3339_opts(SecondsFormat::Millis, true)
     }
 
     pub fn is_postgres(&self) -> bool {
@@ -161,9 +173,10 @@ impl Store {
             .unwrap_or_else(|| format!("conn_{}", uuid::Uuid::now_v7().simple()));
         let (key_id, sealed) = self.cipher.seal(new.credentials.expose_json().as_bytes());
         let t = now();
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO connections (id, tenant, provider, config, credentials, key_id, resources, schedule, state, state_message, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'healthy', NULL, $9, $10)",
+            "INSERT INTO connections (id, tenant, provider, config, credentials, key_id, resources, schedule, state, state_message, created_at, updated_at, full_schedule, timezone)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'healthy', NULL, $9, $10, $11, $12)",
         )
         .bind(&id)
         .bind(&new.tenant)
@@ -175,14 +188,185 @@ impl Store {
         .bind(new.schedule.clone())
         .bind(&t)
         .bind(&t)
-        .execute(&self.pool)
+        .bind(new.full_schedule.clone())
+        .bind(&new.timezone)
+        .execute(&mut *tx)
         .await?;
+        // Due at once: a new connection's first run is a full one.
+        for resource in &new.resources {
+            sqlx::query(
+                "INSERT INTO schedules (connection, resource, tenant, next_run_at, next_full_at, lease_run_id, lease_expires_at)
+                 VALUES ($1, $2, $3, $4, $5, NULL, NULL)",
+            )
+            .bind(&id)
+            .bind(resource)
+            .bind(&new.tenant)
+            .bind(&t)
+            .bind(&t)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(id)
+    }
+
+    /// Connections of a tenant (all tenants when None), newest first.
+    pub async fn connection_ids(&self, tenant: Option<&str>) -> Result<Vec<String>, StoreError> {
+        let rows = match tenant {
+            Some(t) => {
+                sqlx::query("SELECT id FROM connections WHERE tenant = $1 ORDER BY created_at DESC")
+                    .bind(t)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query("SELECT id FROM connections ORDER BY created_at DESC")
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter()
+            .map(|r| r.try_get("id").map_err(StoreError::from))
+            .collect()
+    }
+
+    // ---- schedules -----------------------------------------------------------------------
+
+    /// Schedules due now (or whose job's lease expired), oldest first.
+    pub async fn due_schedules(
+        &self,
+        now: &str,
+        limit: i64,
+    ) -> Result<Vec<DueSchedule>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT s.connection, s.resource, s.tenant, c.schedule, c.full_schedule, c.timezone, s.next_run_at, s.next_full_at, s.lease_run_id
+             FROM schedules s JOIN connections c ON c.id = s.connection
+             WHERE c.state NOT IN ('paused', 'needs_reauth')
+               AND ((s.lease_run_id IS NULL AND s.next_run_at <= $1) OR (s.lease_run_id IS NOT NULL AND s.lease_expires_at < $2))
+             ORDER BY s.next_run_at LIMIT $3",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DueSchedule {
+                    connection: r.try_get("connection")?,
+                    resource: r.try_get("resource")?,
+                    tenant: r.try_get("tenant")?,
+                    schedule: r.try_get("schedule")?,
+                    full_schedule: r.try_get("full_schedule")?,
+                    timezone: r.try_get("timezone")?,
+                    next_run_at: r.try_get("next_run_at")?,
+                    next_full_at: r.try_get("next_full_at")?,
+                    lease_run_id: r.try_get("lease_run_id")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Take due schedules for their runs, in one transaction; one flag per claim. A claim
+    /// succeeds for exactly one scheduler replica (compare-and-set on what `due_schedules`
+    /// saw) and sets the lease and the next due times.
+    pub async fn claim_schedules<'a>(
+        &self,
+        claims: impl Iterator<Item = (&'a DueSchedule, &'a str, &'a str, &'a str)>,
+    ) -> Result<Vec<bool>, StoreError> {
+        let lease_until = self.lease_until();
+        let mut tx = self.pool.begin().await?;
+        let mut won = Vec::new();
+        for (due, run_id, next_run_at, next_full_at) in claims {
+            let q = match &due.lease_run_id {
+                None => sqlx::query(
+                    "UPDATE schedules SET lease_run_id = $1, lease_expires_at = $2, next_run_at = $3, next_full_at = $4
+                     WHERE connection = $5 AND resource = $6 AND next_run_at = $7 AND lease_run_id IS NULL",
+                )
+                .bind(run_id)
+                .bind(&lease_until)
+                .bind(next_run_at)
+                .bind(next_full_at)
+                .bind(&due.connection)
+                .bind(&due.resource)
+                .bind(&due.next_run_at),
+                Some(old) => sqlx::query(
+                    "UPDATE schedules SET lease_run_id = $1, lease_expires_at = $2, next_run_at = $3, next_full_at = $4
+                     WHERE connection = $5 AND resource = $6 AND next_run_at = $7 AND lease_run_id = $8",
+                )
+                .bind(run_id)
+                .bind(&lease_until)
+                .bind(next_run_at)
+                .bind(next_full_at)
+                .bind(&due.connection)
+                .bind(&due.resource)
+                .bind(&due.next_run_at)
+                .bind(old),
+            };
+            won.push(q.execute(&mut *tx).await?.rows_affected() == 1);
+        }
+        tx.commit().await?;
+        Ok(won)
+    }
+
+    /// Give a lease back (its job could not be enqueued) so the next tick retries.
+    pub async fn release_lease(&self, run_id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE schedules SET lease_run_id = NULL, lease_expires_at = NULL WHERE lease_run_id = $1")
+            .bind(run_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ---- API tokens ----------------------------------------------------------------------
+
+    /// A new tenant-scoped token; only its hash is stored.
+    pub async fn create_token(&self, tenant: &str) -> Result<String, StoreError> {
+        if !self.tenant_exists(tenant).await? {
+            return Err(StoreError::NotFound {
+                what: "tenant",
+                id: tenant.to_string(),
+            });
+        }
+        let mut raw = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut raw);
+        let token = format!("trib_{}", hex::encode(raw));
+        sqlx::query("INSERT INTO api_tokens (token_hash, tenant, created_at) VALUES ($1, $2, $3)")
+            .bind(token_hash(&token))
+            .bind(tenant)
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        Ok(token)
+    }
+
+    pub async fn token_tenant(&self, token: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT tenant FROM api_tokens WHERE token_hash = $1")
+            .bind(token_hash(token))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => Some(r.try_get("tenant")?),
+            None => None,
+        })
+    }
+
+    /// The latest run of each of a connection's resources.
+    pub async fn last_runs(&self, connection: &str) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.* FROM sync_runs r WHERE r.connection = $1 AND r.started_at = (
+               SELECT MAX(r2.started_at) FROM sync_runs r2 WHERE r2.connection = r.connection AND r2.resource = r.resource)
+             ORDER BY r.resource",
+        )
+        .bind(connection)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(run_from_row).collect()
     }
 
     pub async fn connection(&self, id: &str) -> Result<ConnectionRecord, StoreError> {
         let row = sqlx::query(
-            "SELECT id, tenant, provider, config, credentials, key_id, resources, schedule, state, state_message FROM connections WHERE id = $1",
+            "SELECT id, tenant, provider, config, credentials, key_id, resources, schedule, full_schedule, timezone, state, state_message FROM connections WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -226,6 +410,8 @@ impl Store {
             credentials,
             resources,
             schedule: row.try_get("schedule")?,
+            full_schedule: row.try_get("full_schedule")?,
+            timezone: row.try_get("timezone")?,
             state: row.try_get("state")?,
             state_message: row.try_get("state_message")?,
             id,
@@ -607,6 +793,11 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
+}
+
+fn token_hash(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
 }
 
 fn run_from_row(row: &AnyRow) -> Result<RunRecord, StoreError> {

@@ -20,6 +20,10 @@ pub struct NewConnection {
     pub credentials: Credentials,
     pub resources: Vec<String>,
     pub schedule: Option<String>,
+    /// Cadence of full syncs (deletion sweeps).
+    pub full_schedule: Option<String>,
+    /// IANA time zone the schedules are read in.
+    pub timezone: String,
 }
 
 /// A stored connection, credentials opened.
@@ -32,8 +36,24 @@ pub struct ConnectionRecord {
     pub credentials: Credentials,
     pub resources: Vec<String>,
     pub schedule: Option<String>,
+    pub full_schedule: Option<String>,
+    pub timezone: String,
     pub state: String,
     pub state_message: Option<String>,
+}
+
+/// A (connection, resource) the scheduler found due.
+#[derive(Debug, Clone)]
+pub struct DueSchedule {
+    pub connection: String,
+    pub resource: String,
+    pub tenant: String,
+    pub schedule: Option<String>,
+    pub full_schedule: Option<String>,
+    pub timezone: String,
+    pub next_run_at: String,
+    pub next_full_at: String,
+    pub lease_run_id: Option<String>,
 }
 
 /// Full syncs sweep deletions; incremental ones ask for changes since the last run.

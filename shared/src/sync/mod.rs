@@ -4,6 +4,7 @@
 //! failed or partial one never does.
 
 mod tokens;
+pub mod worker;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;

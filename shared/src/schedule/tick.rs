@@ -1,0 +1,198 @@
+//! One scheduling tick: find due (connection, resource) schedules, claim each for
+//! one run (a lease: one job in flight; an expired lease is enqueued again), and
+//! enqueue the jobs together. Replicas may tick at once: a claim succeeds once.
+
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use tracing::warn;
+
+use super::cadence::{jitter, next_due, parse_timezone, Cadence};
+use crate::bus::{BusError, Job, JobReason, OutMessage, Publisher, Topics};
+use crate::store::{DueSchedule, RunMode, Store, StoreError};
+
+/// Scheduler settings.
+#[derive(Debug, Clone)]
+pub struct ScheduleSettings {
+    /// Cadence when a connection has none (`*/15 * * * *`).
+    pub default_schedule: String,
+    /// Cadence of full syncs when a connection has none (`0 3 * * *`).
+    pub default_full_schedule: String,
+    /// Upper bound of the per-resource jitter.
+    pub max_jitter: Duration,
+    /// Schedules claimed per transaction.
+    pub batch: i64,
+}
+
+impl Default for ScheduleSettings {
+    fn default() -> Self {
+        ScheduleSettings {
+            default_schedule: "*/15 * * * *".into(),
+            default_full_schedule: "0 3 * * *".into(),
+            max_jitter: Duration::from_secs(300),
+            batch: 1000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TickError {
+    #[error("state store: {0}")]
+    Store(#[from] StoreError),
+    #[error("broker: {0}")]
+    Bus(#[from] BusError),
+}
+
+/// What a tick did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TickReport {
+    pub due: usize,
+    pub enqueued: usize,
+    /// Claimed by another replica first.
+    pub lost: usize,
+    /// Schedules that could not be read (logged).
+    pub invalid: usize,
+}
+
+pub struct Scheduler {
+    store: Store,
+    publisher: Publisher,
+    topics: Topics,
+    settings: ScheduleSettings,
+}
+
+fn text(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl Scheduler {
+    pub fn new(
+        store: Store,
+        publisher: Publisher,
+        topics: Topics,
+        settings: ScheduleSettings,
+    ) -> Self {
+        Scheduler {
+            store,
+            publisher,
+            topics,
+            settings,
+        }
+    }
+
+    /// Next times for a due schedule: (next run, next full, this run's mode).
+    fn plan(
+        &self,
+        due: &DueSchedule,
+        now: DateTime<Utc>,
+    ) -> Result<(String, String, RunMode), String> {
+        let tz = parse_timezone(&due.timezone)?;
+        let cadence: Cadence = due
+            .schedule
+            .as_deref()
+            .unwrap_or(&self.settings.default_schedule)
+            .parse()?;
+        let full: Cadence = due
+            .full_schedule
+            .as_deref()
+            .unwrap_or(&self.settings.default_full_schedule)
+            .parse()?;
+        let key = format!("{}/{}", due.connection, due.resource);
+        let j = jitter(&key, cadence.period(tz), self.settings.max_jitter);
+        let next = next_due(&cadence, tz, now, j).ok_or("the schedule has no next occurrence")?;
+        let full_due = due.next_full_at.as_str() <= text(now).as_str();
+        let next_full = if full_due {
+            let jf = jitter(&key, full.period(tz), self.settings.max_jitter);
+            text(
+                next_due(&full, tz, now, jf)
+                    .ok_or("the full-sync schedule has no next occurrence")?,
+            )
+        } else {
+            due.next_full_at.clone()
+        };
+        Ok((
+            text(next),
+            next_full,
+            if full_due {
+                RunMode::Full
+            } else {
+                RunMode::Incremental
+            },
+        ))
+    }
+
+    /// Enqueue everything due at `now`.
+    pub async fn tick(&self, now: DateTime<Utc>) -> Result<TickReport, TickError> {
+        let mut report = TickReport::default();
+        let now_text = text(now);
+        loop {
+            let due = self
+                .store
+                .due_schedules(&now_text, self.settings.batch)
+                .await?;
+            if due.is_empty() {
+                return Ok(report);
+            }
+            report.due += due.len();
+            let mut claims = Vec::with_capacity(due.len());
+            for d in &due {
+                match self.plan(d, now) {
+                    Ok((next, next_full, mode)) => {
+                        let job = Job::new_run(
+                            &d.tenant,
+                            &d.connection,
+                            &d.resource,
+                            mode,
+                            JobReason::Schedule,
+                        );
+                        claims.push((d, job, next, next_full));
+                    }
+                    Err(e) => {
+                        report.invalid += 1;
+                        warn!(connection = %d.connection, resource = %d.resource, "cannot schedule: {e}");
+                    }
+                }
+            }
+            let won = self
+                .store
+                .claim_schedules(claims.iter().map(|(d, job, next, full)| {
+                    (*d, job.run_id.as_str(), next.as_str(), full.as_str())
+                }))
+                .await?;
+            let jobs: Vec<&Job> = claims
+                .iter()
+                .zip(&won)
+                .filter(|(_, w)| **w)
+                .map(|((_, job, _, _), _)| job)
+                .collect();
+            report.lost += won.iter().filter(|w| !**w).count();
+            let messages: Vec<OutMessage> = jobs
+                .iter()
+                .map(|j| job_message(&self.topics.jobs(), j))
+                .collect();
+            if let Err(e) = self.publisher.publish_all(&messages).await {
+                for j in &jobs {
+                    self.store.release_lease(&j.run_id).await?;
+                }
+                return Err(e.into());
+            }
+            report.enqueued += jobs.len();
+            if (due.len() as i64) < self.settings.batch || claims.is_empty() {
+                return Ok(report);
+            }
+        }
+    }
+}
+
+/// A job as a message on a jobs topic (keyed by tenant).
+pub fn job_message(topic: &str, job: &Job) -> OutMessage {
+    OutMessage {
+        topic: topic.to_string(),
+        key: job.tenant.clone(),
+        payload: Some(serde_json::to_vec(job).expect("jobs serialize")),
+        headers: vec![
+            ("tenant", job.tenant.clone()),
+            ("job_id", job.job_id.clone()),
+        ],
+    }
+}
