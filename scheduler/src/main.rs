@@ -1,7 +1,159 @@
-//! `tributary-scheduler`: schedules sync jobs and serves the control API.
-//! It is built in the scheduler issue; until then it only says so.
+//! `tributary-scheduler`: schedules sync jobs and serves the control API (`run`),
+//! or runs everything in one process on embedded defaults (`standalone`).
 
-fn main() -> std::process::ExitCode {
-    eprintln!("tributary-scheduler: scheduling is not built yet; see ARCHITECTURE.md");
-    std::process::ExitCode::from(2)
+mod api;
+mod standalone;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context};
+use clap::{Parser, Subcommand};
+use tracing::{error, info, warn};
+use tributary::bus::kafka::ensure_pipeline_topics;
+use tributary::bus::Publisher;
+use tributary::config::Settings;
+use tributary::schedule::tick::{ScheduleSettings, Scheduler};
+use tributary::store::Store;
+
+#[derive(Parser)]
+#[command(
+    name = "tributary-scheduler",
+    version,
+    about = "Tributary scheduler and control API"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Enqueue due sync jobs and serve the API on TRIBUTARY_API_ADDR (settings from TRIBUTARY_* variables).
+    Run,
+    /// Scheduler, workers, an embedded broker, SQLite and sandbox providers in one process, with demo tenants.
+    Standalone(standalone::Args),
+    /// Print the OpenAPI document of the control API.
+    Openapi,
+}
+
+fn init_logging(default: &str) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Run => {
+                init_logging("info,rdkafka=warn");
+                run().await
+            }
+            Command::Standalone(args) => {
+                init_logging("warn");
+                standalone::run(args).await
+            }
+            Command::Openapi => {
+                print!("{}", api::OPENAPI);
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+pub fn schedule_settings(settings: &Settings) -> ScheduleSettings {
+    ScheduleSettings {
+        default_schedule: settings.default_schedule.clone(),
+        default_full_schedule: settings.default_full_schedule.clone(),
+        max_jitter: settings.max_jitter,
+        ..ScheduleSettings::default()
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let settings = Settings::from_env()?;
+    let admin_token = settings.admin_token.clone().ok_or_else(|| {
+        anyhow!("TRIBUTARY_ADMIN_TOKEN is not set: the API needs an admin token for the host product (a long random string)")
+    })?;
+    for (name, expr) in [
+        ("TRIBUTARY_DEFAULT_SCHEDULE", &settings.default_schedule),
+        (
+            "TRIBUTARY_DEFAULT_FULL_SCHEDULE",
+            &settings.default_full_schedule,
+        ),
+    ] {
+        expr.parse::<tributary::schedule::Cadence>()
+            .map_err(|e| anyhow!("{name}: {e}"))?;
+    }
+    let store = Store::connect(&settings.database_url, settings.cipher()?)
+        .await
+        .context("TRIBUTARY_DATABASE_URL")?
+        .with_lease(settings.lease);
+    let topics = settings.topics();
+    ensure_pipeline_topics(&settings.kafka_brokers, &topics, settings.jobs_partitions)
+        .await
+        .with_context(|| format!("TRIBUTARY_KAFKA_BROKERS {}", settings.kafka_brokers))?;
+    let publisher = Publisher::new(&settings.kafka_brokers)?;
+    let state = Arc::new(api::ApiState {
+        store: store.clone(),
+        publisher: publisher.clone(),
+        topics: topics.clone(),
+        specs_dir: settings.specs_dir.clone(),
+        admin_token,
+    });
+    let listener = tokio::net::TcpListener::bind(&settings.api_addr)
+        .await
+        .with_context(|| format!("TRIBUTARY_API_ADDR {}", settings.api_addr))?;
+    eprintln!("API on http://{}", listener.local_addr()?);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, api::router(state)).await {
+            error!("API server stopped: {e}");
+        }
+    });
+    let scheduler = Scheduler::new(store, publisher, topics, schedule_settings(&settings));
+    tick_until_signal(&scheduler, settings.tick_interval).await
+}
+
+/// Tick at a steady cadence until SIGTERM or Ctrl-C.
+pub async fn tick_until_signal(
+    scheduler: &Scheduler,
+    every: std::time::Duration,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {
+                match scheduler.tick(chrono::Utc::now()).await {
+                    Ok(r) if r.enqueued > 0 || r.invalid > 0 => info!(due = r.due, enqueued = r.enqueued, lost = r.lost, invalid = r.invalid, "tick"),
+                    Ok(_) => {}
+                    Err(e) => warn!("tick failed (retrying next tick): {e}"),
+                }
+            }
+            _ = term.recv() => return Ok(()),
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
 }

@@ -36,6 +36,12 @@ pub struct Settings {
     pub max_wait: Duration,
     pub health_addr: Option<String>,
     pub lease: Duration,
+    pub api_addr: String,
+    pub admin_token: Option<String>,
+    pub tick_interval: Duration,
+    pub default_schedule: String,
+    pub default_full_schedule: String,
+    pub max_jitter: Duration,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -103,7 +109,28 @@ impl Settings {
             max_wait: Duration::from_secs_f64(number("TRIBUTARY_MAX_WAIT_SECONDS", 300.0)?),
             health_addr: var("TRIBUTARY_HEALTH_ADDR"),
             lease: Duration::from_secs(number("TRIBUTARY_LEASE_SECONDS", 900)?),
+            api_addr: var("TRIBUTARY_API_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into()),
+            admin_token: var("TRIBUTARY_ADMIN_TOKEN"),
+            tick_interval: Duration::from_secs_f64(number(
+                "TRIBUTARY_SCHEDULER_TICK_SECONDS",
+                5.0,
+            )?),
+            default_schedule: var("TRIBUTARY_DEFAULT_SCHEDULE")
+                .unwrap_or_else(|| "*/15 * * * *".into()),
+            default_full_schedule: var("TRIBUTARY_DEFAULT_FULL_SCHEDULE")
+                .unwrap_or_else(|| "0 3 * * *".into()),
+            max_jitter: Duration::from_secs_f64(number(
+                "TRIBUTARY_SCHEDULE_JITTER_SECONDS",
+                300.0,
+            )?),
         })
+    }
+
+    /// Topic names from the prefix and template.
+    pub fn topics(&self) -> crate::bus::Topics {
+        let mut topics = crate::bus::Topics::new(&self.topic_prefix);
+        topics.model_template = self.topic_template.clone();
+        topics
     }
 
     pub fn cipher(&self) -> Result<Cipher, ConfigError> {

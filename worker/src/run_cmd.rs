@@ -7,11 +7,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tracing::{error, info};
-use tributary::bus::kafka::ensure_topics;
-use tributary::bus::{Publisher, Topics};
+use tributary::bus::kafka::ensure_pipeline_topics;
+use tributary::bus::Publisher;
 use tributary::config::Settings;
 use tributary::engine::RunOptions;
-use tributary::mapping::models::model_names;
 use tributary::store::Store;
 use tributary::sync::worker::{consume, StopSignal, WorkerOptions};
 use tributary::sync::{SyncSettings, Syncer};
@@ -27,27 +26,6 @@ pub async fn run() -> ExitCode {
     }
 }
 
-/// Topics from settings.
-pub fn topics(settings: &Settings) -> Topics {
-    let mut topics = Topics::new(&settings.topic_prefix);
-    topics.model_template = settings.topic_template.clone();
-    topics
-}
-
-/// Create the topics a worker needs, if they do not exist.
-pub async fn create_topics(settings: &Settings, topics: &Topics) -> anyhow::Result<()> {
-    let mut wanted = vec![
-        (topics.jobs(), settings.jobs_partitions),
-        (topics.urgent_jobs(), settings.jobs_partitions),
-        (topics.status(), 1),
-        (topics.dead_letters(), 1),
-    ];
-    wanted.extend(model_names().map(|m| (topics.model(m), 3)));
-    ensure_topics(&settings.kafka_brokers, &wanted)
-        .await
-        .with_context(|| format!("TRIBUTARY_KAFKA_BROKERS {}", settings.kafka_brokers))
-}
-
 async fn serve() -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
     let cipher = settings.cipher()?;
@@ -60,8 +38,10 @@ async fn serve() -> anyhow::Result<()> {
             )
         })?
         .with_lease(settings.lease);
-    let topics = topics(&settings);
-    create_topics(&settings, &topics).await?;
+    let topics = settings.topics();
+    ensure_pipeline_topics(&settings.kafka_brokers, &topics, settings.jobs_partitions)
+        .await
+        .with_context(|| format!("TRIBUTARY_KAFKA_BROKERS {}", settings.kafka_brokers))?;
     let publisher = Publisher::new(&settings.kafka_brokers)?;
     let syncer = Arc::new(Syncer::new(
         store,

@@ -166,6 +166,22 @@ pub async fn ensure_topics(brokers: &str, topics: &[(String, i32)]) -> Result<()
     Ok(())
 }
 
+/// Create every topic the pipeline uses (jobs, urgent jobs, status, dead letters, one per model).
+pub async fn ensure_pipeline_topics(
+    brokers: &str,
+    topics: &Topics,
+    jobs_partitions: i32,
+) -> Result<(), BusError> {
+    let mut wanted = vec![
+        (topics.jobs(), jobs_partitions),
+        (topics.urgent_jobs(), jobs_partitions),
+        (topics.status(), 1),
+        (topics.dead_letters(), 1),
+    ];
+    wanted.extend(crate::mapping::models::model_names().map(|m| (topics.model(m), 3)));
+    ensure_topics(brokers, &wanted).await
+}
+
 /// Settings of the jobs consumer.
 #[derive(Debug, Clone)]
 pub struct ConsumerSettings {

@@ -1,0 +1,123 @@
+//! The control API (axum, JSON): tenants and their tokens, connections, status,
+//! resync, pause and resume, runs, credentials. Admin token for the host
+//! product; tenant-scoped tokens see and trigger only their tenant's connections.
+//! Bad input gets a 4xx with a JSON error that says what is wrong.
+
+mod connections;
+mod error;
+mod tenants;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::routing::{get, post, put};
+use axum::Router;
+use tributary::bus::{Publisher, Topics};
+use tributary::store::Store;
+
+pub use error::ApiError;
+
+/// The OpenAPI document, committed beside the code and served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+pub struct ApiState {
+    pub store: Store,
+    pub publisher: Publisher,
+    pub topics: Topics,
+    pub specs_dir: PathBuf,
+    pub admin_token: String,
+}
+
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/openapi.json",
+            get(|| async { ([("content-type", "application/json")], OPENAPI) }),
+        )
+        .route("/v1/tenants", post(tenants::create))
+        .route("/v1/tenants/{tenant}/tokens", post(tenants::create_token))
+        .route(
+            "/v1/connections",
+            post(connections::create).get(connections::list),
+        )
+        .route("/v1/connections/{id}", get(connections::show))
+        .route("/v1/connections/{id}/resync", post(connections::resync))
+        .route("/v1/connections/{id}/pause", post(connections::pause))
+        .route("/v1/connections/{id}/resume", post(connections::resume))
+        .route("/v1/connections/{id}/runs", get(connections::runs))
+        .route(
+            "/v1/connections/{id}/credentials",
+            put(connections::replace_credentials),
+        )
+        .fallback(|| async { ApiError::not_found("no such endpoint; see /openapi.json") })
+        .with_state(state)
+}
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    Admin,
+    Tenant(String),
+}
+
+impl Caller {
+    /// Whether this caller may see the tenant's resources.
+    pub fn sees(&self, tenant: &str) -> bool {
+        match self {
+            Caller::Admin => true,
+            Caller::Tenant(t) => t == tenant,
+        }
+    }
+
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self {
+            Caller::Admin => Ok(()),
+            Caller::Tenant(_) => Err(ApiError::forbidden("this endpoint needs the admin token")),
+        }
+    }
+}
+
+/// Constant-time comparison, so response timing does not reveal the admin token.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+impl FromRequestParts<Arc<ApiState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    "send `Authorization: Bearer <token>` (the admin token or a tenant token)",
+                )
+            })?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .ok_or_else(|| {
+                ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
+            })?
+            .trim();
+        if same(token, &state.admin_token) {
+            return Ok(Caller::Admin);
+        }
+        match state.store.token_tenant(token).await {
+            Ok(Some(tenant)) => Ok(Caller::Tenant(tenant)),
+            Ok(None) => Err(ApiError::unauthorized("unknown token")),
+            Err(e) => Err(ApiError::internal(e)),
+        }
+    }
+}
