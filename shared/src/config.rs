@@ -11,6 +11,8 @@ pub enum ConfigError {
     Invalid { var: &'static str, message: String },
     #[error("TRIBUTARY_ENCRYPTION_KEY: {0}")]
     Key(#[from] CryptoError),
+    #[error("TRIBUTARY_CONFIG_FILE {path}: {message}")]
+    File { path: String, message: String },
     #[error("TRIBUTARY_ENCRYPTION_KEY is not set: credentials are encrypted at rest; generate one with `tributary-worker keygen` and keep it secret")]
     NoKey,
 }
@@ -71,7 +73,15 @@ fn number<T: std::str::FromStr>(name: &'static str, default: T) -> Result<T, Con
 }
 
 impl Settings {
+    /// Environment variables; with TRIBUTARY_CONFIG_FILE, a `KEY=value` file fills in
+    /// what the environment does not set (the environment wins).
     pub fn from_env() -> Result<Settings, ConfigError> {
+        if let Some(path) = var("TRIBUTARY_CONFIG_FILE") {
+            dotenvy::from_path(&path).map_err(|e| ConfigError::File {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        }
         Ok(Settings {
             kafka_brokers: var("TRIBUTARY_KAFKA_BROKERS")
                 .unwrap_or_else(|| "127.0.0.1:9092".into()),

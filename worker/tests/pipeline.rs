@@ -428,3 +428,86 @@ async fn dead_letters_on_postgres() {
 async fn dead_letters_on_sqlite() {
     dead_letters("sqlite", fresh_sqlite()).await;
 }
+
+/// A resync (urgent topic) is picked up ahead of a backlog of scheduled jobs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resync_runs_ahead_of_a_backlog() {
+    use tributary::bus::{Job, JobReason};
+    use tributary::schedule::tick::job_message;
+    use tributary::store::NewConnection;
+    let rig = Rig::start("sqlite", fresh_sqlite(), WORKER, 120).await;
+    rig.control
+        .faults(json!([{"kind": "slow", "delay_ms": 100, "times": 0}]))
+        .await
+        .unwrap();
+    tributary::bus::kafka::ensure_pipeline_topics(&rig.broker.addr, &rig.topics, 3)
+        .await
+        .unwrap();
+    let mut statuses = rig.statuses();
+    let connection = |id: String| NewConnection {
+        id: Some(id),
+        tenant: "acme".into(),
+        provider: "hubspot".into(),
+        config: json!({"base_url": rig.sandbox.base_url()})
+            .as_object()
+            .unwrap()
+            .clone(),
+        credentials: serde_json::from_value(json!({"access_token": "sandbox-hubspot-token"}))
+            .unwrap(),
+        resources: vec!["contacts".into()],
+        schedule: None,
+        full_schedule: None,
+        timezone: "UTC".into(),
+    };
+    let mut backlog = Vec::new();
+    for i in 0..20 {
+        let id = rig
+            .store
+            .create_connection(&connection(format!("backlog-{i}")))
+            .await
+            .unwrap();
+        backlog.push(Job::new_run(
+            "acme",
+            &id,
+            "contacts",
+            RunMode::Full,
+            JobReason::Schedule,
+        ));
+    }
+    let messages: Vec<_> = backlog
+        .iter()
+        .map(|j| job_message(&rig.topics.jobs(), j))
+        .collect();
+    rig.publisher.publish_all(&messages).await.unwrap();
+    let urgent_conn = rig
+        .store
+        .create_connection(&connection("urgent".into()))
+        .await
+        .unwrap();
+    let resync = Job::new_run(
+        "acme",
+        &urgent_conn,
+        "contacts",
+        RunMode::Full,
+        JobReason::Resync,
+    );
+    rig.publisher
+        .publish_all(&[job_message(&rig.topics.urgent_jobs(), &resync)])
+        .await
+        .unwrap();
+    // The backlog is waiting before any worker exists; one job at a time.
+    let _worker = rig.worker(&[("TRIBUTARY_WORKER_CONCURRENCY", "1".into())]);
+    let end = wait_run_end(&mut statuses, &resync.run_id, LONG);
+    assert_eq!(end["type"], "run.completed", "{end}");
+    let backlog_done_before = statuses
+        .received
+        .iter()
+        .filter_map(|r| r.value.as_ref())
+        .take_while(|v| v["sync_run"] != resync.run_id.as_str() || v["type"] != "run.completed")
+        .filter(|v| v["type"] == "run.completed")
+        .count();
+    assert!(
+        backlog_done_before <= 2,
+        "the resync waited for {backlog_done_before} of 20 scheduled jobs"
+    );
+}
