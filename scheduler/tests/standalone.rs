@@ -33,8 +33,7 @@ fn standalone_shows_events_flowing_within_a_minute() {
     );
     let last = stdout
         .lines()
-        .filter(|l| l.starts_with('['))
-        .last()
+        .rfind(|l| l.starts_with('['))
         .unwrap_or_default();
     for kind in [
         "crm.contact.created: 120",
