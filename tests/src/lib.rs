@@ -210,3 +210,39 @@ pub fn check_event_schema(name: &str, value: &Value) -> Result<(), String> {
         Err(errors.join("; "))
     }
 }
+
+/// Every row of every table as text (for "no secret in plain text" checks).
+pub async fn dump_database(store: &tributary::store::Store) -> String {
+    use sqlx::{Column, Row};
+    let mut out = String::new();
+    for table in [
+        "tenants",
+        "connections",
+        "checkpoints",
+        "fingerprints",
+        "sync_runs",
+        "schedules",
+        "api_tokens",
+    ] {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM {table}")))
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        for row in rows {
+            out.push_str(table);
+            for (i, col) in row.columns().iter().enumerate() {
+                let text = row
+                    .try_get::<Option<String>, _>(i)
+                    .map(|v| v.unwrap_or_default())
+                    .or_else(|_| {
+                        row.try_get::<Option<i64>, _>(i)
+                            .map(|v| v.map(|n| n.to_string()).unwrap_or_default())
+                    })
+                    .unwrap_or_default();
+                out.push_str(&format!(" {}={text}", col.name()));
+            }
+            out.push('\n');
+        }
+    }
+    out
+}

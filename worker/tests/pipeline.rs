@@ -29,7 +29,10 @@ fn of_run<'a>(events: &'a [Received], run: &str) -> Vec<&'a Value> {
 async fn lifecycle(backend: &'static str, url: String) {
     let n = 240;
     let rig = Rig::start(backend, url, WORKER, n).await;
-    let _worker = rig.worker(&[("TRIBUTARY_SLICE_MAX_PAGES", "1".into())]);
+    let worker = rig.worker(&[
+        ("TRIBUTARY_SLICE_MAX_PAGES", "1".into()),
+        ("RUST_LOG", "debug,rdkafka=info".into()),
+    ]);
     let mut events = rig.events();
     let mut statuses = rig.statuses();
 
@@ -176,6 +179,42 @@ async fn lifecycle(backend: &'static str, url: String) {
         run.counts.created, n as i64,
         "{backend}: the replay did not run again"
     );
+
+    // No credential in plain text: not in the database, the worker's log, or any event.
+    let dump = tributary_e2e::dump_database(&rig.store).await;
+    assert!(dump.contains("conn_"), "{backend}: the dump has content");
+    let log = worker.log_text();
+    let mut published: Vec<String> = values(&events.received)
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    published.extend(
+        statuses
+            .received
+            .iter()
+            .filter_map(|r| r.value.as_ref())
+            .map(|v| v.to_string()),
+    );
+    let published = published.join("\n");
+    assert!(
+        rig.control.stats().await.unwrap().refreshes >= 1,
+        "{backend}: a token was issued and used"
+    );
+    for secret in [
+        "sandbox-hubspot-refresh",
+        "sandbox-client-secret",
+        "sbx-at-",
+    ] {
+        assert!(
+            !dump.contains(secret),
+            "{backend}: the database holds {secret} in plain text"
+        );
+        assert!(!log.contains(secret), "{backend}: the log holds {secret}");
+        assert!(
+            !published.contains(secret),
+            "{backend}: an event holds {secret}"
+        );
+    }
 }
 
 /// A full sync that fails halfway emits no delete; the next complete one does.
@@ -510,4 +549,107 @@ async fn a_resync_runs_ahead_of_a_backlog() {
         backlog_done_before <= 2,
         "the resync waited for {backlog_done_before} of 20 scheduled jobs"
     );
+}
+
+/// `invalid_grant` moves the connection to needs_reauth with a status event within one
+/// job; no further job runs for it; new credentials make it sync again.
+async fn invalid_grant_needs_reauth(backend: &'static str, url: String) {
+    use tributary::bus::{Job, JobReason};
+    let rig = Rig::start(backend, url, WORKER, 50).await;
+    let _worker = rig.worker(&[]);
+    let mut statuses = rig.statuses();
+    // The provider revokes the grant: the first refresh answers invalid_grant.
+    reqwest::Client::new()
+        .post(format!("{}/_sandbox/oauth/revoke", rig.sandbox.base_url()))
+        .send()
+        .await
+        .unwrap();
+    let first = rig.job(RunMode::Full);
+    rig.enqueue(&first).await;
+    let end = wait_run_end(&mut statuses, &first.run_id, LONG);
+    assert_eq!(end["type"], "run.failed", "{backend}: {end}");
+    let flagged = statuses
+        .received
+        .iter()
+        .filter_map(|r| r.value.as_ref())
+        .find(|v| v["type"] == "connection.needs_reauth")
+        .cloned();
+    let flagged = flagged.unwrap_or_else(|| panic!("{backend}: a needs_reauth status event"));
+    assert!(
+        flagged["reason"]
+            .as_str()
+            .unwrap()
+            .contains("invalid_grant"),
+        "{backend}: {flagged}"
+    );
+    let conn = rig.store.connection(&rig.connection).await.unwrap();
+    assert_eq!(conn.state, "needs_reauth", "{backend}");
+    // No further job runs for it: a later job on the same partition (same tenant) proves it was handled.
+    let blocked = rig.job(RunMode::Incremental);
+    rig.enqueue(&blocked).await;
+    let other = rig
+        .store
+        .create_connection(&tributary::store::NewConnection {
+            id: Some("sentinel".into()),
+            tenant: "acme".into(),
+            provider: "hubspot".into(),
+            config: json!({"base_url": rig.sandbox.base_url()})
+                .as_object()
+                .unwrap()
+                .clone(),
+            credentials: serde_json::from_value(json!({"access_token": "sandbox-hubspot-token"}))
+                .unwrap(),
+            resources: vec!["contacts".into()],
+            schedule: None,
+            full_schedule: None,
+            timezone: "UTC".into(),
+        })
+        .await
+        .unwrap();
+    let sentinel = Job::new_run(
+        "acme",
+        &other,
+        "contacts",
+        RunMode::Full,
+        JobReason::Schedule,
+    );
+    rig.enqueue(&sentinel).await;
+    assert_eq!(
+        wait_run_end(&mut statuses, &sentinel.run_id, LONG)["type"],
+        "run.completed"
+    );
+    assert!(
+        rig.store.run(&blocked.run_id).await.is_err(),
+        "{backend}: the blocked job did not run"
+    );
+    assert_eq!(
+        rig.control.stats().await.unwrap().invalid_grants,
+        1,
+        "{backend}: one attempt only"
+    );
+    // New credentials (what PUT /v1/connections/{id}/credentials does) and it syncs again.
+    let fresh = serde_json::from_value(json!({"access_token": "sandbox-hubspot-token"})).unwrap();
+    rig.store
+        .store_credentials(&rig.connection, &fresh)
+        .await
+        .unwrap();
+    rig.store
+        .set_connection_state(&rig.connection, "healthy", None)
+        .await
+        .unwrap();
+    let again = rig.job(RunMode::Full);
+    rig.enqueue(&again).await;
+    let end = wait_run_end(&mut statuses, &again.run_id, LONG);
+    assert_eq!(end["type"], "run.completed", "{backend}: {end}");
+    assert_eq!(end["counts"]["created"], 50);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_grant_needs_reauth_on_postgres() {
+    invalid_grant_needs_reauth("postgres", fresh_postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_grant_needs_reauth_on_sqlite() {
+    invalid_grant_needs_reauth("sqlite", fresh_sqlite()).await;
 }

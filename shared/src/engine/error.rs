@@ -89,8 +89,14 @@ fn message_suffix(m: &Option<String>) -> String {
 }
 
 impl ErrorKind {
-    /// Whether reading more pages could still succeed later (vs a spec or credential problem).
-    pub fn is_auth(&self) -> bool {
-        matches!(self, ErrorKind::Unauthorized { .. } | ErrorKind::Auth(_))
+    /// The provider refused the credentials for good: the connection needs re-authorization
+    /// (new credentials) before any further sync can work.
+    pub fn needs_reauth(&self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Unauthorized { .. }
+                | ErrorKind::Auth(AuthError::InvalidGrant(_))
+                | ErrorKind::Auth(AuthError::Missing(_))
+        )
     }
 }

@@ -739,10 +739,14 @@ impl Store {
         run_id: &str,
     ) -> Result<Vec<StoredFingerprint>, StoreError> {
         let rows = sqlx::query(
-            "SELECT record_id, hash, field_hashes FROM fingerprints WHERE connection = $1 AND resource = $2 AND seen_run <> $3 ORDER BY record_id",
+            "SELECT record_id, hash, field_hashes FROM fingerprints
+             WHERE connection = $1 AND resource = $2 AND seen_run <> $3
+               AND updated_at <= (SELECT started_at FROM sync_runs WHERE id = $4)
+             ORDER BY record_id",
         )
         .bind(connection)
         .bind(resource)
+        .bind(run_id)
         .bind(run_id)
         .fetch_all(&self.pool)
         .await?;

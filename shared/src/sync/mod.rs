@@ -308,6 +308,23 @@ impl Syncer {
         while let Some(page) = pages.next().await {
             let page = match page {
                 Ok(p) => p,
+                Err(e) if e.kind.needs_reauth() => {
+                    // Stop this connection's jobs until new credentials arrive (PUT credentials).
+                    let reason = e.to_string();
+                    self.store
+                        .set_connection_state(&conn.id, "needs_reauth", Some(&reason))
+                        .await?;
+                    self.publisher
+                        .publish_all(&[self.status(
+                            &conn,
+                            job,
+                            "connection.needs_reauth",
+                            None,
+                            Some(reason.clone()),
+                        )])
+                        .await?;
+                    return self.fail(&conn, job, reason).await;
+                }
                 Err(e) => return self.fail(&conn, job, e.to_string()).await,
             };
             pages_in_slice += 1;
