@@ -36,6 +36,17 @@ impl Rig {
         worker_bin: &str,
         count: u64,
     ) -> Rig {
+        Self::start_with(backend, database_url, worker_bin, count, |_| {}).await
+    }
+
+    /// Like `start`, with a chance to adjust the sandbox profile first.
+    pub async fn start_with(
+        backend: &'static str,
+        database_url: String,
+        worker_bin: &str,
+        count: u64,
+        adjust: impl FnOnce(&mut Profile),
+    ) -> Rig {
         let broker = Broker::start();
         let key = Cipher::generate_key();
         let store = Store::connect(&database_url, Cipher::from_base64(&key, &[]).unwrap())
@@ -45,6 +56,7 @@ impl Rig {
             Profile::load(&repo_root().join("provider-specs/sandbox/hubspot.yaml")).unwrap();
         profile.resources.get_mut("contacts").unwrap().count = count;
         profile.rate_limit = None;
+        adjust(&mut profile);
         let sandbox = sandbox::start(profile, "127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();

@@ -33,10 +33,25 @@ pub enum AuthError {
     TokenEndpoint(String),
 }
 
-/// Where rotated credentials go (the state store in a worker; nowhere durable in `spec run`).
-/// Called before the new access token is used, so a crash never loses a rotated refresh token.
+/// Where renewed credentials go (the state store in a worker; a file or nowhere in `spec run`).
+/// `store` is called before the new access token is used, so a crash never loses a rotated
+/// refresh token. A fleet-wide sink also serializes refreshes: `lock` waits until this process
+/// may refresh, `reload` reads what another process may have stored meanwhile.
 pub trait TokenSink: Send + Sync {
     fn store(&self, credentials: &Credentials) -> BoxFuture<'_, Result<(), String>>;
+
+    fn lock(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn unlock(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
+    /// The latest stored credentials, when this sink stores them somewhere shared.
+    fn reload(&self) -> BoxFuture<'_, Result<Option<Credentials>, String>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// A sink that keeps nothing.
@@ -152,14 +167,12 @@ impl Authenticator {
                     (Some(_), None) => expires_soon(&creds, o.refresh_margin_seconds),
                 };
                 if must_refresh {
-                    let url =
-                        token_url(&self.render_token_url(o)?).map_err(AuthError::TokenEndpoint)?;
-                    let r = self.refresh(http, o, url, &mut creds).await?;
-                    self.sink
-                        .store(&creds)
-                        .await
-                        .map_err(AuthError::TokenEndpoint)?;
-                    refreshed = Some(r);
+                    self.sink.lock().await.map_err(AuthError::TokenEndpoint)?;
+                    let outcome = self
+                        .refresh_once(http, o, token_url, &mut creds, current.as_deref())
+                        .await;
+                    self.sink.unlock().await;
+                    refreshed = outcome?;
                 }
                 let token = creds
                     .get("access_token")
@@ -171,6 +184,34 @@ impl Authenticator {
                 Ok((parts, refreshed))
             }
         }
+    }
+
+    /// Under the refresh lock: adopt a token another process stored meanwhile, or refresh
+    /// and store the result before it is used.
+    async fn refresh_once(
+        &self,
+        http: &reqwest::Client,
+        o: &CompiledOAuth2,
+        token_url: &(dyn Fn(&str) -> Result<url::Url, String> + Sync),
+        creds: &mut Credentials,
+        had: Option<&str>,
+    ) -> Result<Option<Refreshed>, AuthError> {
+        if let Some(latest) = self.sink.reload().await.map_err(AuthError::TokenEndpoint)? {
+            let newer = latest.get("access_token").is_some_and(|t| Some(t) != had);
+            if newer && !expires_soon(&latest, o.refresh_margin_seconds) {
+                *creds = latest;
+                return Ok(None);
+            }
+            // Keep the latest refresh token: another process may have rotated it.
+            *creds = latest;
+        }
+        let url = token_url(&self.render_token_url(o)?).map_err(AuthError::TokenEndpoint)?;
+        let r = self.refresh(http, o, url, creds).await?;
+        self.sink
+            .store(creds)
+            .await
+            .map_err(AuthError::TokenEndpoint)?;
+        Ok(Some(r))
     }
 
     fn render_token_url(&self, o: &CompiledOAuth2) -> Result<String, AuthError> {

@@ -318,6 +318,83 @@ impl Store {
         Ok(())
     }
 
+    // ---- token refresh locks -------------------------------------------------------------
+
+    /// Take the connection's refresh lock for `holder` (waits while another holds it).
+    /// A lock whose holder died expires after `ttl`.
+    pub async fn lock_refresh(
+        &self,
+        connection: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        loop {
+            let now_t = Utc::now();
+            let expires = (now_t
+                + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::seconds(30)))
+            .to_rfc3339_opts(SecondsFormat::Millis, true);
+            let done = sqlx::query(
+                "INSERT INTO token_locks (connection, holder, expires_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (connection) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+                 WHERE token_locks.expires_at < $4",
+            )
+            .bind(connection)
+            .bind(holder)
+            .bind(&expires)
+            .bind(now_t.to_rfc3339_opts(SecondsFormat::Millis, true))
+            .execute(&self.pool)
+            .await?;
+            if done.rows_affected() == 1 {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+
+    pub async fn unlock_refresh(&self, connection: &str, holder: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM token_locks WHERE connection = $1 AND holder = $2")
+            .bind(connection)
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Re-seal every credential not sealed with the current key (key rotation, online:
+    /// each row is swapped only if nobody rewrote it meanwhile). Returns the rows re-sealed.
+    pub async fn reseal_all(&self) -> Result<u64, StoreError> {
+        let current = self.cipher.current_key_id().to_string();
+        let rows =
+            sqlx::query("SELECT id, key_id, credentials FROM connections WHERE key_id <> $1")
+                .bind(&current)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut done = 0;
+        for row in rows {
+            let id: String = row.try_get("id")?;
+            let key_id: String = row.try_get("key_id")?;
+            let sealed: String = row.try_get("credentials")?;
+            let plain =
+                self.cipher
+                    .open(&key_id, &sealed)
+                    .map_err(|source| StoreError::Crypto {
+                        connection: id.clone(),
+                        source,
+                    })?;
+            let (new_key, resealed) = self.cipher.seal(&plain);
+            let r = sqlx::query("UPDATE connections SET credentials = $1, key_id = $2 WHERE id = $3 AND key_id = $4 AND credentials = $5")
+                .bind(resealed)
+                .bind(new_key)
+                .bind(&id)
+                .bind(&key_id)
+                .bind(&sealed)
+                .execute(&self.pool)
+                .await?;
+            done += r.rows_affected();
+        }
+        Ok(done)
+    }
+
     // ---- API tokens ----------------------------------------------------------------------
 
     /// A new tenant-scoped token; only its hash is stored.

@@ -9,11 +9,17 @@ use crate::store::Store;
 pub struct StoreTokens {
     store: Store,
     connection: String,
+    /// Identifies this holder of the connection's refresh lock.
+    holder: String,
 }
 
 impl StoreTokens {
     pub fn new(store: Store, connection: String) -> Self {
-        StoreTokens { store, connection }
+        StoreTokens {
+            store,
+            connection,
+            holder: uuid::Uuid::new_v4().to_string(),
+        }
     }
 }
 
@@ -24,6 +30,41 @@ impl TokenSink for StoreTokens {
             self.store
                 .store_credentials(&self.connection, &credentials)
                 .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn lock(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            self.store
+                .lock_refresh(
+                    &self.connection,
+                    &self.holder,
+                    std::time::Duration::from_secs(30),
+                )
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn unlock(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Err(e) = self
+                .store
+                .unlock_refresh(&self.connection, &self.holder)
+                .await
+            {
+                tracing::warn!(connection = %self.connection, "releasing the refresh lock failed (it expires by itself): {e}");
+            }
+        })
+    }
+
+    fn reload(&self) -> BoxFuture<'_, Result<Option<Credentials>, String>> {
+        Box::pin(async move {
+            self.store
+                .connection(&self.connection)
+                .await
+                .map(|c| Some(c.credentials))
                 .map_err(|e| e.to_string())
         })
     }
