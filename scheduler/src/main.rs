@@ -130,6 +130,23 @@ async fn run() -> anyhow::Result<()> {
             error!("API server stopped: {e}");
         }
     });
+    // Idle OAuth connections are kept alive in the background (see sync::keepalive).
+    let (keep_store, specs, private) = (
+        store.clone(),
+        settings.specs_dir.clone(),
+        settings.allow_private_hosts,
+    );
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(900));
+        loop {
+            every.tick().await;
+            match tributary::sync::keepalive::refresh_idle(&keep_store, &specs, private).await {
+                Ok(n) if n > 0 => info!(refreshed = n, "idle connections kept alive"),
+                Ok(_) => {}
+                Err(e) => warn!("keeping idle connections alive failed (retried later): {e}"),
+            }
+        }
+    });
     let scheduler = Scheduler::new(store, publisher, topics, schedule_settings(&settings));
     tick_until_signal(&scheduler, settings.tick_interval).await
 }

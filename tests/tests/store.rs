@@ -301,3 +301,73 @@ async fn a_concurrent_run_never_makes_records_vanish() {
         );
     }
 }
+
+/// Key rotation re-seals every credential under the new key, online.
+#[tokio::test]
+async fn key_rotation_reseals_everything() {
+    use tributary::secrets::crypto::Cipher;
+    for (backend, url) in fresh_databases().await {
+        let old = Cipher::generate_key();
+        let new = Cipher::generate_key();
+        let before = Store::connect(&url, Cipher::from_base64(&old, &[]).unwrap())
+            .await
+            .unwrap();
+        before.create_tenant("acme").await.unwrap();
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            ids.push(
+                before
+                    .create_connection(&NewConnection {
+                        id: Some(format!("c{i}")),
+                        tenant: "acme".into(),
+                        provider: "demo".into(),
+                        config: Default::default(),
+                        credentials: serde_json::from_value(
+                            json!({"refresh_token": format!("rt-{i}")}),
+                        )
+                        .unwrap(),
+                        resources: vec!["contacts".into()],
+                        schedule: None,
+                        full_schedule: None,
+                        timezone: "UTC".into(),
+                    })
+                    .await
+                    .unwrap(),
+            );
+        }
+        let during = Store::connect(
+            &url,
+            Cipher::from_base64(&new, std::slice::from_ref(&old)).unwrap(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(during.reseal_all().await.unwrap(), 3, "{backend}");
+        assert_eq!(
+            during.reseal_all().await.unwrap(),
+            0,
+            "{backend}: nothing left under the old key"
+        );
+        let after = Store::connect(&url, Cipher::from_base64(&new, &[]).unwrap())
+            .await
+            .unwrap();
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(
+                after
+                    .connection(id)
+                    .await
+                    .unwrap()
+                    .credentials
+                    .get("refresh_token"),
+                Some(format!("rt-{i}").as_str()),
+                "{backend}"
+            );
+        }
+        assert!(
+            matches!(
+                before.connection(&ids[0]).await,
+                Err(StoreError::Crypto { .. })
+            ),
+            "{backend}: the old key alone no longer reads"
+        );
+    }
+}

@@ -33,6 +33,16 @@ enum Command {
     Run,
     /// Print a new random encryption key (base64, 32 bytes) for TRIBUTARY_ENCRYPTION_KEY.
     Keygen,
+    /// Re-encrypt every stored credential under TRIBUTARY_ENCRYPTION_KEY (the old keys in
+    /// TRIBUTARY_ENCRYPTION_OLD_KEYS); safe while workers and the scheduler run.
+    RotateKey,
+}
+
+async fn rotate_key() -> anyhow::Result<u64> {
+    let settings = tributary::config::Settings::from_env()?;
+    let store =
+        tributary::store::Store::connect(&settings.database_url, settings.cipher()?).await?;
+    Ok(store.reseal_all().await?)
 }
 
 /// Logs on stderr; RUST_LOG filters (default info).
@@ -62,6 +72,16 @@ fn main() -> ExitCode {
                 init_logging();
                 run_cmd::run().await
             }
+            Command::RotateKey => match rotate_key().await {
+                Ok(n) => {
+                    eprintln!("re-encrypted {n} connection(s) under the current key; the old keys can be retired once every replica has the new one");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            },
             Command::Keygen => {
                 println!("{}", tributary::secrets::crypto::Cipher::generate_key());
                 ExitCode::SUCCESS

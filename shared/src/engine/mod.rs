@@ -374,12 +374,8 @@ impl ResourceRun {
                     })
                 })
                 .await;
-            let token_url = |u: &str| -> Result<url::Url, String> {
-                let url = url::Url::parse(u).map_err(|e| format!("token URL `{u}`: {e}"))?;
-                guard::check_url(&url, &self.spec.hosts, self.options.allow_private_hosts)
-                    .map_err(|e| e.to_string())?;
-                Ok(url)
-            };
+            let token_url =
+                |u: &str| guard::checked_url(u, &self.spec.hosts, self.options.allow_private_hosts);
             let (parts, refreshed) = self
                 .auth
                 .parts(&self.http, &token_url, stale_token.as_deref())

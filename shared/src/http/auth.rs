@@ -186,6 +186,35 @@ impl Authenticator {
         }
     }
 
+    /// Refresh now (an idle connection kept alive), under the fleet-wide lock.
+    pub async fn refresh_now(
+        &self,
+        http: &reqwest::Client,
+        token_url: &(dyn Fn(&str) -> Result<url::Url, String> + Sync),
+    ) -> Result<Option<Refreshed>, AuthError> {
+        let CompiledAuth::OAuth2(o) = &self.spec.auth else {
+            return Ok(None);
+        };
+        let mut creds = self.state.lock().await;
+        self.sink.lock().await.map_err(AuthError::TokenEndpoint)?;
+        let latest = self.sink.reload().await.map_err(AuthError::TokenEndpoint)?;
+        if let Some(latest) = latest {
+            *creds = latest;
+        }
+        let outcome = async {
+            let url = token_url(&self.render_token_url(o)?).map_err(AuthError::TokenEndpoint)?;
+            let r = self.refresh(http, o, url, &mut creds).await?;
+            self.sink
+                .store(&creds)
+                .await
+                .map_err(AuthError::TokenEndpoint)?;
+            Ok(Some(r))
+        }
+        .await;
+        self.sink.unlock().await;
+        outcome
+    }
+
     /// Under the refresh lock: adopt a token another process stored meanwhile, or refresh
     /// and store the result before it is used.
     async fn refresh_once(

@@ -89,6 +89,13 @@ pub fn check_url(url: &Url, allowed: &GlobSet, allow_private: bool) -> Result<()
     Ok(())
 }
 
+/// Parse a URL (a token endpoint, say) and check it like any other.
+pub fn checked_url(text: &str, allowed: &GlobSet, allow_private: bool) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| format!("URL `{text}`: {e}"))?;
+    check_url(&url, allowed, allow_private).map_err(|e| e.to_string())?;
+    Ok(url)
+}
+
 /// A DNS resolver that drops private addresses unless they are allowed.
 #[derive(Debug, Clone)]
 pub struct GuardedResolver {

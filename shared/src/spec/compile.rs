@@ -108,6 +108,7 @@ pub struct CompiledOAuth2 {
     pub prefix: String,
     pub refresh_margin_seconds: u64,
     pub scopes: Vec<String>,
+    pub refresh_token_idle_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -500,6 +501,7 @@ impl Compiler<'_> {
                 header,
                 prefix,
                 refresh_margin_seconds,
+                refresh_token_idle_days,
             } => self.oauth2(
                 Grant::RefreshToken,
                 token_url,
@@ -510,6 +512,7 @@ impl Compiler<'_> {
                 prefix,
                 *refresh_margin_seconds,
                 &[],
+                *refresh_token_idle_days,
             )?,
             Auth::Oauth2ClientCredentials {
                 token_url,
@@ -529,6 +532,7 @@ impl Compiler<'_> {
                 prefix,
                 60,
                 scopes,
+                None,
             )?,
         })
     }
@@ -545,6 +549,7 @@ impl Compiler<'_> {
         prefix: &str,
         refresh_margin_seconds: u64,
         scopes: &[String],
+        refresh_token_idle_days: Option<u32>,
     ) -> Option<CompiledAuth> {
         let token_url = self.template("auth.token_url", token_url, CONFIG_VARS);
         let token_params = self.template_map("auth.token_params", token_params, AUTH_VARS);
@@ -566,6 +571,7 @@ impl Compiler<'_> {
             prefix: prefix.to_string(),
             refresh_margin_seconds,
             scopes: scopes.to_vec(),
+            refresh_token_idle_days,
         })))
     }
 

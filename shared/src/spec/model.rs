@@ -131,6 +131,10 @@ pub enum Auth {
         /// Refresh a token that expires within this many seconds before using it.
         #[serde(default = "default_refresh_margin")]
         refresh_margin_seconds: u64,
+        /// The provider expires a refresh token left unused this many days: idle connections
+        /// are refreshed in the background (by the scheduler) at half that age.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        refresh_token_idle_days: Option<u32>,
     },
     /// OAuth2 client-credentials grant: tokens fetched with the client id and secret.
     Oauth2ClientCredentials {

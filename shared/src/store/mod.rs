@@ -495,6 +495,45 @@ impl Store {
         })
     }
 
+    /// Store credentials the token endpoint just renewed (and note when).
+    pub async fn store_refreshed_credentials(
+        &self,
+        connection: &str,
+        credentials: &Credentials,
+    ) -> Result<(), StoreError> {
+        self.store_credentials(connection, credentials).await?;
+        sqlx::query("UPDATE connections SET refreshed_at = $1 WHERE id = $2")
+            .bind(now())
+            .bind(connection)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Connections of these providers whose token was last refreshed (or, never refreshed,
+    /// created) before `before`, and which are not paused or waiting for re-authorization.
+    pub async fn idle_connections(
+        &self,
+        providers: &[String],
+        before: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for provider in providers {
+            let rows = sqlx::query(
+                "SELECT id FROM connections WHERE provider = $1 AND state NOT IN ('paused', 'needs_reauth')
+                 AND COALESCE(refreshed_at, created_at) < $2",
+            )
+            .bind(provider)
+            .bind(before)
+            .fetch_all(&self.pool)
+            .await?;
+            for r in rows {
+                out.push(r.try_get("id")?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Replace a connection's credentials (sealed with the current key).
     pub async fn store_credentials(
         &self,

@@ -3,6 +3,7 @@
 //! fingerprints and the checkpoint. A completed full run sweeps deletions; a
 //! failed or partial one never does.
 
+pub mod keepalive;
 mod tokens;
 pub mod worker;
 

@@ -28,7 +28,7 @@ impl TokenSink for StoreTokens {
         let credentials = credentials.clone();
         Box::pin(async move {
             self.store
-                .store_credentials(&self.connection, &credentials)
+                .store_refreshed_credentials(&self.connection, &credentials)
                 .await
                 .map_err(|e| e.to_string())
         })
