@@ -155,9 +155,12 @@ impl Scheduler {
             }
             let won = self
                 .store
-                .claim_schedules(claims.iter().map(|(d, job, next, full)| {
-                    (*d, job.run_id.as_str(), next.as_str(), full.as_str())
-                }))
+                .claim_schedules(
+                    now,
+                    claims.iter().map(|(d, job, next, full)| {
+                        (*d, job.run_id.as_str(), next.as_str(), full.as_str())
+                    }),
+                )
                 .await?;
             let jobs: Vec<&Job> = claims
                 .iter()

@@ -270,11 +270,13 @@ impl Store {
     /// Take due schedules for their runs, in one transaction; one flag per claim. A claim
     /// succeeds for exactly one scheduler replica (compare-and-set on what `due_schedules`
     /// saw) and sets the lease and the next due times.
+    /// `now` is the tick's time: leases run from it.
     pub async fn claim_schedules<'a>(
         &self,
+        now: DateTime<Utc>,
         claims: impl Iterator<Item = (&'a DueSchedule, &'a str, &'a str, &'a str)>,
     ) -> Result<Vec<bool>, StoreError> {
-        let lease_until = self.lease_until();
+        let lease_until = (now + self.lease).to_rfc3339_opts(SecondsFormat::Millis, true);
         let mut tx = self.pool.begin().await?;
         let mut won = Vec::new();
         for (due, run_id, next_run_at, next_full_at) in claims {
