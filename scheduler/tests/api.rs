@@ -26,7 +26,7 @@ impl Drop for Scheduler {
     }
 }
 
-async fn start(broker: &Broker) -> Scheduler {
+async fn start(broker: &Broker, database_url: &str, key: &str) -> Scheduler {
     let port = free_port();
     let log = std::env::temp_dir().join(format!("tributary-scheduler-{port}.log"));
     let child = Command::new(env!("CARGO_BIN_EXE_tributary-scheduler"))
@@ -35,11 +35,8 @@ async fn start(broker: &Broker) -> Scheduler {
         .env("TRIBUTARY_API_ADDR", format!("127.0.0.1:{port}"))
         .env("TRIBUTARY_ADMIN_TOKEN", ADMIN)
         .env("TRIBUTARY_KAFKA_BROKERS", &broker.addr)
-        .env("TRIBUTARY_DATABASE_URL", fresh_sqlite())
-        .env(
-            "TRIBUTARY_ENCRYPTION_KEY",
-            tributary::secrets::crypto::Cipher::generate_key(),
-        )
+        .env("TRIBUTARY_DATABASE_URL", database_url)
+        .env("TRIBUTARY_ENCRYPTION_KEY", key)
         .env("TRIBUTARY_TOPIC_PREFIX", format!("api{port}"))
         .env(
             "RUST_LOG",
@@ -110,7 +107,9 @@ fn message(v: &Value) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn isolation_secrecy_and_bad_input() {
     let broker = Broker::start();
-    let sched = start(&broker).await;
+    let database_url = fresh_sqlite();
+    let key = tributary::secrets::crypto::Cipher::generate_key();
+    let sched = start(&broker, &database_url, &key).await;
     let api = Api {
         http: reqwest::Client::new(),
         base: &sched.base,

@@ -13,7 +13,7 @@ pub enum ConfigError {
     Key(#[from] CryptoError),
     #[error("TRIBUTARY_CONFIG_FILE {path}: {message}")]
     File { path: String, message: String },
-    #[error("TRIBUTARY_ENCRYPTION_KEY is not set: credentials are encrypted at rest; generate one with `tributary-worker keygen` and keep it secret")]
+    #[error("TRIBUTARY_ENCRYPTION_KEY (or TRIBUTARY_ENCRYPTION_KEY_FILE) is not set: credentials are encrypted at rest; generate a key with `tributary-worker keygen` and keep it secret")]
     NoKey,
 }
 
@@ -94,7 +94,22 @@ impl Settings {
             topic_template: var("TRIBUTARY_TOPIC_TEMPLATE")
                 .unwrap_or_else(|| "{prefix}.{model}".into()),
             allow_private_hosts: flag("TRIBUTARY_ALLOW_PRIVATE_HOSTS", false)?,
-            encryption_key: var("TRIBUTARY_ENCRYPTION_KEY"),
+            encryption_key: match (
+                var("TRIBUTARY_ENCRYPTION_KEY"),
+                var("TRIBUTARY_ENCRYPTION_KEY_FILE"),
+            ) {
+                (Some(k), _) => Some(k),
+                (None, Some(path)) => Some(
+                    std::fs::read_to_string(&path)
+                        .map_err(|e| ConfigError::Invalid {
+                            var: "TRIBUTARY_ENCRYPTION_KEY_FILE",
+                            message: format!("{path}: {e}"),
+                        })?
+                        .trim()
+                        .to_string(),
+                ),
+                (None, None) => None,
+            },
             old_encryption_keys: var("TRIBUTARY_ENCRYPTION_OLD_KEYS")
                 .map(|v| {
                     v.split(',')
