@@ -19,6 +19,30 @@ use crate::secrets::Credentials;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// A run that ended (or could not be enqueued) gives its schedule's lease back.
+const RELEASE_LEASE: &str =
+    "UPDATE schedules SET lease_run_id = NULL, lease_expires_at = NULL WHERE lease_run_id = $1";
+
+/// `$first, $first+1, ...` for `n` values of an IN list.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn fingerprint_from_row(row: &AnyRow) -> Result<StoredFingerprint, StoreError> {
+    let fields: String = row.try_get("field_hashes")?;
+    Ok(StoredFingerprint {
+        record_id: row.try_get("record_id")?,
+        hash: row.try_get("hash")?,
+        field_hashes: serde_json::from_str(&fields).map_err(|e| StoreError::Corrupt {
+            what: "field hashes",
+            message: e.to_string(),
+        })?,
+    })
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database: {0}")]
@@ -313,7 +337,7 @@ impl Store {
 
     /// Give a lease back (its job could not be enqueued) so the next tick retries.
     pub async fn release_lease(&self, run_id: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE schedules SET lease_run_id = NULL, lease_expires_at = NULL WHERE lease_run_id = $1")
+        sqlx::query(RELEASE_LEASE)
             .bind(run_id)
             .execute(&self.pool)
             .await?;
@@ -680,11 +704,10 @@ impl Store {
     ) -> Result<Vec<StoredFingerprint>, StoreError> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(500) {
-            let placeholders: Vec<String> =
-                (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
+            let placeholders = placeholders(3, chunk.len());
             let sql = format!(
                 "SELECT record_id, hash, field_hashes FROM fingerprints WHERE connection = $1 AND resource = $2 AND record_id IN ({})",
-                placeholders.join(", ")
+                placeholders
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(connection)
@@ -693,17 +716,7 @@ impl Store {
                 q = q.bind(id);
             }
             for row in q.fetch_all(&self.pool).await? {
-                let fields: String = row.try_get("field_hashes")?;
-                out.push(StoredFingerprint {
-                    record_id: row.try_get("record_id")?,
-                    hash: row.try_get("hash")?,
-                    field_hashes: serde_json::from_str(&fields).map_err(|e| {
-                        StoreError::Corrupt {
-                            what: "field hashes",
-                            message: e.to_string(),
-                        }
-                    })?,
-                });
+                out.push(fingerprint_from_row(&row)?);
             }
         }
         Ok(out)
@@ -754,11 +767,10 @@ impl Store {
             q.execute(&mut *tx).await?;
         }
         for chunk in c.touched.chunks(500) {
-            let placeholders: Vec<String> =
-                (0..chunk.len()).map(|i| format!("${}", i + 4)).collect();
+            let placeholders = placeholders(4, chunk.len());
             let sql = format!(
                 "UPDATE fingerprints SET seen_run = $1 WHERE connection = $2 AND resource = $3 AND record_id IN ({})",
-                placeholders.join(", ")
+                placeholders
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(c.run_id)
@@ -770,11 +782,10 @@ impl Store {
             q.execute(&mut *tx).await?;
         }
         for chunk in c.deleted.chunks(500) {
-            let placeholders: Vec<String> =
-                (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
+            let placeholders = placeholders(3, chunk.len());
             let sql = format!(
                 "DELETE FROM fingerprints WHERE connection = $1 AND resource = $2 AND record_id IN ({})",
-                placeholders.join(", ")
+                placeholders
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(c.connection)
@@ -820,6 +831,19 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
+        }
+        // The run's lease: released when it completes, renewed by every slice until then.
+        if c.finished_since.is_some() {
+            sqlx::query(RELEASE_LEASE)
+                .bind(c.run_id)
+                .execute(&mut *tx)
+                .await?;
+        } else {
+            sqlx::query("UPDATE schedules SET lease_expires_at = $1 WHERE lease_run_id = $2")
+                .bind(self.lease_until())
+                .bind(c.run_id)
+                .execute(&mut *tx)
+                .await?;
         }
         let status = if c.finished_since.is_some() {
             "completed"
@@ -868,21 +892,7 @@ impl Store {
         .bind(run_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let fields: String = row.try_get("field_hashes")?;
-                Ok(StoredFingerprint {
-                    record_id: row.try_get("record_id")?,
-                    hash: row.try_get("hash")?,
-                    field_hashes: serde_json::from_str(&fields).map_err(|e| {
-                        StoreError::Corrupt {
-                            what: "field hashes",
-                            message: e.to_string(),
-                        }
-                    })?,
-                })
-            })
-            .collect()
+        rows.iter().map(fingerprint_from_row).collect()
     }
 
     /// The run failed: it stays failed, its checkpoint is cleared, nothing is deleted.
@@ -902,6 +912,10 @@ impl Store {
         .bind(run_id)
         .execute(&mut *tx)
         .await?;
+        sqlx::query(RELEASE_LEASE)
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "UPDATE checkpoints SET run_id = NULL, mode = NULL, page_state = NULL, run_max_updated = NULL, updated_at = $1
              WHERE connection = $2 AND resource = $3 AND run_id = $4",
