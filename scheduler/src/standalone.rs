@@ -46,39 +46,29 @@ pub struct Args {
     specs_dir: PathBuf,
 }
 
-/// A demo tenant: its provider, the resources it syncs and credentials its sandbox accepts.
+/// A demo tenant: its provider, the resources it syncs and credentials its sandbox accepts
+/// (listed in `provider-specs/sandbox/demo.yaml`).
+#[derive(Debug, Clone, serde::Deserialize)]
 struct Demo {
-    tenant: &'static str,
-    provider: &'static str,
-    resources: &'static [&'static str],
-    config: Value,
+    tenant: String,
+    provider: String,
+    resources: Vec<String>,
+    #[serde(default)]
+    config: serde_json::Map<String, Value>,
     credentials: Value,
 }
 
-fn demos() -> Vec<Demo> {
-    vec![
-        Demo {
-            tenant: "acme",
-            provider: "hubspot",
-            resources: &["contacts", "companies", "deals"],
-            config: json!({}),
-            credentials: json!({"refresh_token": "sandbox-hubspot-refresh", "client_id": "sandbox-client", "client_secret": "sandbox-client-secret"}),
-        },
-        Demo {
-            tenant: "globex",
-            provider: "zendesk",
-            resources: &["tickets"],
-            config: json!({"subdomain": "globex"}),
-            credentials: json!({"refresh_token": "sandbox-zendesk-refresh", "client_id": "sandbox-client", "client_secret": "sandbox-client-secret"}),
-        },
-        Demo {
-            tenant: "initech",
-            provider: "bamboohr",
-            resources: &["employees"],
-            config: json!({"company_domain": "initech"}),
-            credentials: json!({"api_key": "sandbox-bamboohr-key"}),
-        },
-    ]
+#[derive(serde::Deserialize)]
+struct Demos {
+    tenants: Vec<Demo>,
+}
+
+fn demos(specs_dir: &std::path::Path) -> anyhow::Result<Vec<Demo>> {
+    let path = specs_dir.join("sandbox/demo.yaml");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
+    let demos: Demos =
+        serde_yaml_ng::from_str(&text).with_context(|| format!("{}", path.display()))?;
+    Ok(demos.tenants)
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -112,7 +102,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // Providers, tenants, connections.
     let mut sandboxes: Vec<SandboxHandle> = Vec::new();
     let mut summary = Vec::new();
-    for demo in demos() {
+    let demos = demos(&args.specs_dir)?;
+    for demo in &demos {
         let profile_path = args
             .specs_dir
             .join(format!("sandbox/{}.yaml", demo.provider));
@@ -123,7 +114,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "127.0.0.1:0".parse().expect("valid address"),
         )
         .await?;
-        let mut config = demo.config.as_object().cloned().unwrap_or_default();
+        let mut config = demo.config.clone();
         config.insert("base_url".into(), Value::String(sbx.base_url()));
         if let Some(o) = &profile.oauth {
             config.insert(
@@ -131,15 +122,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 Value::String(format!("{}{}", sbx.base_url(), o.path)),
             );
         }
-        store.create_tenant(demo.tenant).await?;
+        store.create_tenant(&demo.tenant).await?;
         let id = store
             .create_connection(&NewConnection {
                 id: Some(format!("{}-{}", demo.tenant, demo.provider)),
-                tenant: demo.tenant.into(),
-                provider: demo.provider.into(),
+                tenant: demo.tenant.clone(),
+                provider: demo.provider.clone(),
                 config,
                 credentials: serde_json::from_value(demo.credentials.clone())?,
-                resources: demo.resources.iter().map(|s| s.to_string()).collect(),
+                resources: demo.resources.clone(),
                 schedule: Some("@every 20s".into()),
                 full_schedule: Some("@every 2m".into()),
                 timezone: "UTC".into(),
@@ -219,7 +210,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         topics.model("crm.contact")
     );
     println!("  control API: http://{api_addr}  (admin token: {admin_token})");
-    println!("    curl -H 'Authorization: Bearer {admin_token}' http://{api_addr}/v1/connections/acme-hubspot");
+    if let Some(first) = demos.first() {
+        println!(
+            "    curl -H 'Authorization: Bearer {admin_token}' http://{api_addr}/v1/connections/{}-{}",
+            first.tenant, first.provider
+        );
+    }
     println!("  state: {} (recreated at each start)", db.display());
     println!("  demo tenants (sandbox providers, synced every 20 s, full sync every 2 min):");
     for line in &summary {
@@ -253,7 +249,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         round += 1;
         // Every 10 s the providers change a little, so updates (and, on full syncs, deletes) flow too.
         if round.is_multiple_of(5) {
-            for (sbx, demo) in sandboxes.iter().zip(demos()) {
+            for (sbx, demo) in sandboxes.iter().zip(&demos) {
                 let _ = http
                     .post(format!(
                         "{}/_sandbox/resources/{}/mutate",
