@@ -246,3 +246,34 @@ pub async fn dump_database(store: &tributary::store::Store) -> String {
     }
     out
 }
+
+/// The benchmarks' baseline: fetch every page of a HubSpot-shaped sandbox's contacts
+/// (pages of 100, following `paging.next.after`) and parse each with serde_json, doing
+/// nothing else. Returns the raw pages and the number of records.
+pub async fn fetch_and_parse_contacts(http: &reqwest::Client, base: &str) -> (Vec<Vec<u8>>, usize) {
+    let mut pages = Vec::new();
+    let mut records = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let mut url = format!("{base}/crm/v3/objects/contacts?limit=100");
+        if let Some(a) = &after {
+            url.push_str(&format!("&after={a}"));
+        }
+        let body = http
+            .get(url)
+            .bearer_auth("sandbox-hubspot-token")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let page: Value = serde_json::from_slice(&body).unwrap();
+        records += page["results"].as_array().map_or(0, Vec::len);
+        after = page["paging"]["next"]["after"].as_str().map(String::from);
+        pages.push(body.to_vec());
+        if after.is_none() {
+            return (pages, records);
+        }
+    }
+}

@@ -19,31 +19,8 @@ use tributary_e2e::broker::Broker;
 use tributary_e2e::{fresh_postgres, fresh_sqlite, repo_root, test_cipher};
 
 async fn fetch_and_parse(base: &str, n: usize) -> Duration {
-    let http = reqwest::Client::new();
     let t = Instant::now();
-    let mut after: Option<String> = None;
-    let mut count = 0;
-    loop {
-        let mut url = format!("{base}/crm/v3/objects/contacts?limit=100");
-        if let Some(a) = &after {
-            url.push_str(&format!("&after={a}"));
-        }
-        let body = http
-            .get(url)
-            .bearer_auth("sandbox-hubspot-token")
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        let page: Value = serde_json::from_slice(&body).unwrap();
-        count += page["results"].as_array().unwrap().len();
-        after = page["paging"]["next"]["after"].as_str().map(String::from);
-        if after.is_none() {
-            break;
-        }
-    }
+    let (_, count) = tributary_e2e::fetch_and_parse_contacts(&reqwest::Client::new(), base).await;
     assert_eq!(count, n);
     t.elapsed()
 }

@@ -18,37 +18,6 @@ fn rate(records: usize, took: Duration) -> f64 {
     records as f64 / took.as_secs_f64()
 }
 
-/// Every page of the sandbox's contacts, as the bytes HubSpot would send.
-async fn fetch_pages(http: &reqwest::Client, base: &str) -> Vec<bytes_like::Bytes> {
-    let mut pages = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let mut url = format!("{base}/crm/v3/objects/contacts?limit={PAGE_SIZE}");
-        if let Some(a) = &after {
-            url.push_str(&format!("&after={a}"));
-        }
-        let body = http
-            .get(url)
-            .bearer_auth("sandbox-hubspot-token")
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        let parsed: Value = serde_json::from_slice(&body).unwrap();
-        after = parsed["paging"]["next"]["after"].as_str().map(String::from);
-        pages.push(body.to_vec());
-        if after.is_none() {
-            return pages;
-        }
-    }
-}
-
-mod bytes_like {
-    pub type Bytes = Vec<u8>;
-}
-
 #[tokio::main]
 async fn main() {
     let records: u64 = std::env::var("TRIBUTARY_BENCH_RECORDS")
@@ -65,16 +34,7 @@ async fn main() {
     let base = sbx.base_url();
     let http = reqwest::Client::new();
     // Warm the sandbox's rendered-record cache so neither side pays for it.
-    let pages = fetch_pages(&http, &base).await;
-    let n: usize = pages
-        .iter()
-        .map(|p| {
-            serde_json::from_slice::<Value>(p).unwrap()["results"]
-                .as_array()
-                .unwrap()
-                .len()
-        })
-        .sum();
+    let (pages, n) = tributary_e2e::fetch_and_parse_contacts(&http, &base).await;
     println!(
         "{n} HubSpot contacts in {} pages of {PAGE_SIZE}",
         pages.len()
@@ -169,12 +129,7 @@ async fn main() {
 
     // 2. `spec run` end to end, beside fetching and parsing the same pages.
     let t = Instant::now();
-    let fetched = fetch_pages(&http, &base).await;
-    let mut count = 0;
-    for p in &fetched {
-        let v: Value = serde_json::from_slice(p).unwrap();
-        count += v["results"].as_array().unwrap().len();
-    }
+    let (_, count) = tributary_e2e::fetch_and_parse_contacts(&http, &base).await;
     assert_eq!(count, n);
     let fetch_took = t.elapsed();
 
