@@ -37,15 +37,6 @@ enum Command {
     Openapi,
 }
 
-fn init_logging(default: &str) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let rt = match tokio::runtime::Runtime::new() {
@@ -58,11 +49,11 @@ fn main() -> ExitCode {
     let result = rt.block_on(async move {
         match cli.command {
             Command::Run => {
-                init_logging("info,rdkafka=warn");
+                tributary::logging::init("info,rdkafka=warn");
                 run().await
             }
             Command::Standalone(args) => {
-                init_logging("warn");
+                tributary::logging::init("warn");
                 standalone::run(args).await
             }
             Command::Openapi => {

@@ -6,6 +6,7 @@ pub mod changes;
 pub mod config;
 pub mod engine;
 pub mod http;
+pub mod logging;
 pub mod mapping;
 pub mod sandbox;
 pub mod schedule;

@@ -136,6 +136,30 @@ impl Rig {
         }
     }
 
+    /// Another connection of the rig's tenant, on the same sandbox, with a static token.
+    pub async fn add_static_connection(&self, id: &str) -> String {
+        self.store
+            .create_connection(&NewConnection {
+                id: Some(id.to_string()),
+                tenant: self.tenant.clone(),
+                provider: "hubspot".into(),
+                config: json!({"base_url": self.sandbox.base_url()})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+                credentials: serde_json::from_value(
+                    json!({"access_token": "sandbox-hubspot-token"}),
+                )
+                .unwrap(),
+                resources: vec!["contacts".into()],
+                schedule: None,
+                full_schedule: None,
+                timezone: "UTC".into(),
+            })
+            .await
+            .unwrap()
+    }
+
     pub fn job(&self, mode: RunMode) -> Job {
         Job::new_run(
             &self.tenant,

@@ -45,16 +45,6 @@ async fn rotate_key() -> anyhow::Result<u64> {
     Ok(store.reseal_all().await?)
 }
 
-/// Logs on stderr; RUST_LOG filters (default info).
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,rdkafka=warn".into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -69,7 +59,7 @@ fn main() -> ExitCode {
             Command::Spec(cmd) => spec_cmd::run(cmd).await,
             Command::Sandbox(args) => sandbox_cmd::run(args).await,
             Command::Run => {
-                init_logging();
+                tributary::logging::init("info,rdkafka=warn");
                 run_cmd::run().await
             }
             Command::RotateKey => match rotate_key().await {

@@ -473,7 +473,6 @@ async fn dead_letters_on_sqlite() {
 async fn a_resync_runs_ahead_of_a_backlog() {
     use tributary::bus::{Job, JobReason};
     use tributary::schedule::tick::job_message;
-    use tributary::store::NewConnection;
     let rig = Rig::start("sqlite", fresh_sqlite(), WORKER, 120).await;
     rig.control
         .faults(json!([{"kind": "slow", "delay_ms": 100, "times": 0}]))
@@ -483,28 +482,9 @@ async fn a_resync_runs_ahead_of_a_backlog() {
         .await
         .unwrap();
     let mut statuses = rig.statuses();
-    let connection = |id: String| NewConnection {
-        id: Some(id),
-        tenant: "acme".into(),
-        provider: "hubspot".into(),
-        config: json!({"base_url": rig.sandbox.base_url()})
-            .as_object()
-            .unwrap()
-            .clone(),
-        credentials: serde_json::from_value(json!({"access_token": "sandbox-hubspot-token"}))
-            .unwrap(),
-        resources: vec!["contacts".into()],
-        schedule: None,
-        full_schedule: None,
-        timezone: "UTC".into(),
-    };
     let mut backlog = Vec::new();
     for i in 0..20 {
-        let id = rig
-            .store
-            .create_connection(&connection(format!("backlog-{i}")))
-            .await
-            .unwrap();
+        let id = rig.add_static_connection(&format!("backlog-{i}")).await;
         backlog.push(Job::new_run(
             "acme",
             &id,
@@ -518,11 +498,7 @@ async fn a_resync_runs_ahead_of_a_backlog() {
         .map(|j| job_message(&rig.topics.jobs(), j))
         .collect();
     rig.publisher.publish_all(&messages).await.unwrap();
-    let urgent_conn = rig
-        .store
-        .create_connection(&connection("urgent".into()))
-        .await
-        .unwrap();
+    let urgent_conn = rig.add_static_connection("urgent").await;
     let resync = Job::new_run(
         "acme",
         &urgent_conn,
@@ -587,25 +563,7 @@ async fn invalid_grant_needs_reauth(backend: &'static str, url: String) {
     // No further job runs for it: a later job on the same partition (same tenant) proves it was handled.
     let blocked = rig.job(RunMode::Incremental);
     rig.enqueue(&blocked).await;
-    let other = rig
-        .store
-        .create_connection(&tributary::store::NewConnection {
-            id: Some("sentinel".into()),
-            tenant: "acme".into(),
-            provider: "hubspot".into(),
-            config: json!({"base_url": rig.sandbox.base_url()})
-                .as_object()
-                .unwrap()
-                .clone(),
-            credentials: serde_json::from_value(json!({"access_token": "sandbox-hubspot-token"}))
-                .unwrap(),
-            resources: vec!["contacts".into()],
-            schedule: None,
-            full_schedule: None,
-            timezone: "UTC".into(),
-        })
-        .await
-        .unwrap();
+    let other = rig.add_static_connection("sentinel").await;
     let sentinel = Job::new_run(
         "acme",
         &other,
