@@ -160,8 +160,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             engine: RunOptions {
                 allow_private_hosts: true,
                 max_wait: Duration::from_secs(30),
+                park_after: Duration::from_secs(10),
                 ..RunOptions::default()
             },
+            ..SyncSettings::new(args.specs_dir.clone(), topics.clone())
         },
     ));
     let mut workers = Vec::new();
@@ -180,6 +182,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     topics,
                     session_timeout: Duration::from_secs(6),
                     concurrency: 4,
+                    tenant_concurrency: None,
                 },
                 stop,
             )

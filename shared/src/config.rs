@@ -44,6 +44,13 @@ pub struct Settings {
     pub default_schedule: String,
     pub default_full_schedule: String,
     pub max_jitter: Duration,
+    pub park_after: Duration,
+    pub breaker_after: u32,
+    pub breaker_open: Duration,
+    pub breaker_max_open: Duration,
+    pub budget_headroom: f64,
+    pub budget_ledger: crate::sync::LedgerChoice,
+    pub tenant_concurrency: Option<usize>,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -148,6 +155,29 @@ impl Settings {
                 "TRIBUTARY_SCHEDULE_JITTER_SECONDS",
                 300.0,
             )?),
+            park_after: Duration::from_secs_f64(number("TRIBUTARY_PARK_AFTER_SECONDS", 30.0)?),
+            breaker_after: number("TRIBUTARY_BREAKER_AFTER", 5)?,
+            breaker_open: Duration::from_secs_f64(number("TRIBUTARY_BREAKER_OPEN_SECONDS", 60.0)?),
+            breaker_max_open: Duration::from_secs_f64(number(
+                "TRIBUTARY_BREAKER_MAX_OPEN_SECONDS",
+                600.0,
+            )?),
+            budget_headroom: number("TRIBUTARY_BUDGET_HEADROOM", 0.05)?,
+            budget_ledger: match var("TRIBUTARY_RATE_BUDGETS").as_deref() {
+                None | Some("auto") => crate::sync::LedgerChoice::Auto,
+                Some("store") => crate::sync::LedgerChoice::Store,
+                Some("memory") => crate::sync::LedgerChoice::Memory,
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        var: "TRIBUTARY_RATE_BUDGETS",
+                        message: format!("`{other}` is not one of auto, store, memory"),
+                    })
+                }
+            },
+            tenant_concurrency: match var("TRIBUTARY_WORKER_TENANT_CONCURRENCY") {
+                None => None,
+                Some(_) => Some(number("TRIBUTARY_WORKER_TENANT_CONCURRENCY", 1)?),
+            },
         })
     }
 

@@ -52,8 +52,14 @@ async fn read_all(
     resource: &str,
     options: RunOptions,
 ) -> (Vec<Value>, usize, Option<EngineError>) {
-    let runtime =
-        ConnectionRuntime::new(spec, connection, &options, Arc::new(DiscardTokens)).unwrap();
+    let runtime = ConnectionRuntime::new(
+        spec,
+        connection,
+        &options,
+        Arc::new(DiscardTokens),
+        test_budget(spec),
+    )
+    .unwrap();
     let run = ResourceRun::new(
         spec.clone(),
         resource,
@@ -166,8 +172,14 @@ async fn transient_failures_are_retried_and_reported() {
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = events.clone();
     let opts = options();
-    let runtime =
-        ConnectionRuntime::new(&spec, &connection, &opts, Arc::new(DiscardTokens)).unwrap();
+    let runtime = ConnectionRuntime::new(
+        &spec,
+        &connection,
+        &opts,
+        Arc::new(DiscardTokens),
+        test_budget(&spec),
+    )
+    .unwrap();
     let run = ResourceRun::new(
         spec.clone(),
         "offset_items",
@@ -202,4 +214,15 @@ async fn a_wrong_key_is_a_401_error_not_a_retry() {
         !err.to_string().contains("wrong"),
         "the key is not echoed: {err}"
     );
+}
+
+fn test_budget(spec: &tributary::spec::CompiledSpec) -> tributary::budget::Budget {
+    tributary::budget::Budget::local(
+        &spec.spec.rate_limit,
+        &tributary::budget::BudgetOwner {
+            provider: spec.name().to_string(),
+            connection: "test".into(),
+            app: None,
+        },
+    )
 }

@@ -73,16 +73,13 @@ async fn pipeline(backend: &str, url: String, broker: &Broker, base: &str, n: us
         store,
         Publisher::new(&broker.addr).unwrap(),
         SyncSettings {
-            specs_dir: specs,
-            topics,
             slice_max_pages: 1_000_000,
             slice_max_duration: Duration::from_secs(3600),
-            emit_remote_data: true,
-            tombstones: false,
             engine: RunOptions {
                 allow_private_hosts: true,
                 ..RunOptions::default()
             },
+            ..SyncSettings::new(specs, topics)
         },
     );
     let job = Job::new_run(

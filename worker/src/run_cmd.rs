@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tracing::{error, info};
+use tributary::budget::BudgetSettings;
 use tributary::bus::kafka::ensure_pipeline_topics;
 use tributary::bus::Publisher;
 use tributary::config::Settings;
@@ -56,8 +57,17 @@ async fn serve() -> anyhow::Result<()> {
             engine: RunOptions {
                 allow_private_hosts: settings.allow_private_hosts,
                 max_wait: settings.max_wait,
+                park_after: settings.park_after,
+                breaker_after: settings.breaker_after,
                 ..RunOptions::default()
             },
+            budgets: BudgetSettings {
+                headroom: settings.budget_headroom,
+                ..BudgetSettings::default()
+            },
+            ledger: settings.budget_ledger,
+            breaker_open: settings.breaker_open,
+            breaker_max_open: settings.breaker_max_open,
         },
     ));
     if let Some(addr) = &settings.health_addr {
@@ -77,6 +87,7 @@ async fn serve() -> anyhow::Result<()> {
             topics: topics.clone(),
             session_timeout: settings.session_timeout,
             concurrency: settings.worker_concurrency,
+            tenant_concurrency: settings.tenant_concurrency,
         },
         stop,
     )

@@ -11,6 +11,7 @@ use anyhow::{anyhow, Context};
 use clap::{Args, Subcommand};
 use futures::StreamExt;
 use serde_json::{Map, Value};
+use tributary::budget::{Budget, BudgetOwner};
 use tributary::engine::{Connection, ConnectionRuntime, ResourceRun, RunOptions};
 use tributary::http::auth::{DiscardTokens, TokenSink};
 use tributary::mapping::normalize::{normalize, primary_key};
@@ -224,6 +225,9 @@ async fn run_resource(args: RunArgs) -> Result<ExitCode, (u8, anyhow::Error)> {
         allow_private_hosts,
         max_wait: Duration::from_secs_f64(args.max_wait),
         max_attempts: args.max_attempts.max(1),
+        // One run on a terminal: throttles are waited out up to the ceiling, never parked.
+        park_after: Duration::from_secs_f64(args.max_wait),
+        breaker_after: u32::MAX,
         ..RunOptions::default()
     };
     let connection = Connection {
@@ -238,7 +242,15 @@ async fn run_resource(args: RunArgs) -> Result<ExitCode, (u8, anyhow::Error)> {
         Some(path) => Arc::new(CredentialsFile { path: path.clone() }),
         None => Arc::new(DiscardTokens),
     };
-    let runtime = ConnectionRuntime::new(&spec, &connection, &options, sink)
+    let budget = Budget::local(
+        &spec.spec.rate_limit,
+        &BudgetOwner {
+            provider: spec.name().to_string(),
+            connection: "cli".into(),
+            app: connection.credentials.app_identity(),
+        },
+    );
+    let runtime = ConnectionRuntime::new(&spec, &connection, &options, sink, budget)
         .map_err(|e| bad(anyhow!("{}: {e}", spec.file.display())))?;
     let run = ResourceRun::new(
         spec.clone(),

@@ -104,6 +104,9 @@ pub struct StatusEvent {
     pub counts: Option<RunCounts>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// On `connection.rate_limited`: when the connection's jobs resume (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume_at: Option<String>,
     pub occurred_at: String,
     pub schema_version: u32,
 }

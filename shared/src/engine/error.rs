@@ -70,6 +70,14 @@ pub enum ErrorKind {
     MaxPages { max: u32 },
     #[error("evaluating `{what}` failed: {message}")]
     Evaluation { what: &'static str, message: String },
+    /// Not a failure: the job should park (checkpoint, come back at `until`).
+    #[error("rate limited until {}: {reason}", .until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))]
+    RateLimited {
+        until: chrono::DateTime<chrono::Utc>,
+        reason: String,
+    },
+    #[error("{0}; the job is retried")]
+    Ledger(#[from] crate::budget::LedgerError),
 }
 
 /// Page 0 means "before the first request".
@@ -89,6 +97,17 @@ fn message_suffix(m: &Option<String>) -> String {
 }
 
 impl ErrorKind {
+    /// A failure that may pass by itself (the provider is down or throttling): it counts
+    /// towards the connection's circuit breaker.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Exhausted { .. }
+                | ErrorKind::ThrottleStorm { .. }
+                | ErrorKind::WaitTooLong { .. }
+        )
+    }
+
     /// The provider refused the credentials for good: the connection needs re-authorization
     /// (new credentials) before any further sync can work.
     pub fn needs_reauth(&self) -> bool {

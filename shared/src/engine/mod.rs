@@ -22,8 +22,8 @@ use serde_json::{Map, Value};
 pub use error::{EngineError, ErrorKind};
 pub use event::{ignore_events, EngineEvent, Observer};
 
+use crate::budget::{AcquireError, Budget};
 use crate::http::auth::{without_url, Authenticator, TokenSink};
-use crate::http::budget::LocalBudget;
 use crate::http::guard;
 use crate::http::wait;
 use crate::mapping::jsonata::truthy;
@@ -80,6 +80,12 @@ pub struct RunOptions {
     pub request_timeout: Duration,
     /// Start from this point instead of the first page.
     pub resume: Option<PageState>,
+    /// A wait for budget or after a throttle longer than this ends the run with
+    /// `RateLimited` (a worker parks the job) instead of being waited out.
+    pub park_after: Duration,
+    /// Consecutive throttles of one request that open the connection's circuit
+    /// (`RateLimited`): a connection that only ever throttles stops using worker time.
+    pub breaker_after: u32,
 }
 
 impl Default for RunOptions {
@@ -94,6 +100,8 @@ impl Default for RunOptions {
             retry_base: Duration::from_millis(500),
             request_timeout: Duration::from_secs(60),
             resume: None,
+            park_after: Duration::from_secs(300),
+            breaker_after: 5,
         }
     }
 }
@@ -108,7 +116,7 @@ pub struct ResourceRun {
     base_url: url::Url,
     http: reqwest::Client,
     auth: Arc<Authenticator>,
-    budget: Arc<LocalBudget>,
+    budget: Arc<Budget>,
     observer: Observer,
     options: RunOptions,
     page_size: u32,
@@ -118,7 +126,7 @@ pub struct ResourceRun {
 pub struct ConnectionRuntime {
     pub http: reqwest::Client,
     pub auth: Arc<Authenticator>,
-    pub budget: Arc<LocalBudget>,
+    pub budget: Arc<Budget>,
 }
 
 impl ConnectionRuntime {
@@ -127,6 +135,7 @@ impl ConnectionRuntime {
         connection: &Connection,
         options: &RunOptions,
         sink: Arc<dyn TokenSink>,
+        budget: Budget,
     ) -> Result<Self, String> {
         let http = reqwest::Client::builder()
             .dns_resolver(guard::resolver(options.allow_private_hosts))
@@ -145,7 +154,7 @@ impl ConnectionRuntime {
                 connection.credentials.clone(),
                 sink,
             )),
-            budget: Arc::new(LocalBudget::from_spec(&spec.spec.rate_limit)),
+            budget: Arc::new(budget),
         })
     }
 }
@@ -364,16 +373,26 @@ impl ResourceRun {
             .clone()
             .unwrap_or_else(|| vec![401]);
         loop {
-            let _permit = self
+            let acquired = self
                 .budget
-                .acquire(|w| {
+                .acquire(self.options.park_after, |w, scope| {
                     (self.observer)(&EngineEvent::Waiting {
                         page,
                         wait: w,
-                        reason: "request budget".into(),
+                        reason: format!("{scope} request budget"),
                     })
                 })
                 .await;
+            let _permit = match acquired {
+                Ok(p) => p,
+                Err(AcquireError::Exhausted(e)) => {
+                    return Err(ErrorKind::RateLimited {
+                        until: e.until,
+                        reason: e.reason,
+                    })
+                }
+                Err(AcquireError::Ledger(e)) => return Err(ErrorKind::Ledger(e)),
+            };
             let token_url =
                 |u: &str| guard::checked_url(u, &self.spec.hosts, self.options.allow_private_hosts);
             let (parts, refreshed) = self
@@ -401,7 +420,9 @@ impl ResourceRun {
             let status = response.status();
             let headers = response.headers().clone();
             if let Some(wait) = wait::exhausted_wait(&headers, rate, SystemTime::now()) {
-                self.budget.pause_for(wait.min(self.options.max_wait));
+                self.budget
+                    .hold_scope(SystemTime::now() + wait.min(self.options.max_wait))
+                    .await?;
             }
             let bytes = match response.bytes().await {
                 Ok(b) => b,
@@ -437,12 +458,24 @@ impl ResourceRun {
                     });
                 }
                 throttled_for += wait;
+                let until = SystemTime::now() + wait;
+                // Every request of this connection waits, on every replica.
+                self.budget.hold_connection(until).await?;
+                if wait > self.options.park_after || throttles >= self.options.breaker_after {
+                    return Err(ErrorKind::RateLimited {
+                        until: until.into(),
+                        reason: format!(
+                            "throttled {throttles} time(s) in a row ({status}, wait from {})",
+                            source.as_str()
+                        ),
+                    });
+                }
                 (self.observer)(&EngineEvent::Waiting {
                     page,
                     wait,
                     reason: format!("throttled ({status}, {})", source.as_str()),
                 });
-                tokio::time::sleep(wait).await;
+                // The next acquire waits out the hold just placed.
                 continue;
             }
             if auth_statuses.contains(&status.as_u16()) {

@@ -1,6 +1,5 @@
 //! Talking to providers: which hosts, which credentials, how long to wait, how much budget.
 
 pub mod auth;
-pub mod budget;
 pub mod guard;
 pub mod wait;

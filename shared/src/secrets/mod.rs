@@ -53,6 +53,12 @@ impl Credentials {
             .insert(field.to_string(), SecretString::from(value.into()));
     }
 
+    /// What identifies the provider app these credentials belong to (its OAuth client id):
+    /// connections of one app share its app-wide budgets. Only ever used hashed.
+    pub fn app_identity(&self) -> Option<String> {
+        self.get("client_id").map(str::to_string)
+    }
+
     pub fn field_names(&self) -> impl Iterator<Item = &str> {
         self.fields.keys().map(String::as_str)
     }

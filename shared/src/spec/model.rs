@@ -281,9 +281,14 @@ pub struct RateLimit {
     /// Requests in flight at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrency: Option<u32>,
-    /// Who shares the budget: each connection, or every connection of one provider app.
+    /// Who shares the budget above: each connection, or every connection of one provider
+    /// app (connections with the same OAuth `client_id`). Every worker replica shares it.
     #[serde(default)]
     pub scope: BudgetScope,
+    /// A further budget shared by every connection of the same provider app, on top of a
+    /// per-connection one (e.g. an app-wide daily allocation). Only with `scope: connection`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_budget: Option<Quota>,
     /// Statuses that mean "throttled".
     #[serde(default = "default_throttle_statuses")]
     pub throttle_statuses: Vec<u16>,
@@ -312,6 +317,7 @@ impl Default for RateLimit {
             requests_per_day: None,
             max_concurrency: None,
             scope: BudgetScope::default(),
+            app_budget: None,
             throttle_statuses: default_throttle_statuses(),
             throttle_body: None,
             retry_after_header: default_retry_after(),
@@ -332,6 +338,36 @@ fn default_backoff() -> f64 {
     1.0
 }
 
+impl RateLimit {
+    /// The budget declared at `scope`.
+    pub fn quota(&self) -> Quota {
+        Quota {
+            requests: self.requests,
+            per_seconds: self.per_seconds,
+            requests_per_day: self.requests_per_day,
+            max_concurrency: self.max_concurrency,
+        }
+    }
+}
+
+/// A budget: requests per window, per UTC day, and in flight at once.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    /// Requests allowed per window (with `per_seconds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<u32>,
+    /// Window length in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_seconds: Option<f64>,
+    /// Requests allowed per UTC day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_day: Option<u32>,
+    /// Requests in flight at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+}
+
 /// Who shares a budget.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -339,6 +375,15 @@ pub enum BudgetScope {
     #[default]
     Connection,
     App,
+}
+
+impl BudgetScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BudgetScope::Connection => "connection",
+            BudgetScope::App => "app",
+        }
+    }
 }
 
 /// A header carrying the time the rate window resets.

@@ -3,6 +3,7 @@
 //! driver, so PostgreSQL (a fleet) and SQLite (one machine) run the same SQL;
 //! migrations are embedded and applied at start.
 
+mod ledger;
 mod rows;
 
 use std::str::FromStr;
@@ -12,6 +13,7 @@ use serde_json::{Map, Value};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+pub use ledger::StoreLedger;
 pub use rows::*;
 
 use crate::secrets::crypto::{Cipher, CryptoError};
@@ -469,7 +471,7 @@ impl Store {
 
     pub async fn connection(&self, id: &str) -> Result<ConnectionRecord, StoreError> {
         let row = sqlx::query(
-            "SELECT id, tenant, provider, config, credentials, key_id, resources, schedule, full_schedule, timezone, state, state_message FROM connections WHERE id = $1",
+            "SELECT id, tenant, provider, config, credentials, key_id, resources, schedule, full_schedule, timezone, state, state_message, failure_streak, blocked_until FROM connections WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -517,6 +519,8 @@ impl Store {
             timezone: row.try_get("timezone")?,
             state: row.try_get("state")?,
             state_message: row.try_get("state_message")?,
+            failure_streak: row.try_get("failure_streak")?,
+            blocked_until: time(row.try_get("blocked_until")?),
             id,
         })
     }
@@ -601,6 +605,114 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    // ---- circuit breaker -----------------------------------------------------------------
+
+    /// One more failed or throttled slice in a row; returns the streak.
+    pub async fn record_failure(&self, connection: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "UPDATE connections SET failure_streak = failure_streak + 1 WHERE id = $1 RETURNING failure_streak",
+        )
+        .bind(connection)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "connection",
+            id: connection.to_string(),
+        })?;
+        Ok(row.try_get("failure_streak")?)
+    }
+
+    /// Hold the connection's jobs until `until`; with a state, also show it (e.g. `rate_limited`).
+    pub async fn block_connection(
+        &self,
+        connection: &str,
+        until: DateTime<Utc>,
+        state: Option<(&str, &str)>,
+    ) -> Result<(), StoreError> {
+        let until = until.to_rfc3339_opts(SecondsFormat::Millis, true);
+        match state {
+            Some((state, message)) => {
+                sqlx::query(
+                    "UPDATE connections SET blocked_until = $1, state = $2, state_message = $3, updated_at = $4
+                     WHERE id = $5 AND state NOT IN ('paused', 'needs_reauth')",
+                )
+                .bind(&until)
+                .bind(state)
+                .bind(message)
+                .bind(now())
+                .bind(connection)
+                .execute(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query("UPDATE connections SET blocked_until = $1 WHERE id = $2")
+                    .bind(&until)
+                    .bind(connection)
+                    .execute(&self.pool)
+                    .await?
+            }
+        };
+        Ok(())
+    }
+
+    /// Half-open: the first job after `seen` (the block that ended) claims the one probe,
+    /// holding other jobs of the connection until `hold_others_until`. False when another
+    /// replica claimed it first.
+    pub async fn claim_probe(
+        &self,
+        connection: &str,
+        seen: DateTime<Utc>,
+        hold_others_until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE connections SET blocked_until = $1 WHERE id = $2 AND blocked_until = $3",
+        )
+        .bind(hold_others_until.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .bind(connection)
+        .bind(seen.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// A page came back: the circuit closes and a rate-limited connection is healthy again.
+    pub async fn clear_breaker(&self, connection: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE connections SET failure_streak = 0, blocked_until = NULL,
+               state = CASE WHEN state = 'rate_limited' THEN 'healthy' ELSE state END,
+               state_message = CASE WHEN state = 'rate_limited' THEN NULL ELSE state_message END
+             WHERE id = $1",
+        )
+        .bind(connection)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A parked slice hands its place in the run to the continuation job (slice `to`).
+    pub async fn advance_slice(
+        &self,
+        connection: &str,
+        resource: &str,
+        run_id: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE checkpoints SET slice = $1, updated_at = $2
+             WHERE connection = $3 AND resource = $4 AND run_id = $5 AND slice = $6",
+        )
+        .bind(to)
+        .bind(now())
+        .bind(connection)
+        .bind(resource)
+        .bind(run_id)
+        .bind(from)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     // ---- checkpoints ---------------------------------------------------------------------

@@ -40,6 +40,11 @@ pub struct ConnectionRecord {
     pub timezone: String,
     pub state: String,
     pub state_message: Option<String>,
+    /// Consecutive failed or throttled slices (the circuit breaker's count).
+    pub failure_streak: i64,
+    /// Jobs of this connection wait until then (a provider throttle, a spent budget, an
+    /// open circuit); shown as the expected resume time.
+    pub blocked_until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A (connection, resource) the scheduler found due.

@@ -9,6 +9,7 @@ use chrono::{SecondsFormat, Utc};
 use tracing::{info, warn};
 
 use super::StoreTokens;
+use crate::budget::{Budget, BudgetOwner};
 use crate::engine::{Connection, ConnectionRuntime, RunOptions};
 use crate::http::auth::AuthError;
 use crate::http::guard;
@@ -55,7 +56,16 @@ pub async fn refresh_idle(
                 ..RunOptions::default()
             };
             let sink = Arc::new(StoreTokens::new(store.clone(), id.clone()));
-            let runtime = match ConnectionRuntime::new(&spec, &connection, &options, sink) {
+            // Only the token endpoint is called here; provider budgets are not involved.
+            let budget = Budget::local(
+                &spec.spec.rate_limit,
+                &BudgetOwner {
+                    provider: conn.provider.clone(),
+                    connection: id.clone(),
+                    app: None,
+                },
+            );
+            let runtime = match ConnectionRuntime::new(&spec, &connection, &options, sink, budget) {
                 Ok(r) => r,
                 Err(e) => {
                     warn!(connection = %id, "cannot keep the token alive: {e}");

@@ -17,16 +17,20 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use futures::StreamExt;
 use serde_json::Value;
 
+use crate::budget::{Budget, BudgetOwner, BudgetSettings, Ledger, MemoryLedger};
 use crate::bus::envelope::{event_id, ENVELOPE_VERSION};
 use crate::bus::{
     ChangeEvent, DeadLetter, Job, JobReason, Op, OutMessage, Publisher, StatusEvent, Topics,
 };
 use crate::changes::{self, Change};
-use crate::engine::{ignore_events, Connection, ConnectionRuntime, ResourceRun, RunOptions};
+use crate::engine::{
+    ignore_events, Connection, ConnectionRuntime, ErrorKind, ResourceRun, RunOptions,
+};
 use crate::mapping::normalize::{normalize, primary_key};
 use crate::spec::{load_spec, CompiledSpec};
 use crate::store::{
-    ConnectionRecord, NewRun, RunCounts, RunMode, SliceCommit, Store, StoreError, StoredFingerprint,
+    ConnectionRecord, NewRun, RunCounts, RunMode, SliceCommit, Store, StoreError, StoreLedger,
+    StoredFingerprint,
 };
 
 pub use tokens::StoreTokens;
@@ -41,6 +45,43 @@ pub struct SyncSettings {
     pub emit_remote_data: bool,
     pub tombstones: bool,
     pub engine: RunOptions,
+    pub budgets: BudgetSettings,
+    pub ledger: LedgerChoice,
+    /// How long a connection's circuit stays open the first time (doubles per open in a row).
+    pub breaker_open: Duration,
+    pub breaker_max_open: Duration,
+}
+
+/// Where rate budgets are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LedgerChoice {
+    /// The state store when it is PostgreSQL (shared by a fleet), memory on SQLite (one process).
+    #[default]
+    Auto,
+    Store,
+    Memory,
+}
+
+impl SyncSettings {
+    /// Defaults for everything but where specs are and what topics are called.
+    pub fn new(specs_dir: PathBuf, topics: Topics) -> Self {
+        SyncSettings {
+            specs_dir,
+            topics,
+            slice_max_pages: 50,
+            slice_max_duration: Duration::from_secs(30),
+            emit_remote_data: true,
+            tombstones: false,
+            engine: RunOptions {
+                park_after: Duration::from_secs(30),
+                ..RunOptions::default()
+            },
+            budgets: BudgetSettings::default(),
+            ledger: LedgerChoice::Auto,
+            breaker_open: Duration::from_secs(60),
+            breaker_max_open: Duration::from_secs(600),
+        }
+    }
 }
 
 /// Infrastructure failures: the job is not done and must be delivered again.
@@ -50,6 +91,8 @@ pub enum SyncError {
     Store(#[from] StoreError),
     #[error("broker: {0}")]
     Bus(#[from] crate::bus::BusError),
+    #[error("{0}")]
+    Ledger(String),
 }
 
 /// What a job came to.
@@ -62,6 +105,9 @@ pub enum SliceOutcome {
     Completed(RunCounts),
     /// The run failed (no deletes); the reason went out as a status event.
     Failed(String),
+    /// Rate limited or behind an open circuit: this job (or its continuation) is
+    /// enqueued again to start no earlier than its `not_before`.
+    Parked(Job),
 }
 
 /// Runs slices. Shared by all the jobs a worker runs at once.
@@ -70,6 +116,7 @@ pub struct Syncer {
     publisher: Publisher,
     settings: SyncSettings,
     specs: Mutex<HashMap<String, Arc<CompiledSpec>>>,
+    ledger: Arc<dyn Ledger>,
 }
 
 fn now_text() -> String {
@@ -104,11 +151,22 @@ fn epoch(n: i64) -> Option<DateTime<Utc>> {
 
 impl Syncer {
     pub fn new(store: Store, publisher: Publisher, settings: SyncSettings) -> Self {
+        let shared = match settings.ledger {
+            LedgerChoice::Auto => store.is_postgres(),
+            LedgerChoice::Store => true,
+            LedgerChoice::Memory => false,
+        };
+        let ledger: Arc<dyn Ledger> = if shared {
+            Arc::new(StoreLedger::new(store.clone()))
+        } else {
+            Arc::new(MemoryLedger::default())
+        };
         Syncer {
             store,
             publisher,
             settings,
             specs: Mutex::new(HashMap::new()),
+            ledger,
         }
     }
 
@@ -141,7 +199,20 @@ impl Syncer {
         counts: Option<RunCounts>,
         reason: Option<String>,
     ) -> OutMessage {
+        self.status_at(conn, job, kind, counts, reason, None)
+    }
+
+    fn status_at(
+        &self,
+        conn: &ConnectionRecord,
+        job: &Job,
+        kind: &str,
+        counts: Option<RunCounts>,
+        reason: Option<String>,
+        resume_at: Option<DateTime<Utc>>,
+    ) -> OutMessage {
         let event = StatusEvent {
+            resume_at: resume_at.map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)),
             id: uuid::Uuid::now_v7().to_string(),
             event_type: kind.to_string(),
             tenant: conn.tenant.clone(),
@@ -196,6 +267,32 @@ impl Syncer {
                 "connection `{}` is {}",
                 conn.id, conn.state
             )));
+        }
+        if let Some(until) = conn.blocked_until {
+            let now = Utc::now();
+            // Open circuit (or a held budget): wait without using a worker slot. Once it
+            // ends, one job claims the half-open probe; the others keep waiting.
+            let hold = if until > now {
+                Some(until)
+            } else if conn.failure_streak > 0 {
+                let probe_until = now + chrono::Duration::seconds(30);
+                if self.store.claim_probe(&conn.id, until, probe_until).await? {
+                    None
+                } else {
+                    Some(probe_until)
+                }
+            } else {
+                None
+            };
+            if let Some(until) = hold {
+                let mut again = job.clone();
+                again.not_before = Some(until);
+                again.attempt += 1;
+                self.publisher
+                    .enqueue(&self.settings.topics, &again)
+                    .await?;
+                return Ok(SliceOutcome::Parked(again));
+            }
         }
         let cp = self
             .store
@@ -280,7 +377,17 @@ impl Syncer {
             credentials: conn.credentials.clone(),
         };
         let sink = Arc::new(StoreTokens::new(self.store.clone(), conn.id.clone()));
-        let runtime = match ConnectionRuntime::new(&spec, &connection, &options, sink) {
+        let budget = Budget::new(
+            &spec.spec.rate_limit,
+            &BudgetOwner {
+                provider: conn.provider.clone(),
+                connection: conn.id.clone(),
+                app: conn.credentials.app_identity(),
+            },
+            self.ledger.clone(),
+            self.settings.budgets.clone(),
+        );
+        let runtime = match ConnectionRuntime::new(&spec, &connection, &options, sink, budget) {
             Ok(r) => r,
             Err(e) => return self.fail(&conn, job, e).await,
         };
@@ -326,8 +433,27 @@ impl Syncer {
                         .await?;
                     return self.fail(&conn, job, reason).await;
                 }
-                Err(e) => return self.fail(&conn, job, e.to_string()).await,
+                Err(e) => {
+                    if let ErrorKind::RateLimited { until, reason } = &*e.kind {
+                        return self.park(&conn, job, *until, reason).await;
+                    }
+                    if let ErrorKind::Ledger(l) = &*e.kind {
+                        return Err(SyncError::Ledger(l.to_string()));
+                    }
+                    if e.kind.is_transient() {
+                        self.note_failure(&conn).await?;
+                    }
+                    return self.fail(&conn, job, e.to_string()).await;
+                }
             };
+            if pages_in_slice == 0
+                && (conn.failure_streak > 0
+                    || conn.blocked_until.is_some()
+                    || conn.state == "rate_limited")
+            {
+                // The provider answered: the circuit closes.
+                self.store.clear_breaker(&conn.id).await?;
+            }
             pages_in_slice += 1;
             let mut counts = RunCounts {
                 pages: 1,
@@ -523,6 +649,75 @@ impl Syncer {
             "the page stream ended without a last page".into(),
         )
         .await
+    }
+
+    /// The connection is rate limited until `until`: hand the run to a continuation that
+    /// starts then (what this slice read is already committed), show the state, and free
+    /// the worker slot.
+    async fn park(
+        &self,
+        conn: &ConnectionRecord,
+        job: &Job,
+        until: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<SliceOutcome, SyncError> {
+        let throttled = reason.starts_with("throttled");
+        let mut until = until;
+        if throttled {
+            // Opening the circuit: the longer the provider keeps throttling, the longer we stay away.
+            let streak = self.store.record_failure(&conn.id).await?;
+            let open = self
+                .settings
+                .breaker_open
+                .saturating_mul(1u32 << (streak - 1).clamp(0, 16) as u32)
+                .min(self.settings.breaker_max_open);
+            until = until.max(Utc::now() + chrono::Duration::from_std(open).unwrap_or_default());
+        }
+        let message = format!(
+            "{reason}; resuming at {}",
+            until.to_rfc3339_opts(SecondsFormat::Secs, true)
+        );
+        self.store
+            .block_connection(&conn.id, until, Some(("rate_limited", &message)))
+            .await?;
+        let mut next = job.continuation();
+        next.not_before = Some(until);
+        self.store
+            .advance_slice(
+                &job.connection,
+                &job.resource,
+                &job.run_id,
+                job.slice,
+                next.slice,
+            )
+            .await?;
+        let status = self.status_at(
+            conn,
+            job,
+            "connection.rate_limited",
+            None,
+            Some(message),
+            Some(until),
+        );
+        self.publisher.publish_all(&[status]).await?;
+        self.publisher.enqueue(&self.settings.topics, &next).await?;
+        Ok(SliceOutcome::Parked(next))
+    }
+
+    /// A run failed on something that may pass (5xx, timeouts, throttle storms): count it,
+    /// and after three in a row hold the connection's jobs (the circuit opens).
+    async fn note_failure(&self, conn: &ConnectionRecord) -> Result<(), SyncError> {
+        let streak = self.store.record_failure(&conn.id).await?;
+        if streak >= 3 {
+            let open = self
+                .settings
+                .breaker_open
+                .saturating_mul(1u32 << (streak - 3).clamp(0, 16) as u32)
+                .min(self.settings.breaker_max_open);
+            let until = Utc::now() + chrono::Duration::from_std(open).unwrap_or_default();
+            self.store.block_connection(&conn.id, until, None).await?;
+        }
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]

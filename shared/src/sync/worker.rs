@@ -21,12 +21,40 @@ use crate::bus::{Job, Topics};
 /// One async lock per (connection, resource): two slices of one resource never overlap.
 type ResourceLocks = Arc<Mutex<HashMap<String, Arc<Mutex<()>>>>>;
 
+/// Jobs a worker keeps in memory without a slot (waiting for their not-before time or
+/// for their tenant's turn) before it stops taking more from the broker.
+const MAX_HELD_JOBS: usize = 10_000;
+
+/// Not-before times closer than this are not worth giving the slot back for.
+const HOLD_THRESHOLD: Duration = Duration::from_millis(20);
+
+/// How many slots one tenant may use at once, so a tenant with a backlog leaves room for
+/// the others on the same worker.
+#[derive(Clone)]
+struct TenantSlots {
+    per_tenant: usize,
+    map: Arc<std::sync::Mutex<HashMap<String, Arc<Semaphore>>>>,
+}
+
+impl TenantSlots {
+    fn of(&self, tenant: &str) -> Arc<Semaphore> {
+        self.map
+            .lock()
+            .expect("tenant slots")
+            .entry(tenant.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_tenant)))
+            .clone()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
     pub brokers: String,
     pub topics: Topics,
     pub session_timeout: Duration,
     pub concurrency: usize,
+    /// Slots one tenant may use at once (default: half of `concurrency`, at least 1).
+    pub tenant_concurrency: Option<usize>,
 }
 
 /// Asks a worker loop to stop taking jobs and drain.
@@ -92,6 +120,14 @@ pub async fn consume(
     let fatal = Arc::new(AtomicBool::new(false));
     let tracker = OffsetTracker::default();
     let slots = Arc::new(Semaphore::new(options.concurrency.max(1)));
+    let held = Arc::new(Semaphore::new(MAX_HELD_JOBS));
+    let tenants = TenantSlots {
+        per_tenant: options
+            .tenant_concurrency
+            .unwrap_or(options.concurrency.div_ceil(2))
+            .max(1),
+        map: Arc::default(),
+    };
     let locks: ResourceLocks = Arc::default();
     let mut tasks = JoinSet::new();
     info!(group = %topics.consumer_group(), topic = %topics.jobs(), concurrency = options.concurrency, "worker started");
@@ -99,6 +135,10 @@ pub async fn consume(
         if stop.is_stopped() {
             break;
         }
+        let in_memory = tokio::select! {
+            p = held.clone().acquire_owned() => p.expect("semaphore is never closed"),
+            _ = stop.stopped() => break,
+        };
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => p.expect("semaphore is never closed"),
             _ = stop.stopped() => break,
@@ -126,16 +166,59 @@ pub async fn consume(
         let payload = message.payload().map(<[u8]>::to_vec).unwrap_or_default();
         drop(message);
         tracker.started(&topic, partition, offset);
-        let (syncer, tracker, stop, locks, fatal) = (
+        let job: Option<Job> = match serde_json::from_slice(&payload) {
+            Ok(j) => Some(j),
+            Err(e) => {
+                error!(
+                    partition,
+                    offset, "skipping a job message that is not a valid job: {e}"
+                );
+                None
+            }
+        };
+        let (syncer, tracker, stop, locks, fatal, slots, tenants) = (
             syncer.clone(),
             tracker.clone(),
             stop.clone(),
             locks.clone(),
             fatal.clone(),
+            slots.clone(),
+            tenants.clone(),
         );
         tasks.spawn(async move {
-            let _permit = permit;
-            if !handle(&syncer, &payload, stop.flag(), &locks).await {
+            let _in_memory = in_memory;
+            let mut permit = Some(permit);
+            let mut tenant_permit = None;
+            if let Some(job) = &job {
+                let until = job
+                    .not_before
+                    .and_then(|at| (at - chrono::Utc::now()).to_std().ok())
+                    .unwrap_or_default();
+                let tenant = tenants.of(&job.tenant);
+                tenant_permit = tenant.clone().try_acquire_owned().ok();
+                if until > HOLD_THRESHOLD || tenant_permit.is_none() {
+                    // Wait without a slot: a parked job or a busy tenant never keeps
+                    // other tenants' jobs waiting.
+                    drop(permit.take());
+                    tokio::select! {
+                        _ = tokio::time::sleep(until) => {}
+                        // Stopping: the offset stays uncommitted and the job comes back.
+                        _ = stop.stopped() => return,
+                    }
+                    if tenant_permit.is_none() {
+                        tenant_permit = tokio::select! {
+                            p = tenant.acquire_owned() => Some(p.expect("semaphore is never closed")),
+                            _ = stop.stopped() => return,
+                        };
+                    }
+                    permit = tokio::select! {
+                        p = slots.acquire_owned() => Some(p.expect("semaphore is never closed")),
+                        _ = stop.stopped() => return,
+                    };
+                }
+            }
+            let _permits = (permit, tenant_permit);
+            if !handle(&syncer, job.as_ref(), stop.flag(), &locks).await {
                 // The store or the broker is unreachable: leave the offset uncommitted so the
                 // job is delivered again, and stop taking work.
                 fatal.store(true, Ordering::Relaxed);
@@ -165,19 +248,16 @@ pub async fn consume(
     Ok(())
 }
 
-/// Run one job message; false when infrastructure kept failing (do not commit).
-async fn handle(syncer: &Syncer, payload: &[u8], stop: &AtomicBool, locks: &ResourceLocks) -> bool {
-    let job: Job = match serde_json::from_slice(payload) {
-        Ok(j) => j,
-        Err(e) => {
-            error!("skipping a job message that is not a valid job: {e}");
-            return true;
-        }
+/// Run one job; false when infrastructure kept failing (do not commit).
+async fn handle(
+    syncer: &Syncer,
+    job: Option<&Job>,
+    stop: &AtomicBool,
+    locks: &ResourceLocks,
+) -> bool {
+    let Some(job) = job else {
+        return true;
     };
-    if let Some(at) = job.not_before {
-        let wait = (at - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO);
-        tokio::time::sleep(wait.min(Duration::from_secs(300))).await;
-    }
     let lock = {
         let mut map = locks.lock().await;
         map.entry(format!("{}/{}", job.connection, job.resource))
@@ -188,7 +268,7 @@ async fn handle(syncer: &Syncer, payload: &[u8], stop: &AtomicBool, locks: &Reso
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match syncer.run_job(&job, stop).await {
+        match syncer.run_job(job, stop).await {
             Ok(outcome) => {
                 match &outcome {
                     SliceOutcome::Completed(c) => {
@@ -199,6 +279,9 @@ async fn handle(syncer: &Syncer, payload: &[u8], stop: &AtomicBool, locks: &Reso
                     }
                     SliceOutcome::Failed(reason) => warn!(job = %job.job_id, %reason, "run failed"),
                     SliceOutcome::Skipped(reason) => info!(job = %job.job_id, %reason, "skipped"),
+                    SliceOutcome::Parked(next) => {
+                        info!(job = %job.job_id, next = %next.job_id, not_before = ?next.not_before, "parked: rate limited")
+                    }
                 }
                 return true;
             }
