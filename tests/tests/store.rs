@@ -371,3 +371,122 @@ async fn key_rotation_reseals_everything() {
         );
     }
 }
+
+/// The rate-budget ledger and the circuit breaker columns behave the same on both databases;
+/// two `Store`s on one database (two replicas) share one budget.
+#[tokio::test]
+async fn budgets_and_the_circuit_breaker_on_both_databases() {
+    use tributary::budget::{Ledger, Reservation};
+    use tributary::store::StoreLedger;
+    for (backend, url) in fresh_databases().await {
+        let a = StoreLedger::new(Store::connect(&url, test_cipher()).await.unwrap());
+        let b = StoreLedger::new(Store::connect(&url, test_cipher()).await.unwrap());
+        let (now, interval, far) = (1_000_000i64, 100_000i64, 10_000_000i64);
+        // Replicas take turns: each reservation is one interval after the previous one.
+        let mut slots = Vec::new();
+        for ledger in [&a, &b, &a, &b] {
+            match ledger
+                .reserve("app:x", now, interval, now + far)
+                .await
+                .unwrap()
+            {
+                Reservation::At(at) => slots.push(at),
+                other => panic!("{backend}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            slots,
+            vec![now, now + interval, now + 2 * interval, now + 3 * interval],
+            "{backend}"
+        );
+        // Later than the caller accepts: nothing is taken.
+        assert_eq!(
+            b.reserve("app:x", now, interval, now + interval)
+                .await
+                .unwrap(),
+            Reservation::NotBefore(now + 4 * interval),
+            "{backend}"
+        );
+        // A hold moves the next slot; a hold-only key (interval 0) is read, not advanced.
+        a.hold_until("conn:y", now + 5 * interval).await.unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                b.reserve("conn:y", now, 0, now + far).await.unwrap(),
+                Reservation::At(now + 5 * interval),
+                "{backend}"
+            );
+        }
+        // A daily budget of 2, counted across replicas.
+        let counted: Vec<bool> = vec![
+            a.count_in_day("d", "2026-11-28", 2).await.unwrap(),
+            b.count_in_day("d", "2026-11-28", 2).await.unwrap(),
+            a.count_in_day("d", "2026-11-28", 2).await.unwrap(),
+            b.count_in_day("d", "2026-11-29", 2).await.unwrap(),
+        ];
+        assert_eq!(counted, vec![true, true, false, true], "{backend}");
+        // One in-flight slot: the second holder waits until it is freed or its lease ends.
+        let s = a.take_slot("f", 1, "h1", now, now + far).await.unwrap();
+        assert_eq!(s, Some(0), "{backend}");
+        assert_eq!(
+            b.take_slot("f", 1, "h2", now, now + far).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            b.take_slot("f", 1, "h2", now + far + 1, now + 2 * far)
+                .await
+                .unwrap(),
+            Some(0),
+            "{backend}: an expired lease frees the slot"
+        );
+        b.free_slot("f", 0, "h2").await.unwrap();
+        assert_eq!(
+            a.take_slot("f", 1, "h1", now, now + far).await.unwrap(),
+            Some(0)
+        );
+
+        // The circuit breaker: a streak, a block, one probe claimed, cleared by a page.
+        let store = Store::connect(&url, test_cipher()).await.unwrap();
+        store.create_tenant("acme").await.unwrap();
+        let id = store
+            .create_connection(&NewConnection {
+                id: None,
+                tenant: "acme".into(),
+                provider: "demo".into(),
+                config: serde_json::Map::new(),
+                credentials: Default::default(),
+                resources: vec!["contacts".into()],
+                schedule: None,
+                full_schedule: None,
+                timezone: "UTC".into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.record_failure(&id).await.unwrap(), 1);
+        assert_eq!(store.record_failure(&id).await.unwrap(), 2);
+        let until = chrono::Utc::now() + chrono::Duration::seconds(90);
+        store
+            .block_connection(&id, until, Some(("rate_limited", "throttled")))
+            .await
+            .unwrap();
+        let c = store.connection(&id).await.unwrap();
+        assert_eq!((c.state.as_str(), c.failure_streak), ("rate_limited", 2));
+        let blocked = c.blocked_until.unwrap();
+        assert_eq!(blocked.timestamp_millis(), until.timestamp_millis());
+        let later = until + chrono::Duration::seconds(30);
+        assert!(
+            store.claim_probe(&id, blocked, later).await.unwrap(),
+            "{backend}"
+        );
+        assert!(
+            !store.claim_probe(&id, blocked, later).await.unwrap(),
+            "{backend}: one probe"
+        );
+        store.clear_breaker(&id).await.unwrap();
+        let c = store.connection(&id).await.unwrap();
+        assert_eq!(
+            (c.state.as_str(), c.failure_streak, c.blocked_until),
+            ("healthy", 0, None),
+            "{backend}"
+        );
+    }
+}

@@ -221,6 +221,10 @@ async fn describe(state: &ApiState, conn: &ConnectionRecord) -> Result<Value, Ap
         "timezone": conn.timezone,
         "state": state_name,
         "state_message": message,
+        "resume_at": conn
+            .blocked_until
+            .filter(|t| *t > chrono::Utc::now())
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
         "last_runs": last_runs,
         "counts": totals,
     }))

@@ -75,6 +75,9 @@ pub enum ErrorKind {
     RateLimited {
         until: chrono::DateTime<chrono::Utc>,
         reason: String,
+        /// The provider throttled (counts towards the circuit breaker), rather than our
+        /// own budget being spent.
+        throttled: bool,
     },
     #[error("{0}; the job is retried")]
     Ledger(#[from] crate::budget::LedgerError),

@@ -389,6 +389,7 @@ impl ResourceRun {
                     return Err(ErrorKind::RateLimited {
                         until: e.until,
                         reason: e.reason,
+                        throttled: false,
                     })
                 }
                 Err(AcquireError::Ledger(e)) => return Err(ErrorKind::Ledger(e)),
@@ -468,6 +469,7 @@ impl ResourceRun {
                             "throttled {throttles} time(s) in a row ({status}, wait from {})",
                             source.as_str()
                         ),
+                        throttled: true,
                     });
                 }
                 (self.observer)(&EngineEvent::Waiting {

@@ -135,6 +135,10 @@ fn default_invalid_grant() -> Answer {
 pub struct RateLimitRule {
     pub requests: u32,
     pub per_seconds: f64,
+    /// Count every window of `per_seconds` ending at each request (a sliding log), the
+    /// strictest reading of a budget; by default a fixed window starts at the first request.
+    #[serde(default)]
+    pub sliding: bool,
     /// JSONata over `{wait_seconds, wait_millis, reset_epoch_seconds, reset_epoch_millis, http_date}`.
     pub throttle: Answer,
 }

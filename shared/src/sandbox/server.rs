@@ -58,6 +58,9 @@ pub struct Stats {
     pub data_requests: u64,
     pub over_budget: u64,
     pub throttled: u64,
+    /// When the first and the last data request arrived (Unix milliseconds; 0 before any).
+    pub first_data_request_ms: u64,
+    pub last_data_request_ms: u64,
     pub unauthorized: u64,
     pub token_requests: u64,
     pub refreshes: u64,
@@ -87,6 +90,8 @@ struct Tokens {
 struct Window {
     started: Instant,
     used: u32,
+    /// Accepted requests of the last `per_seconds` (sliding windows only).
+    log: std::collections::VecDeque<Instant>,
 }
 
 /// The resources a route may serve, each with its optional `when` predicate.
@@ -289,6 +294,7 @@ fn compile(profile: Profile) -> Result<Shared, SandboxError> {
         window: Mutex::new(Window {
             started: Instant::now(),
             used: 0,
+            log: std::collections::VecDeque::new(),
         }),
         profile,
     })
@@ -457,15 +463,31 @@ impl Shared {
         let rl = self.profile.rate_limit.as_ref()?;
         let mut w = self.window.lock().expect("window");
         let period = Duration::from_secs_f64(rl.per_seconds);
-        if w.started.elapsed() >= period {
-            w.started = Instant::now();
-            w.used = 0;
-        }
-        if w.used < rl.requests {
-            w.used += 1;
-            return None;
-        }
-        let wait = period.saturating_sub(w.started.elapsed());
+        let now = Instant::now();
+        let wait = if rl.sliding {
+            while w
+                .log
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= period)
+            {
+                w.log.pop_front();
+            }
+            if w.log.len() < rl.requests as usize {
+                w.log.push_back(now);
+                return None;
+            }
+            period.saturating_sub(now.duration_since(w.log[0]))
+        } else {
+            if w.started.elapsed() >= period {
+                w.started = now;
+                w.used = 0;
+            }
+            if w.used < rl.requests {
+                w.used += 1;
+                return None;
+            }
+            period.saturating_sub(w.started.elapsed())
+        };
         drop(w);
         let mut st = self.stats.lock().expect("stats");
         st.over_budget += 1;
@@ -506,7 +528,12 @@ impl Shared {
                 let w = self.window.lock().expect("window");
                 let reset = SystemTime::now()
                     + Duration::from_secs_f64(rl.per_seconds).saturating_sub(w.started.elapsed());
-                (rl.requests, rl.requests.saturating_sub(w.used), reset)
+                let used = if rl.sliding {
+                    w.log.len() as u32
+                } else {
+                    w.used
+                };
+                (rl.requests, rl.requests.saturating_sub(used), reset)
             }
             None => (1000, 1000, SystemTime::now()),
         };
@@ -708,6 +735,14 @@ async fn provider(
         let mut st = s.stats.lock().expect("stats");
         st.data_requests += 1;
         *st.by_resource.entry(resource.clone()).or_default() += 1;
+        let now_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        if st.first_data_request_ms == 0 {
+            st.first_data_request_ms = now_ms;
+        }
+        st.last_data_request_ms = now_ms;
     }
     if let Some(throttled) = s.over_budget() {
         return throttled;

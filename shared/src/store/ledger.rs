@@ -56,6 +56,24 @@ impl Ledger for StoreLedger {
     ) -> BoxFuture<'_, Result<Reservation, LedgerError>> {
         let key = key.to_string();
         Box::pin(async move {
+            if interval == 0 {
+                // A budget that only carries holds: reading is enough (no row lock, no write).
+                let next: i64 = sqlx::query("SELECT next_at FROM rate_budgets WHERE key = $1")
+                    .bind(&key)
+                    .fetch_optional(self.store.pool())
+                    .await
+                    .map_err(ledger_error)?
+                    .map(|row| row.try_get("next_at"))
+                    .transpose()
+                    .map_err(ledger_error)?
+                    .unwrap_or(0);
+                let at = next.max(now);
+                return Ok(if at > latest {
+                    Reservation::NotBefore(at)
+                } else {
+                    Reservation::At(at)
+                });
+            }
             self.ensure(&key).await.map_err(ledger_error)?;
             let taken = sqlx::query(
                 "UPDATE rate_budgets SET next_at = (CASE WHEN next_at > $2 THEN next_at ELSE $2 END) + $3

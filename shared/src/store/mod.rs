@@ -131,6 +131,27 @@ impl Store {
         };
         let pool = options.connect(&url).await?;
         MIGRATOR.run(&pool).await?;
+        if postgres {
+            // Rate budgets are short-lived bookkeeping, written on every request: not worth a
+            // WAL flush each. After a database crash they start empty: spacing resumes at once,
+            // but a day's counts restart.
+            for table in ["rate_budgets", "rate_budget_days", "rate_budget_slots"] {
+                let logged = sqlx::query(
+                    "SELECT 1 AS one FROM pg_class WHERE relname = $1 AND relpersistence = 'p'",
+                )
+                .bind(table)
+                .fetch_optional(&pool)
+                .await?
+                .is_some();
+                if logged {
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "ALTER TABLE {table} SET UNLOGGED"
+                    )))
+                    .execute(&pool)
+                    .await?;
+                }
+            }
+        }
         Ok(Store {
             pool,
             cipher,

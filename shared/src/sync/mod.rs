@@ -434,8 +434,13 @@ impl Syncer {
                     return self.fail(&conn, job, reason).await;
                 }
                 Err(e) => {
-                    if let ErrorKind::RateLimited { until, reason } = &*e.kind {
-                        return self.park(&conn, job, *until, reason).await;
+                    if let ErrorKind::RateLimited {
+                        until,
+                        reason,
+                        throttled,
+                    } = &*e.kind
+                    {
+                        return self.park(&conn, job, *until, reason, *throttled).await;
                     }
                     if let ErrorKind::Ledger(l) = &*e.kind {
                         return Err(SyncError::Ledger(l.to_string()));
@@ -660,8 +665,8 @@ impl Syncer {
         job: &Job,
         until: DateTime<Utc>,
         reason: &str,
+        throttled: bool,
     ) -> Result<SliceOutcome, SyncError> {
-        let throttled = reason.starts_with("throttled");
         let mut until = until;
         if throttled {
             // Opening the circuit: the longer the provider keeps throttling, the longer we stay away.
