@@ -2,6 +2,7 @@
 //! sandbox control from tests.
 
 pub mod broker;
+pub mod fleet;
 pub mod pipeline;
 
 use std::path::PathBuf;

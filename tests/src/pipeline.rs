@@ -223,6 +223,42 @@ impl WorkerProcess {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// How many partitions of `jobs_topic` this worker holds, from its latest rebalance
+    /// (None before its first assignment or after a revoke).
+    pub fn jobs_partitions(&self, jobs_topic: &str) -> Option<usize> {
+        let text = self.log_text();
+        let mark = format!("{jobs_topic}/");
+        let last = text.lines().rev().find(|l| {
+            (l.contains("partitions assigned") || l.contains("partitions revoked"))
+                && (l.contains(&mark) || l.contains("count=0"))
+                && !l.contains(".urgent")
+        })?;
+        if last.contains("partitions revoked") {
+            return None;
+        }
+        Some(last.matches(&mark).count())
+    }
+}
+
+/// Wait until the workers' group has settled: every worker holds `each` partitions of the
+/// jobs topic (read from their rebalance log lines).
+pub fn wait_group_settled(workers: &[WorkerProcess], jobs_topic: &str, each: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let held: Vec<Option<usize>> = workers
+            .iter()
+            .map(|w| w.jobs_partitions(jobs_topic))
+            .collect();
+        if held.iter().all(|h| *h == Some(each)) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the consumer group never settled: {held:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn send_sigterm(pid: u32) {

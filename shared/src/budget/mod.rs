@@ -26,9 +26,6 @@ pub struct BudgetSettings {
     /// Spacing added to every window budget (0.05 = requests go at most at 95% of the
     /// budget), so clock skew and network jitter never push a provider over it.
     pub headroom: f64,
-    /// A request that wakes up later than this after its slot takes a new slot: sent
-    /// late, it would bunch up with the next one.
-    pub late_tolerance: Duration,
     /// How long an in-flight slot is leased (a replica that dies frees it then).
     pub slot_lease: Duration,
 }
@@ -37,7 +34,6 @@ impl Default for BudgetSettings {
     fn default() -> Self {
         BudgetSettings {
             headroom: 0.05,
-            late_tolerance: Duration::from_millis(20),
             slot_lease: Duration::from_secs(120),
         }
     }
@@ -73,6 +69,10 @@ struct Spaced {
     key: String,
     /// Microseconds between requests; 0 when the key only carries holds.
     interval: i64,
+    /// How late after its slot a request may still go (microseconds). Lateness up to the
+    /// headroom's share of the window can never put N+1 requests in one window; past it,
+    /// the request takes a new slot.
+    tolerance: i64,
     what: &'static str,
 }
 
@@ -194,6 +194,7 @@ impl Budget {
             budget.spaced.push(Spaced {
                 key: connection_key,
                 interval: 0,
+                tolerance: i64::MAX,
                 what: "connection",
             });
         }
@@ -214,9 +215,12 @@ impl Budget {
         if let (Some(n), Some(per)) = (quota.requests, quota.per_seconds) {
             if n > 0 && per > 0.0 {
                 let interval = per * 1e6 / f64::from(n) * (1.0 + self.settings.headroom.max(0.0));
+                // Most of the headroom, leaving the rest for the way to the provider.
+                let tolerance = (per * 1e6 * self.settings.headroom.max(0.0) * 0.8).max(2_000.0);
                 self.spaced.push(Spaced {
                     key: key.to_string(),
                     interval: interval.ceil() as i64,
+                    tolerance: tolerance as i64,
                     what,
                 });
             }
@@ -269,9 +273,13 @@ impl Budget {
             let latest = now + park_after.as_micros() as i64;
             let mut go_at = now;
             let mut why = "";
+            let mut tolerance = i64::MAX;
             for s in &self.spaced {
                 match self.ledger.reserve(&s.key, now, s.interval, latest).await? {
                     Reservation::At(at) => {
+                        if s.interval > 0 {
+                            tolerance = tolerance.min(s.tolerance);
+                        }
                         if at > go_at {
                             go_at = at;
                             why = s.what;
@@ -293,7 +301,7 @@ impl Budget {
                 tokio::time::sleep(wait).await;
             }
             let late = micros(SystemTime::now()) - go_at;
-            if late > self.settings.late_tolerance.as_micros() as i64 && wait > Duration::ZERO {
+            if late > tolerance && wait > Duration::ZERO {
                 // Sent this late the request would crowd the next slot; take a new one.
                 continue;
             }

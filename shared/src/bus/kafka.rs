@@ -9,10 +9,11 @@ use futures::future::join_all;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::job::Job;
@@ -190,8 +191,38 @@ pub struct ConsumerSettings {
     pub session_timeout: Duration,
 }
 
-pub fn jobs_consumer(settings: &ConsumerSettings, topic: &str) -> Result<StreamConsumer, BusError> {
-    let consumer: StreamConsumer = ClientConfig::new()
+/// Logs the partitions a worker gets and gives up, so ops (and tests) can see when a
+/// group has settled.
+pub struct RebalanceLog;
+
+impl ClientContext for RebalanceLog {}
+
+impl ConsumerContext for RebalanceLog {
+    fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let list = |tpl: &rdkafka::TopicPartitionList| {
+            tpl.elements()
+                .iter()
+                .map(|e| format!("{}/{}", e.topic(), e.partition()))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                tracing::info!(partitions = %list(tpl), count = tpl.count(), "partitions assigned")
+            }
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(partitions = %list(tpl), count = tpl.count(), "partitions revoked")
+            }
+            Rebalance::Error(e) => tracing::warn!("rebalance failed: {e}"),
+        }
+    }
+}
+
+/// The jobs consumer type.
+pub type JobsConsumer = StreamConsumer<RebalanceLog>;
+
+pub fn jobs_consumer(settings: &ConsumerSettings, topic: &str) -> Result<JobsConsumer, BusError> {
+    let consumer: JobsConsumer = ClientConfig::new()
         .set("bootstrap.servers", &settings.brokers)
         .set("group.id", &settings.group)
         .set("enable.auto.commit", "false")
@@ -208,7 +239,7 @@ pub fn jobs_consumer(settings: &ConsumerSettings, topic: &str) -> Result<StreamC
                 .to_string(),
         )
         .set("max.poll.interval.ms", "600000")
-        .create()?;
+        .create_with_context(RebalanceLog)?;
     consumer.subscribe(&[topic])?;
     Ok(consumer)
 }
@@ -260,7 +291,7 @@ impl OffsetTracker {
 
 /// Commit `offset` (the next one to read) for a partition, synchronously.
 pub fn commit(
-    consumer: &StreamConsumer,
+    consumer: &JobsConsumer,
     topic: &str,
     partition: i32,
     offset: i64,
