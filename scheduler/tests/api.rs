@@ -187,6 +187,35 @@ async fn isolation_secrecy_and_bad_input() {
     assert_eq!(v["state"], "healthy");
     assert!(v["last_runs"].get("contacts").is_some(), "{v}");
     assert_eq!(v["credentials"]["fields"].as_array().unwrap().len(), 4);
+    assert_eq!(v["resume_at"], Value::Null, "{v}");
+
+    // A worker parked it (rate limited): the state and when it resumes are visible.
+    let store = tributary::store::Store::connect(
+        &database_url,
+        tributary::secrets::crypto::Cipher::from_base64(&key, &[]).unwrap(),
+    )
+    .await
+    .unwrap();
+    let resume = chrono::Utc::now() + chrono::Duration::seconds(90);
+    store
+        .block_connection(
+            &id,
+            resume,
+            Some(("rate_limited", "throttled 5 time(s) in a row")),
+        )
+        .await
+        .unwrap();
+    let (_, v) = api
+        .call("GET", &format!("/v1/connections/{id}"), Some(&acme), None)
+        .await;
+    assert_eq!(v["state"], "rate_limited", "{v}");
+    assert!(
+        v["state_message"].as_str().unwrap().contains("throttled"),
+        "{v}"
+    );
+    let shown: chrono::DateTime<chrono::Utc> = v["resume_at"].as_str().unwrap().parse().unwrap();
+    assert_eq!(shown.timestamp_millis(), resume.timestamp_millis(), "{v}");
+    store.clear_breaker(&id).await.unwrap();
     let (s, v) = api
         .call(
             "POST",

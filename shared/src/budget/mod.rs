@@ -437,6 +437,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_spent_window_at_app_scope_holds_every_connection_of_the_app() {
+        let ledger: Arc<dyn Ledger> = Arc::new(MemoryLedger::default());
+        let r = rate(1000, 1.0, BudgetScope::App);
+        let a = Budget::new(&r, &owner("a"), ledger.clone(), no_headroom());
+        let b = Budget::new(&r, &owner("b"), ledger.clone(), no_headroom());
+        let other_app = Budget::new(
+            &r,
+            &BudgetOwner {
+                app: Some("another client".into()),
+                ..owner("c")
+            },
+            ledger.clone(),
+            no_headroom(),
+        );
+        let reset = SystemTime::now() + Duration::from_secs(30);
+        a.hold_scope(reset).await.unwrap();
+        match b.acquire(Duration::from_secs(1), |_, _| {}).await {
+            Err(AcquireError::Exhausted(e)) => {
+                assert_eq!(
+                    e.until.timestamp_millis(),
+                    from_micros(micros(reset)).timestamp_millis()
+                );
+                assert!(e.reason.contains("app"), "{e:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        other_app
+            .acquire(Duration::from_secs(1), |_, _| {})
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
     async fn in_flight_requests_are_bounded_across_connections_of_one_app() {
         let ledger: Arc<dyn Ledger> = Arc::new(MemoryLedger::default());
         let r = RateLimit {

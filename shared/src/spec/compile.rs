@@ -265,6 +265,26 @@ pub fn compile(source: SpecSource) -> Result<CompiledSpec, SpecError> {
     if spec.rate_limit.per_seconds.is_some_and(|s| s <= 0.0) {
         c.problem("rate_limit.per_seconds", "must be greater than 0");
     }
+    if let Some(app) = &spec.rate_limit.app_budget {
+        if spec.rate_limit.scope == BudgetScope::App {
+            c.problem(
+                "rate_limit.app_budget",
+                "with `scope: app` the budget above is already the app's; put these limits there, or use `scope: connection`",
+            );
+        }
+        if app.requests.is_some() != app.per_seconds.is_some() {
+            c.problem(
+                "rate_limit.app_budget",
+                "`requests` and `per_seconds` go together: give both or neither",
+            );
+        }
+        if app.per_seconds.is_some_and(|s| s <= 0.0) {
+            c.problem(
+                "rate_limit.app_budget.per_seconds",
+                "must be greater than 0",
+            );
+        }
+    }
     let error_message = spec
         .errors
         .message
