@@ -17,6 +17,16 @@ async fn a_tenant_throttled_on_everything_does_not_slow_the_others() {
     let (bad_sandbox, bad_control) = throttling_provider().await;
     let mut statuses = fleet.rig.statuses();
 
+    // Warm up every worker (specs loaded, pools and topics ready) so both timed phases start alike.
+    let mut warm = Vec::new();
+    for i in 0..3 {
+        let tenant = format!("warm{i}");
+        let c = fleet.tenant(&tenant, &base).await;
+        warm.push((tenant, c));
+    }
+    let runs = fleet.start_runs(&warm).await;
+    completed_at(&mut statuses, &runs);
+
     // Without the throttled tenant.
     let mut calm = Vec::new();
     for i in 0..10 {
