@@ -537,9 +537,10 @@ impl Shared {
             }
             None => (1000, 1000, SystemTime::now()),
         };
+        // Rounded up: a client waiting until this second never arrives before the reset.
         let reset_s = reset
             .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
+            .map(|d| d.as_millis().div_ceil(1000) as u64)
             .unwrap_or(0);
         let ctx = json!({"limit": limit, "remaining": remaining, "reset_epoch_seconds": reset_s});
         self.global_headers
