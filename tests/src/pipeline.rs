@@ -227,7 +227,7 @@ impl WorkerProcess {
     /// How many partitions of `jobs_topic` this worker holds, from its latest rebalance
     /// (None before its first assignment or after a revoke).
     pub fn jobs_partitions(&self, jobs_topic: &str) -> Option<usize> {
-        let text = self.log_text();
+        let text = strip_colors(&self.log_text());
         let mark = format!("{jobs_topic}/");
         let last = text.lines().rev().find(|l| {
             (l.contains("partitions assigned") || l.contains("partitions revoked"))
@@ -239,6 +239,24 @@ impl WorkerProcess {
         }
         Some(last.matches(&mark).count())
     }
+}
+
+/// The log without its terminal color codes.
+fn strip_colors(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Wait until the workers' group has settled: every worker holds `each` partitions of the

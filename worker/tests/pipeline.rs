@@ -611,3 +611,41 @@ async fn invalid_grant_needs_reauth_on_postgres() {
 async fn invalid_grant_needs_reauth_on_sqlite() {
     invalid_grant_needs_reauth("sqlite", fresh_sqlite()).await;
 }
+
+/// A job that must wait (a parked continuation's not-before time) gives its worker slot
+/// back: with one slot, the job behind it on the same partition completes while it
+/// waits, and the waiting job has not started.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_waiting_job_holds_no_worker_slot() {
+    use tributary::bus::{Job, JobReason};
+    let rig = Rig::start("sqlite", fresh_sqlite(), WORKER, 30).await;
+    tributary::bus::kafka::ensure_pipeline_topics(&rig.broker.addr, &rig.topics, 1)
+        .await
+        .unwrap();
+    let mut statuses = rig.statuses();
+    let mut parked = rig.job(RunMode::Full);
+    parked.not_before = Some(chrono::Utc::now() + chrono::Duration::seconds(300));
+    rig.enqueue(&parked).await;
+    // The same tenant, another connection: the waiting job holds neither the slot nor the
+    // tenant's turn.
+    let other_conn = rig.add_static_connection("second").await;
+    let other = Job::new_run(
+        &rig.tenant,
+        &other_conn,
+        "contacts",
+        RunMode::Full,
+        JobReason::Schedule,
+    );
+    rig.enqueue(&other).await;
+    let _worker = rig.worker(&[("TRIBUTARY_WORKER_CONCURRENCY", "1".into())]);
+    let end = wait_run_end(&mut statuses, &other.run_id, LONG);
+    assert_eq!(end["type"], "run.completed", "{end}");
+    assert!(
+        !statuses
+            .received
+            .iter()
+            .filter_map(|r| r.value.as_ref())
+            .any(|v| v["sync_run"] == parked.run_id.as_str()),
+        "the waiting job started before its time"
+    );
+}

@@ -194,23 +194,28 @@ pub async fn consume(
                     .not_before
                     .and_then(|at| (at - chrono::Utc::now()).to_std().ok())
                     .unwrap_or_default();
-                let tenant = tenants.of(&job.tenant);
-                tenant_permit = tenant.clone().try_acquire_owned().ok();
-                if until > HOLD_THRESHOLD || tenant_permit.is_none() {
-                    // Wait without a slot: a parked job or a busy tenant never keeps
-                    // other tenants' jobs waiting.
+                // Wait without a slot (and without the tenant's turn): a parked job never
+                // keeps other jobs waiting.
+                if until > HOLD_THRESHOLD {
                     drop(permit.take());
                     tokio::select! {
                         _ = tokio::time::sleep(until) => {}
                         // Stopping: the offset stays uncommitted and the job comes back.
                         _ = stop.stopped() => return,
                     }
-                    if tenant_permit.is_none() {
-                        tenant_permit = tokio::select! {
-                            p = tenant.acquire_owned() => Some(p.expect("semaphore is never closed")),
-                            _ = stop.stopped() => return,
-                        };
-                    }
+                }
+                let tenant = tenants.of(&job.tenant);
+                tenant_permit = tenant.clone().try_acquire_owned().ok();
+                if tenant_permit.is_none() {
+                    // The tenant already uses its share of this worker: let other tenants' jobs
+                    // have the slot meanwhile.
+                    drop(permit.take());
+                    tenant_permit = tokio::select! {
+                        p = tenant.acquire_owned() => Some(p.expect("semaphore is never closed")),
+                        _ = stop.stopped() => return,
+                    };
+                }
+                if permit.is_none() {
                     permit = tokio::select! {
                         p = slots.acquire_owned() => Some(p.expect("semaphore is never closed")),
                         _ = stop.stopped() => return,
