@@ -649,3 +649,77 @@ async fn a_waiting_job_holds_no_worker_slot() {
         "the waiting job started before its time"
     );
 }
+
+/// A tenant with a backlog uses at most its share of a worker (half the slots by
+/// default): another tenant's job behind four of its jobs on the same partition
+/// completes before the second of them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_backlog_leaves_room_for_other_tenants() {
+    use tributary::bus::{Job, JobReason};
+    use tributary::store::NewConnection;
+    let rig = Rig::start("sqlite", fresh_sqlite(), WORKER, 200).await;
+    rig.control
+        .faults(json!([{"kind": "slow", "delay_ms": 150, "times": 0}]))
+        .await
+        .unwrap();
+    tributary::bus::kafka::ensure_pipeline_topics(&rig.broker.addr, &rig.topics, 1)
+        .await
+        .unwrap();
+    let mut statuses = rig.statuses();
+    let mut backlog = Vec::new();
+    for i in 0..4 {
+        let id = rig.add_static_connection(&format!("backlog-{i}")).await;
+        let job = Job::new_run(
+            &rig.tenant,
+            &id,
+            "contacts",
+            RunMode::Full,
+            JobReason::Schedule,
+        );
+        rig.enqueue(&job).await;
+        backlog.push(job.run_id);
+    }
+    rig.store.create_tenant("globex").await.unwrap();
+    let other_conn = rig
+        .store
+        .create_connection(&NewConnection {
+            id: Some("globex-contacts".into()),
+            tenant: "globex".into(),
+            provider: "hubspot".into(),
+            config: json!({"base_url": rig.sandbox.base_url()})
+                .as_object()
+                .unwrap()
+                .clone(),
+            credentials: serde_json::from_value(json!({"access_token": "sandbox-hubspot-token"}))
+                .unwrap(),
+            resources: vec!["contacts".into()],
+            schedule: None,
+            full_schedule: None,
+            timezone: "UTC".into(),
+        })
+        .await
+        .unwrap();
+    let other = Job::new_run(
+        "globex",
+        &other_conn,
+        "contacts",
+        RunMode::Full,
+        JobReason::Schedule,
+    );
+    rig.enqueue(&other).await;
+    let _worker = rig.worker(&[("TRIBUTARY_WORKER_CONCURRENCY", "2".into())]);
+    let end = wait_run_end(&mut statuses, &other.run_id, LONG);
+    assert_eq!(end["type"], "run.completed", "{end}");
+    let backlog_done = statuses
+        .received
+        .iter()
+        .filter_map(|r| r.value.as_ref())
+        .filter(|v| {
+            v["type"] == "run.completed" && backlog.iter().any(|b| v["sync_run"] == b.as_str())
+        })
+        .count();
+    assert!(
+        backlog_done <= 1,
+        "the other tenant's job waited for {backlog_done} of the backlog's 4 runs"
+    );
+}
