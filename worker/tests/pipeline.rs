@@ -723,3 +723,49 @@ async fn a_tenant_backlog_leaves_room_for_other_tenants() {
         "the other tenant's job waited for {backlog_done} of the backlog's 4 runs"
     );
 }
+
+/// A throttle longer than the park threshold parks the run (no slot held), the
+/// connection shows `rate_limited`; each comeback is the circuit's one probe; when the
+/// provider answers again the run completes with every record exactly once and the
+/// connection is healthy.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_parked_run_resumes_and_completes() {
+    let n = 120;
+    let rig = Rig::start("sqlite", fresh_sqlite(), WORKER, n).await;
+    rig.control
+        .faults(json!([{"kind": "throttle", "times": 3, "wait_seconds": 1}]))
+        .await
+        .unwrap();
+    let _worker = rig.worker(&[
+        ("TRIBUTARY_PARK_AFTER_SECONDS", "0.5".into()),
+        ("TRIBUTARY_BREAKER_OPEN_SECONDS", "0.5".into()),
+    ]);
+    let mut statuses = rig.statuses();
+    let mut events = rig.events();
+    let job = rig.job(RunMode::Full);
+    rig.enqueue(&job).await;
+    let end = wait_run_end(&mut statuses, &job.run_id, LONG);
+    assert_eq!(end["type"], "run.completed", "{end}");
+    assert_eq!(end["counts"]["created"], n, "{end}");
+    let parked: Vec<&Value> = of_run(&statuses.received, &job.run_id)
+        .into_iter()
+        .filter(|v| v["type"] == "connection.rate_limited")
+        .collect();
+    assert_eq!(parked.len(), 3, "one park per throttle: {parked:?}");
+    for p in &parked {
+        tributary_e2e::check_event_schema("status-event", p).unwrap();
+        assert!(p["reason"].as_str().unwrap().contains("throttled"), "{p}");
+    }
+    events.read_until(LONG, "every record", |all| all.len() >= n as usize);
+    let ids: HashSet<&str> = values(&events.received)
+        .iter()
+        .map(|v| v["record_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), n as usize);
+    let conn = rig.store.connection(&rig.connection).await.unwrap();
+    assert_eq!(
+        (conn.state.as_str(), conn.failure_streak, conn.blocked_until),
+        ("healthy", 0, None)
+    );
+    assert_eq!(rig.control.stats().await.unwrap().throttled, 3);
+}
