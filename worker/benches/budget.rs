@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tributary::budget::{Budget, BudgetOwner, BudgetSettings, Ledger};
+use tributary::budget::{Budget, BudgetOwner, BudgetSettings, Ledger, MemoryLedger};
 use tributary::sandbox::{self, Profile};
 use tributary::spec::model::{BudgetScope, RateLimit};
 use tributary::store::{Store, StoreLedger};
@@ -152,6 +152,40 @@ fn main() {
                 total / secs,
                 per_request_us,
                 secs / baseline
+            );
+        }
+        // One task alone: what a single acquire costs when nobody else contends.
+        let alone = |ledger: Arc<dyn Ledger>| {
+            Budget::new(
+                &RateLimit {
+                    requests: Some(1_000_000),
+                    per_seconds: Some(1.0),
+                    scope: BudgetScope::App,
+                    ..RateLimit::default()
+                },
+                &BudgetOwner {
+                    provider: "bench-alone".into(),
+                    connection: "c".into(),
+                    app: None,
+                },
+                ledger,
+                BudgetSettings::default(),
+            )
+        };
+        let store = Store::connect(&database, test_cipher()).await.unwrap();
+        println!("one task, acquires only ({n} each):");
+        for (label, ledger) in [
+            ("in memory (one process)", Arc::new(MemoryLedger::default()) as Arc<dyn Ledger>),
+            ("PostgreSQL (the fleet)", Arc::new(StoreLedger::new(store.clone()))),
+        ] {
+            let budget = alone(ledger);
+            let t = Instant::now();
+            for _ in 0..n {
+                budget.acquire(Duration::from_secs(60), |_, _| {}).await.unwrap();
+            }
+            println!(
+                "  {label:<42} {:>8.1} us per acquire",
+                t.elapsed().as_secs_f64() * 1e6 / n as f64
             );
         }
         drop(sbx);

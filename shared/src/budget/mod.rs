@@ -297,11 +297,13 @@ impl Budget {
             if wait > Duration::from_millis(5) {
                 on_wait(wait, why);
             }
-            if !wait.is_zero() {
+            // The timer's granularity is a millisecond: a shorter sleep would cost more than
+            // the wait, and going that little early is well inside the headroom.
+            if wait >= Duration::from_micros(500) {
                 tokio::time::sleep(wait).await;
             }
             let late = micros(SystemTime::now()) - go_at;
-            if late > tolerance && wait > Duration::ZERO {
+            if late > tolerance && wait >= Duration::from_micros(500) {
                 // Sent this late the request would crowd the next slot; take a new one.
                 continue;
             }
