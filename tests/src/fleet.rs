@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tributary::bus::{Job, JobReason};
 use tributary::sandbox::{self, Profile, SandboxHandle};
-use tributary::store::{NewConnection, RunMode};
+use tributary::store::RunMode;
 
 use crate::broker::TopicReader;
 use crate::pipeline::{wait_group_settled, Rig, WorkerProcess};
@@ -98,23 +98,9 @@ impl Fleet {
     pub async fn tenant(&self, name: &str, base_url: &str) -> String {
         let store = &self.rig.store;
         store.create_tenant(name).await.unwrap();
-        store
-            .create_connection(&NewConnection {
-                id: Some(format!("{name}-hubspot")),
-                tenant: name.to_string(),
-                provider: "hubspot".into(),
-                config: json!({ "base_url": base_url }).as_object().unwrap().clone(),
-                credentials: serde_json::from_value(
-                    json!({"access_token": "sandbox-hubspot-token"}),
-                )
-                .unwrap(),
-                resources: vec!["contacts".into()],
-                schedule: None,
-                full_schedule: None,
-                timezone: "UTC".into(),
-            })
+        self.rig
+            .static_connection(name, &format!("{name}-hubspot"), base_url)
             .await
-            .unwrap()
     }
 
     pub async fn start_runs(&self, connections: &[(String, String)]) -> Vec<Job> {

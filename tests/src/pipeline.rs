@@ -138,15 +138,19 @@ impl Rig {
 
     /// Another connection of the rig's tenant, on the same sandbox, with a static token.
     pub async fn add_static_connection(&self, id: &str) -> String {
+        self.static_connection(&self.tenant, id, &self.sandbox.base_url())
+            .await
+    }
+
+    /// A connection of `tenant` (which must exist) to the HubSpot-shaped sandbox at
+    /// `base_url`, with a static token.
+    pub async fn static_connection(&self, tenant: &str, id: &str, base_url: &str) -> String {
         self.store
             .create_connection(&NewConnection {
                 id: Some(id.to_string()),
-                tenant: self.tenant.clone(),
+                tenant: tenant.to_string(),
                 provider: "hubspot".into(),
-                config: json!({"base_url": self.sandbox.base_url()})
-                    .as_object()
-                    .unwrap()
-                    .clone(),
+                config: json!({ "base_url": base_url }).as_object().unwrap().clone(),
                 credentials: serde_json::from_value(
                     json!({"access_token": "sandbox-hubspot-token"}),
                 )

@@ -656,7 +656,6 @@ async fn a_waiting_job_holds_no_worker_slot() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_backlog_leaves_room_for_other_tenants() {
     use tributary::bus::{Job, JobReason};
-    use tributary::store::NewConnection;
     let rig = Rig::start("sqlite", fresh_sqlite(), WORKER, 200).await;
     rig.control
         .faults(json!([{"kind": "slow", "delay_ms": 150, "times": 0}]))
@@ -681,24 +680,8 @@ async fn a_tenant_backlog_leaves_room_for_other_tenants() {
     }
     rig.store.create_tenant("globex").await.unwrap();
     let other_conn = rig
-        .store
-        .create_connection(&NewConnection {
-            id: Some("globex-contacts".into()),
-            tenant: "globex".into(),
-            provider: "hubspot".into(),
-            config: json!({"base_url": rig.sandbox.base_url()})
-                .as_object()
-                .unwrap()
-                .clone(),
-            credentials: serde_json::from_value(json!({"access_token": "sandbox-hubspot-token"}))
-                .unwrap(),
-            resources: vec!["contacts".into()],
-            schedule: None,
-            full_schedule: None,
-            timezone: "UTC".into(),
-        })
-        .await
-        .unwrap();
+        .static_connection("globex", "globex-contacts", &rig.sandbox.base_url())
+        .await;
     let other = Job::new_run(
         "globex",
         &other_conn,
