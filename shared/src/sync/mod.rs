@@ -671,12 +671,7 @@ impl Syncer {
         if throttled {
             // Opening the circuit: the longer the provider keeps throttling, the longer we stay away.
             let streak = self.store.record_failure(&conn.id).await?;
-            let open = self
-                .settings
-                .breaker_open
-                .saturating_mul(1u32 << (streak - 1).clamp(0, 16) as u32)
-                .min(self.settings.breaker_max_open);
-            until = until.max(Utc::now() + chrono::Duration::from_std(open).unwrap_or_default());
+            until = until.max(self.circuit_open_until(streak - 1));
         }
         let message = format!(
             "{reason}; resuming at {}",
@@ -709,17 +704,23 @@ impl Syncer {
         Ok(SliceOutcome::Parked(next))
     }
 
+    /// When a circuit opened for the `reopened`-th time in a row (0 = first) closes again:
+    /// the open time doubles each time, up to the maximum.
+    fn circuit_open_until(&self, reopened: i64) -> DateTime<Utc> {
+        let open = self
+            .settings
+            .breaker_open
+            .saturating_mul(1u32 << reopened.clamp(0, 16) as u32)
+            .min(self.settings.breaker_max_open);
+        Utc::now() + chrono::Duration::from_std(open).unwrap_or_default()
+    }
+
     /// A run failed on something that may pass (5xx, timeouts, throttle storms): count it,
     /// and after three in a row hold the connection's jobs (the circuit opens).
     async fn note_failure(&self, conn: &ConnectionRecord) -> Result<(), SyncError> {
         let streak = self.store.record_failure(&conn.id).await?;
         if streak >= 3 {
-            let open = self
-                .settings
-                .breaker_open
-                .saturating_mul(1u32 << (streak - 3).clamp(0, 16) as u32)
-                .min(self.settings.breaker_max_open);
-            let until = Utc::now() + chrono::Duration::from_std(open).unwrap_or_default();
+            let until = self.circuit_open_until(streak - 3);
             self.store.block_connection(&conn.id, until, None).await?;
         }
         Ok(())

@@ -38,10 +38,12 @@ struct TenantSlots {
 
 impl TenantSlots {
     fn of(&self, tenant: &str) -> Arc<Semaphore> {
-        self.map
-            .lock()
-            .expect("tenant slots")
-            .entry(tenant.to_string())
+        let mut map = self.map.lock().expect("tenant slots");
+        if map.len() >= MAX_HELD_JOBS {
+            // A long-lived worker sees many tenants: forget those with no job here now.
+            map.retain(|_, s| Arc::strong_count(s) > 1);
+        }
+        map.entry(tenant.to_string())
             .or_insert_with(|| Arc::new(Semaphore::new(self.per_tenant)))
             .clone()
     }
