@@ -15,6 +15,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::{json, Value};
+use tributary::breaker::{Breaker, BreakerSettings};
 use tributary::bus::{Publisher, Topics};
 use tributary::engine::RunOptions;
 use tributary::mapping::models::model_names;
@@ -160,7 +161,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             engine: RunOptions {
                 allow_private_hosts: true,
                 max_wait: Duration::from_secs(30),
-                park_after: Duration::from_secs(10),
+                breaker: Breaker::new(BreakerSettings {
+                    park_after: Duration::from_secs(10),
+                    ..BreakerSettings::default()
+                }),
                 ..RunOptions::default()
             },
             ..SyncSettings::new(args.specs_dir.clone(), topics.clone())

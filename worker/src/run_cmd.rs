@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tracing::{error, info};
+use tributary::breaker::{Breaker, BreakerSettings};
 use tributary::budget::BudgetSettings;
 use tributary::bus::kafka::ensure_pipeline_topics;
 use tributary::bus::Publisher;
@@ -57,8 +58,13 @@ async fn serve() -> anyhow::Result<()> {
             engine: RunOptions {
                 allow_private_hosts: settings.allow_private_hosts,
                 max_wait: settings.max_wait,
-                park_after: settings.park_after,
-                breaker_after: settings.breaker_after,
+                breaker: Breaker::new(BreakerSettings {
+                    park_after: settings.park_after,
+                    throttles_to_open: settings.breaker_after,
+                    open: settings.breaker_open,
+                    max_open: settings.breaker_max_open,
+                    ..BreakerSettings::default()
+                }),
                 ..RunOptions::default()
             },
             budgets: BudgetSettings {
@@ -66,8 +72,6 @@ async fn serve() -> anyhow::Result<()> {
                 ..BudgetSettings::default()
             },
             ledger: settings.budget_ledger,
-            breaker_open: settings.breaker_open,
-            breaker_max_open: settings.breaker_max_open,
         },
     ));
     if let Some(addr) = &settings.health_addr {

@@ -11,6 +11,7 @@ use anyhow::{anyhow, Context};
 use clap::{Args, Subcommand};
 use futures::StreamExt;
 use serde_json::{Map, Value};
+use tributary::breaker::{Breaker, BreakerSettings};
 use tributary::budget::{Budget, BudgetOwner};
 use tributary::engine::{Connection, ConnectionRuntime, ResourceRun, RunOptions};
 use tributary::http::auth::{DiscardTokens, TokenSink};
@@ -226,8 +227,12 @@ async fn run_resource(args: RunArgs) -> Result<ExitCode, (u8, anyhow::Error)> {
         max_wait: Duration::from_secs_f64(args.max_wait),
         max_attempts: args.max_attempts.max(1),
         // One run on a terminal: throttles are waited out up to the ceiling, never parked.
-        park_after: Duration::from_secs_f64(args.max_wait),
-        breaker_after: u32::MAX,
+        // A command-line read waits out what it can; it has no circuit to open.
+        breaker: Breaker::new(BreakerSettings {
+            park_after: Duration::from_secs_f64(args.max_wait),
+            throttles_to_open: u32::MAX,
+            ..BreakerSettings::default()
+        }),
         ..RunOptions::default()
     };
     let connection = Connection {
@@ -264,10 +269,7 @@ async fn run_resource(args: RunArgs) -> Result<ExitCode, (u8, anyhow::Error)> {
     let resource = spec
         .resource(&args.resource)
         .expect("checked by ResourceRun::new");
-    let pk = match (&resource.incremental, since) {
-        (Some(inc), Some(_)) => &inc.plan.records.primary_key,
-        _ => &resource.full.records.primary_key,
-    };
+    let pk = &resource.plan(since.is_some()).records.primary_key;
     let started = Instant::now();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());

@@ -22,6 +22,7 @@ use serde_json::{Map, Value};
 pub use error::{EngineError, ErrorKind};
 pub use event::{ignore_events, EngineEvent, Observer};
 
+use crate::breaker::Breaker;
 use crate::budget::{AcquireError, Budget};
 use crate::http::auth::{without_url, Authenticator, TokenSink};
 use crate::http::guard;
@@ -80,12 +81,9 @@ pub struct RunOptions {
     pub request_timeout: Duration,
     /// Start from this point instead of the first page.
     pub resume: Option<PageState>,
-    /// A wait for budget or after a throttle longer than this ends the run with
-    /// `RateLimited` (a worker parks the job) instead of being waited out.
-    pub park_after: Duration,
-    /// Consecutive throttles of one request that open the connection's circuit
-    /// (`RateLimited`): a connection that only ever throttles stops using worker time.
-    pub breaker_after: u32,
+    /// When a wait for budget or after throttles ends the run with `RateLimited` (a
+    /// worker parks the job) instead of being waited out: the circuit breaker's rules.
+    pub breaker: Breaker,
 }
 
 impl Default for RunOptions {
@@ -100,8 +98,7 @@ impl Default for RunOptions {
             retry_base: Duration::from_millis(500),
             request_timeout: Duration::from_secs(60),
             resume: None,
-            park_after: Duration::from_secs(300),
-            breaker_after: 5,
+            breaker: Breaker::default(),
         }
     }
 }
@@ -290,10 +287,7 @@ impl ResourceRun {
 
     fn plan(&self) -> &Plan {
         let res = self.spec.resource(&self.resource).expect("checked in new");
-        match (&res.incremental, self.plan_incremental) {
-            (Some(inc), true) => &inc.plan,
-            _ => &res.full,
-        }
+        res.plan(self.plan_incremental)
     }
 
     fn error(&self, page: u32, kind: ErrorKind) -> EngineError {
@@ -375,7 +369,7 @@ impl ResourceRun {
         loop {
             let acquired = self
                 .budget
-                .acquire(self.options.park_after, |w, scope| {
+                .acquire(self.options.breaker.settings.park_after, |w, scope| {
                     (self.observer)(&EngineEvent::Waiting {
                         page,
                         wait: w,
@@ -462,7 +456,7 @@ impl ResourceRun {
                 let until = SystemTime::now() + wait;
                 // Every request of this connection waits, on every replica.
                 self.budget.hold_connection(until).await?;
-                if wait > self.options.park_after || throttles >= self.options.breaker_after {
+                if self.options.breaker.should_park(wait, throttles) {
                     return Err(ErrorKind::RateLimited {
                         until: until.into(),
                         reason: format!(

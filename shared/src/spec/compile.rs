@@ -133,6 +133,17 @@ pub struct CompiledResource {
     pub custom_include: Option<Regex>,
 }
 
+impl CompiledResource {
+    /// The plan a run reads with: the incremental one when the run asks only for
+    /// changes and the resource has one, else the full one. The one place this is decided.
+    pub fn plan(&self, incremental: bool) -> &Plan {
+        match (&self.incremental, incremental) {
+            (Some(inc), true) => &inc.plan,
+            _ => &self.full,
+        }
+    }
+}
+
 /// How to read the resource: the request, the pages and the records.
 #[derive(Debug)]
 pub struct Plan {

@@ -1,0 +1,411 @@
+//! The process stage: the pure core of a slice.
+//!
+//! One page's raw records and their stored fingerprints in; normalized records,
+//! change classifications, dead letters and the outgoing messages out. No I/O and no
+//! clock (the time is an input), so every rule of change detection is unit-tested here.
+//! The deletion sweep's event building lives here too ([`sweep`]), for the same reason.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::bus::envelope::{Change as EventChange, ModelRef, RecordFailure, RunRef};
+use crate::bus::{ChangeEvent, DeadLetter, Op, OutMessage, Topics};
+use crate::changes::{self, Change};
+use crate::mapping::normalize::{normalize, primary_key, UnifiedRecord};
+use crate::spec::compile::{CompiledResource, Plan};
+use crate::store::{RunCounts, StoredFingerprint};
+
+/// Everything processing a page needs to know besides the page.
+pub struct PageContext<'a> {
+    pub run: &'a RunRef,
+    pub resource: &'a CompiledResource,
+    /// The plan the pages were read with (full or incremental): its primary key and
+    /// updated-at expressions.
+    pub plan: &'a Plan,
+    /// The spec file, named in dead letters.
+    pub spec_file: &'a str,
+    pub topics: &'a Topics,
+    pub emit_remote_data: bool,
+    pub tombstones: bool,
+    pub now: DateTime<Utc>,
+}
+
+impl PageContext<'_> {
+    fn model(&self) -> ModelRef {
+        ModelRef {
+            name: self.resource.model.name,
+            version: self.resource.model.version,
+        }
+    }
+
+    fn model_topic(&self) -> String {
+        self.topics.model(self.resource.model.name)
+    }
+}
+
+/// What one page came to.
+#[derive(Debug, Default)]
+pub struct PageOutcome {
+    /// Change events and dead letters, in record order.
+    pub messages: Vec<OutMessage>,
+    /// Fingerprints of every normalized record (new, changed or unchanged).
+    pub seen: Vec<StoredFingerprint>,
+    /// Records that exist at the provider but failed their mapping: never swept.
+    pub touched: Vec<String>,
+    pub counts: RunCounts,
+    /// The latest updated-at among the page's records.
+    pub max_updated: Option<DateTime<Utc>>,
+}
+
+/// The provider ids of a page's records, to look their fingerprints up before processing.
+pub fn record_ids(plan: &Plan, records: &[Value]) -> Vec<String> {
+    records
+        .iter()
+        .filter_map(|raw| primary_key(raw, &plan.records.primary_key).ok())
+        .collect()
+}
+
+/// Normalize, classify and turn into messages one page of records.
+pub fn process_page(
+    ctx: &PageContext<'_>,
+    page_number: u32,
+    records: Vec<Value>,
+    stored: &HashMap<String, StoredFingerprint>,
+) -> PageOutcome {
+    let mut out = PageOutcome {
+        counts: RunCounts {
+            pages: 1,
+            records: records.len() as i64,
+            ..RunCounts::default()
+        },
+        ..PageOutcome::default()
+    };
+    let model_topic = ctx.model_topic();
+    for raw in records {
+        if let Some(t) = updated_at(ctx.plan, &raw) {
+            out.max_updated = Some(out.max_updated.map_or(t, |m| m.max(t)));
+        }
+        match normalized(ctx, raw) {
+            Ok(rec) => classify(ctx, &model_topic, rec, stored, &mut out),
+            Err(failure) => dead_letter(ctx, page_number, failure, &mut out),
+        }
+    }
+    out
+}
+
+fn normalized(ctx: &PageContext<'_>, raw: Value) -> Result<UnifiedRecord, RecordFailure> {
+    let id = primary_key(&raw, &ctx.plan.records.primary_key);
+    // A copy of the raw record travels with a dead letter (normalize consumes it).
+    let result = match &id {
+        Ok(id) => normalize(ctx.resource, id.clone(), raw.clone()),
+        Err(e) => Err(e.clone()),
+    };
+    result.map_err(|e| RecordFailure {
+        record_id: id.ok(),
+        error: e.to_string(),
+        raw,
+    })
+}
+
+fn classify(
+    ctx: &PageContext<'_>,
+    model_topic: &str,
+    rec: UnifiedRecord,
+    stored: &HashMap<String, StoredFingerprint>,
+    out: &mut PageOutcome,
+) {
+    let fp = changes::fingerprint(&rec.id, &rec.data, &rec.custom_fields);
+    let (op, changed_fields) = match changes::classify(&fp, stored.get(&rec.id)) {
+        Change::Unchanged => {
+            out.seen.push(fp);
+            return;
+        }
+        Change::Created => (Op::Created, None),
+        Change::Updated { changed_fields } => (Op::Updated, Some(changed_fields)),
+    };
+    match op {
+        Op::Created => out.counts.created += 1,
+        _ => out.counts.updated += 1,
+    }
+    let mut data = rec.data;
+    data.insert("custom_fields".into(), Value::Object(rec.custom_fields));
+    let change = EventChange {
+        record_id: rec.id,
+        content_hash: fp.hash.clone(),
+        data: Some(Value::Object(data)),
+        changed_fields,
+        remote_data: ctx.emit_remote_data.then_some(rec.remote_data),
+    };
+    let event = ChangeEvent::new(ctx.run, ctx.model(), op, change, ctx.now);
+    out.messages.push(event.to_message(model_topic));
+    out.seen.push(fp);
+}
+
+fn dead_letter(ctx: &PageContext<'_>, page: u32, failure: RecordFailure, out: &mut PageOutcome) {
+    out.counts.dead_lettered += 1;
+    if let Some(id) = &failure.record_id {
+        // The record exists at the provider: it must not be swept as deleted.
+        out.touched.push(id.clone());
+    }
+    let letter = DeadLetter::new(ctx.run, ctx.spec_file, page, failure, ctx.now);
+    out.messages.push(letter.to_message(ctx.topics));
+}
+
+fn updated_at(plan: &Plan, raw: &Value) -> Option<DateTime<Utc>> {
+    let expr = plan.records.updated_at.as_ref()?;
+    let value = expr.eval_json(raw).ok().flatten()?;
+    parse_record_time(&value)
+}
+
+/// A provider's updated-at value: RFC 3339 (with or without a colon in the offset), a
+/// plain `YYYY-MM-DD HH:MM:SS` in UTC, or epoch seconds or milliseconds.
+fn parse_record_time(v: &Value) -> Option<DateTime<Utc>> {
+    match v {
+        Value::String(s) => DateTime::parse_from_rfc3339(s)
+            .or_else(|_| DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z"))
+            .map(|t| t.with_timezone(&Utc))
+            .ok()
+            .or_else(|| {
+                chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S")
+                    .ok()
+                    .map(|n| n.and_utc())
+            })
+            .or_else(|| s.parse::<i64>().ok().and_then(epoch)),
+        Value::Number(n) => n.as_i64().and_then(epoch),
+        _ => None,
+    }
+}
+
+/// Seconds or milliseconds since the epoch, told apart by size.
+fn epoch(n: i64) -> Option<DateTime<Utc>> {
+    if n > 100_000_000_000 {
+        DateTime::from_timestamp_millis(n)
+    } else {
+        DateTime::from_timestamp(n, 0)
+    }
+}
+
+/// The deletion sweep of a completed full run: `unseen` are the stored records no run
+/// saw since this one started; those the last page saw are kept. Returns the delete
+/// events (and tombstones) and the ids deleted.
+pub fn sweep(
+    ctx: &PageContext<'_>,
+    unseen: Vec<StoredFingerprint>,
+    last_page: &PageOutcome,
+) -> (Vec<OutMessage>, Vec<String>) {
+    let here: HashSet<&str> = last_page
+        .seen
+        .iter()
+        .map(|f| f.record_id.as_str())
+        .chain(last_page.touched.iter().map(String::as_str))
+        .collect();
+    let model_topic = ctx.model_topic();
+    let mut messages = Vec::new();
+    let mut deleted = Vec::new();
+    for gone in unseen {
+        if here.contains(gone.record_id.as_str()) {
+            continue;
+        }
+        let change = EventChange {
+            record_id: gone.record_id.clone(),
+            content_hash: format!("deleted:{}", gone.hash),
+            ..EventChange::default()
+        };
+        let event = ChangeEvent::new(ctx.run, ctx.model(), Op::Deleted, change, ctx.now);
+        messages.push(event.to_message(&model_topic));
+        if ctx.tombstones {
+            messages.push(event.tombstone(&model_topic));
+        }
+        deleted.push(gone.record_id);
+    }
+    (messages, deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::spec::compile::{compile, CompiledSpec};
+    use crate::spec::load::parse_spec;
+    use crate::store::RunMode;
+
+    const SPEC: &str = r#"spec_version: 1
+name: demo
+base_url: "https://api.example.com"
+allowed_hosts: ["api.example.com"]
+auth: {type: bearer}
+resources:
+  contacts:
+    model: crm.contact
+    request: {path: /contacts}
+    pagination: {type: cursor, cursor_path: next, param: after}
+    records: {path: items, primary_key: id, updated_at: updated}
+    mapping: |
+      { 'id': $string(id), 'first_name': first, 'title': title, 'emails': email ? [{'email': email}] : undefined }
+"#;
+
+    fn spec() -> CompiledSpec {
+        compile(parse_spec(Path::new("demo.yaml"), SPEC).unwrap()).unwrap()
+    }
+
+    fn run() -> RunRef {
+        RunRef {
+            tenant: "acme".into(),
+            connection: "c1".into(),
+            provider: "demo".into(),
+            resource: "contacts".into(),
+            sync_run: "run_1".into(),
+            mode: RunMode::Full,
+        }
+    }
+
+    fn with_context<T>(f: impl FnOnce(&PageContext<'_>) -> T) -> T {
+        let spec = spec();
+        let resource = spec.resource("contacts").unwrap();
+        let run = run();
+        let topics = Topics::new("t");
+        let ctx = PageContext {
+            run: &run,
+            resource,
+            plan: &resource.full,
+            spec_file: "demo.yaml",
+            topics: &topics,
+            emit_remote_data: true,
+            tombstones: true,
+            now: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+        };
+        f(&ctx)
+    }
+
+    fn body(m: &OutMessage) -> Value {
+        serde_json::from_slice(m.payload.as_ref().unwrap()).unwrap()
+    }
+
+    fn records() -> Vec<Value> {
+        vec![
+            json!({"id": 1, "first": "Ada", "title": "Director", "updated": "2026-11-01T00:00:00Z"}),
+            json!({"id": 2, "first": "Alan", "updated": "2026-11-03T10:00:00Z"}),
+        ]
+    }
+
+    #[test]
+    fn new_records_are_created_events_with_their_fingerprints() {
+        let out = with_context(|ctx| process_page(ctx, 1, records(), &HashMap::new()));
+        assert_eq!((out.counts.records, out.counts.created), (2, 2));
+        assert_eq!(out.seen.len(), 2);
+        let first = body(&out.messages[0]);
+        assert_eq!(first["type"], "crm.contact.created");
+        assert_eq!(first["data"]["first_name"], "Ada");
+        assert_eq!(first["remote_data"]["title"], "Director");
+        assert_eq!(out.messages[0].topic, "t.crm.contact");
+        assert_eq!(
+            out.max_updated,
+            Some("2026-11-03T10:00:00Z".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn unchanged_records_emit_nothing_and_changed_ones_name_their_fields() {
+        let first = with_context(|ctx| process_page(ctx, 1, records(), &HashMap::new()));
+        let stored = changes::by_id(first.seen);
+        let mut again = records();
+        again[1]["title"] = json!("Fellow");
+        let out = with_context(|ctx| process_page(ctx, 1, again, &stored));
+        assert_eq!((out.counts.created, out.counts.updated), (0, 1));
+        assert_eq!(out.messages.len(), 1);
+        let event = body(&out.messages[0]);
+        assert_eq!(event["op"], "updated");
+        assert_eq!(event["changed_fields"], json!(["title"]));
+        assert_eq!(out.seen.len(), 2, "unchanged records are still seen");
+    }
+
+    #[test]
+    fn a_record_that_fails_its_mapping_is_a_dead_letter_and_is_kept() {
+        // An email that is not a string fails the unified model's schema.
+        let mut bad = records();
+        bad[0]["email"] = json!(42);
+        let out = with_context(|ctx| process_page(ctx, 3, bad, &HashMap::new()));
+        assert_eq!((out.counts.dead_lettered, out.counts.created), (1, 1));
+        assert_eq!(out.touched, vec!["1".to_string()]);
+        let letter = body(&out.messages[0]);
+        assert_eq!(out.messages[0].topic, "t.deadletter");
+        assert_eq!(
+            (letter["page"].clone(), letter["record_id"].clone()),
+            (json!(3), json!("1"))
+        );
+        assert_eq!(
+            letter["raw"]["email"], 42,
+            "the raw record travels with the error"
+        );
+    }
+
+    #[test]
+    fn a_record_without_a_primary_key_is_a_dead_letter_without_id() {
+        let out =
+            with_context(|ctx| process_page(ctx, 1, vec![json!({"first": "x"})], &HashMap::new()));
+        assert_eq!(out.counts.dead_lettered, 1);
+        assert!(out.touched.is_empty());
+        assert_eq!(body(&out.messages[0])["record_id"], Value::Null);
+    }
+
+    #[test]
+    fn events_are_deterministic_across_replays() {
+        let a = with_context(|ctx| process_page(ctx, 1, records(), &HashMap::new()));
+        let b = with_context(|ctx| process_page(ctx, 1, records(), &HashMap::new()));
+        let ids = |o: &PageOutcome| {
+            o.messages
+                .iter()
+                .map(|m| body(m)["id"].clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&a), ids(&b));
+    }
+
+    #[test]
+    fn the_sweep_deletes_what_no_one_saw_but_keeps_this_page() {
+        let page = with_context(|ctx| process_page(ctx, 1, records(), &HashMap::new()));
+        let stale = |id: &str| StoredFingerprint {
+            record_id: id.into(),
+            hash: "h".into(),
+            field_hashes: Default::default(),
+        };
+        let unseen = vec![stale("1"), stale("9")];
+        let (messages, deleted) = with_context(|ctx| sweep(ctx, unseen, &page));
+        assert_eq!(deleted, vec!["9".to_string()]);
+        assert_eq!(messages.len(), 2, "a delete and its tombstone");
+        assert_eq!(body(&messages[0])["op"], "deleted");
+        assert!(messages[1].payload.is_none());
+    }
+
+    #[test]
+    fn provider_times_in_every_documented_shape() {
+        let t: DateTime<Utc> = "2026-11-03T10:00:00Z".parse().unwrap();
+        for v in [
+            json!("2026-11-03T10:00:00Z"),
+            json!("2026-11-03T11:00:00+0100"),
+            json!("2026-11-03 10:00:00"),
+            json!(t.timestamp()),
+            json!(t.timestamp_millis()),
+            json!(t.timestamp().to_string()),
+        ] {
+            assert_eq!(parse_record_time(&v), Some(t), "{v}");
+        }
+        assert_eq!(parse_record_time(&json!(true)), None);
+    }
+
+    #[test]
+    fn record_ids_skip_records_without_a_key() {
+        let spec = spec();
+        let plan = &spec.resource("contacts").unwrap().full;
+        let ids = record_ids(
+            plan,
+            &[json!({"id": 5}), json!({"x": 1}), json!({"id": "a"})],
+        );
+        assert_eq!(ids, vec!["5".to_string(), "a".to_string()]);
+    }
+}
