@@ -17,7 +17,7 @@ use tributary::engine::{Connection, ConnectionRuntime, ResourceRun, RunOptions};
 use tributary::http::auth::{DiscardTokens, TokenSink};
 use tributary::mapping::normalize::{normalize, primary_key};
 use tributary::secrets::Credentials;
-use tributary::spec::load_spec;
+use tributary::spec::{load_spec, CompiledSpec};
 
 use crate::progress::Progress;
 
@@ -175,66 +175,11 @@ async fn run_resource(args: RunArgs) -> Result<ExitCode, (u8, anyhow::Error)> {
     let bad = |e: anyhow::Error| (EXIT_BAD_INPUT, e);
     let spec = load_spec(&args.file).map_err(|e| bad(anyhow!(e)))?;
     let mut config = json_object("config", &args.config).map_err(bad)?;
-    let mut allow_private_hosts = args.allow_private_hosts;
     // Kept alive until the run ends: dropping it stops the server.
-    let _sandbox = match &args.sandbox {
-        Some(path) => {
-            let profile = tributary::sandbox::Profile::load(path).map_err(|e| bad(anyhow!(e)))?;
-            let token_path = profile.oauth.as_ref().map(|o| o.path.clone());
-            let handle = tributary::sandbox::start(profile, ([127, 0, 0, 1], 0).into())
-                .await
-                .map_err(|e| (EXIT_RUN_FAILED, anyhow!(e)))?;
-            eprintln!(
-                "sandbox {} serving at {}",
-                path.display(),
-                handle.base_url()
-            );
-            config.insert("base_url".into(), Value::String(handle.base_url()));
-            if let Some(p) = token_path {
-                config
-                    .entry("token_url")
-                    .or_insert_with(|| Value::String(format!("{}{p}", handle.base_url())));
-            }
-            allow_private_hosts = true;
-            Some(handle)
-        }
-        None => None,
-    };
-    let credentials_text = match args.credentials.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| bad(anyhow!("--credentials @{path}: cannot read the file: {e}")))?,
-        None => args.credentials.clone(),
-    };
-    // Parsed straight into redacting types: a bad value is reported without echoing it.
-    let credentials: Credentials = serde_json::from_str(&credentials_text)
-        .map_err(|e| bad(anyhow!("--credentials must be a JSON object: {e}")))?;
-    let since = match &args.since {
-        Some(s) => Some(
-            chrono::DateTime::parse_from_rfc3339(s)
-                .map_err(|e| bad(anyhow!("--since `{s}` is not an RFC 3339 time: {e}")))?
-                .with_timezone(&chrono::Utc),
-        ),
-        None => None,
-    };
-    if !(args.max_wait.is_finite() && args.max_wait >= 0.0) {
-        return Err(bad(anyhow!("--max-wait must be a number of seconds >= 0")));
-    }
-    let options = RunOptions {
-        since,
-        max_pages: args.max_pages,
-        page_size: args.page_size,
-        allow_private_hosts,
-        max_wait: Duration::from_secs_f64(args.max_wait),
-        max_attempts: args.max_attempts.max(1),
-        // One run on a terminal: throttles are waited out up to the ceiling, never parked.
-        // A command-line read waits out what it can; it has no circuit to open.
-        breaker: Breaker::new(BreakerSettings {
-            park_after: Duration::from_secs_f64(args.max_wait),
-            throttles_to_open: u32::MAX,
-            ..BreakerSettings::default()
-        }),
-        ..RunOptions::default()
-    };
+    let sandbox = start_sandbox(&args, &mut config).await?;
+    let credentials = read_credentials(&args.credentials).map_err(bad)?;
+    let options = run_options(&args, sandbox.is_some()).map_err(bad)?;
+    let since = options.since;
     let connection = Connection {
         config,
         credentials,
@@ -266,45 +211,155 @@ async fn run_resource(args: RunArgs) -> Result<ExitCode, (u8, anyhow::Error)> {
         progress.observer(),
     )
     .map_err(|e| bad(anyhow!(e)))?;
-    let resource = spec
-        .resource(&args.resource)
-        .expect("checked by ResourceRun::new");
-    let pk = &resource.plan(since.is_some()).records.primary_key;
     let started = Instant::now();
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut rejected = 0u64;
-    let mut printed = 0u64;
+    let counts = print_records(&spec, &args.resource, since.is_some(), run).await?;
+    if counts.closed {
+        return Ok(ExitCode::SUCCESS);
+    }
+    counts.report(started.elapsed().as_secs_f64(), &progress);
+    Ok(counts.exit_code())
+}
+
+/// Serve `--sandbox PROFILE` in-process and point the connection at it.
+async fn start_sandbox(
+    args: &RunArgs,
+    config: &mut Map<String, Value>,
+) -> Result<Option<tributary::sandbox::SandboxHandle>, (u8, anyhow::Error)> {
+    let Some(path) = &args.sandbox else {
+        return Ok(None);
+    };
+    let profile =
+        tributary::sandbox::Profile::load(path).map_err(|e| (EXIT_BAD_INPUT, anyhow!(e)))?;
+    let token_path = profile.oauth.as_ref().map(|o| o.path.clone());
+    let handle = tributary::sandbox::start(profile, ([127, 0, 0, 1], 0).into())
+        .await
+        .map_err(|e| (EXIT_RUN_FAILED, anyhow!(e)))?;
+    eprintln!(
+        "sandbox {} serving at {}",
+        path.display(),
+        handle.base_url()
+    );
+    config.insert("base_url".into(), Value::String(handle.base_url()));
+    if let Some(p) = token_path {
+        config
+            .entry("token_url")
+            .or_insert_with(|| Value::String(format!("{}{p}", handle.base_url())));
+    }
+    Ok(Some(handle))
+}
+
+/// `--credentials JSON` or `--credentials @FILE`, parsed straight into redacting types:
+/// a bad value is reported without echoing it.
+fn read_credentials(flag: &str) -> anyhow::Result<Credentials> {
+    let text = match flag.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| anyhow!("--credentials @{path}: cannot read the file: {e}"))?,
+        None => flag.to_string(),
+    };
+    serde_json::from_str(&text).map_err(|e| anyhow!("--credentials must be a JSON object: {e}"))
+}
+
+fn run_options(args: &RunArgs, sandboxed: bool) -> anyhow::Result<RunOptions> {
+    let since = match &args.since {
+        Some(s) => Some(
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map_err(|e| anyhow!("--since `{s}` is not an RFC 3339 time: {e}"))?
+                .with_timezone(&chrono::Utc),
+        ),
+        None => None,
+    };
+    if !(args.max_wait.is_finite() && args.max_wait >= 0.0) {
+        return Err(anyhow!("--max-wait must be a number of seconds >= 0"));
+    }
+    Ok(RunOptions {
+        since,
+        max_pages: args.max_pages,
+        page_size: args.page_size,
+        // A sandbox serves on loopback.
+        allow_private_hosts: args.allow_private_hosts || sandboxed,
+        max_wait: Duration::from_secs_f64(args.max_wait),
+        max_attempts: args.max_attempts.max(1),
+        // One run on a terminal: throttles are waited out up to the ceiling, never
+        // parked, and there is no circuit to open.
+        breaker: Breaker::new(BreakerSettings {
+            park_after: Duration::from_secs_f64(args.max_wait),
+            throttles_to_open: u32::MAX,
+            ..BreakerSettings::default()
+        }),
+        ..RunOptions::default()
+    })
+}
+
+/// What `spec run` printed.
+#[derive(Default)]
+struct Printed {
+    records: u64,
+    rejected: u64,
+    /// stdout was closed (e.g. piped into `head`): the run stopped quietly.
+    closed: bool,
+}
+
+impl Printed {
+    fn report(&self, secs: f64, progress: &Progress) {
+        eprintln!(
+            "done: {} records in {} pages in {secs:.2}s ({:.0} records/s){}",
+            self.records,
+            progress.pages.load(std::sync::atomic::Ordering::Relaxed),
+            self.records as f64 / secs.max(1e-9),
+            if self.rejected > 0 {
+                format!("; {} records could not be normalized", self.rejected)
+            } else {
+                String::new()
+            }
+        );
+    }
+
+    fn exit_code(&self) -> ExitCode {
+        if self.rejected > 0 {
+            ExitCode::from(EXIT_RECORDS_REJECTED)
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Normalize every record of every page and print it as one JSON line on stdout;
+/// records that fail are reported on stderr with where they came from.
+async fn print_records(
+    spec: &CompiledSpec,
+    resource_name: &str,
+    incremental: bool,
+    run: ResourceRun,
+) -> Result<Printed, (u8, anyhow::Error)> {
+    let resource = spec
+        .resource(resource_name)
+        .expect("checked by ResourceRun::new");
+    let pk = &resource.plan(incremental).records.primary_key;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut printed = Printed::default();
     let pages = run.pages();
     futures::pin_mut!(pages);
     while let Some(page) = pages.next().await {
-        let page = match page {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = out.flush();
-                return Err((
-                    EXIT_RUN_FAILED,
-                    anyhow!(e).context(format!("after {printed} records")),
-                ));
-            }
-        };
+        let page = page.map_err(|e| {
+            let _ = out.flush();
+            let after = format!("after {} records", printed.records);
+            (EXIT_RUN_FAILED, anyhow!(e).context(after))
+        })?;
         for (i, raw) in page.records.into_iter().enumerate() {
-            let outcome = primary_key(&raw, pk).and_then(|id| normalize(resource, id, raw));
-            match outcome {
+            match primary_key(&raw, pk).and_then(|id| normalize(resource, id, raw)) {
                 Ok(record) => {
                     let line = serde_json::to_string(&record).expect("records serialize");
                     if writeln!(out, "{line}").is_err() {
-                        // stdout closed (e.g. piped into `head`): stop quietly.
-                        return Ok(ExitCode::SUCCESS);
+                        printed.closed = true;
+                        return Ok(printed);
                     }
-                    printed += 1;
+                    printed.records += 1;
                 }
                 Err(e) => {
-                    rejected += 1;
+                    printed.rejected += 1;
                     eprintln!(
-                        "{} resource `{}`, page {}, record {}: {e}",
+                        "{} resource `{resource_name}`, page {}, record {}: {e}",
                         spec.file.display(),
-                        args.resource,
                         page.number,
                         i + 1
                     );
@@ -314,20 +369,5 @@ async fn run_resource(args: RunArgs) -> Result<ExitCode, (u8, anyhow::Error)> {
         let _ = out.flush();
     }
     let _ = out.flush();
-    let secs = started.elapsed().as_secs_f64();
-    eprintln!(
-        "done: {printed} records in {} pages in {secs:.2}s ({:.0} records/s){}",
-        progress.pages.load(std::sync::atomic::Ordering::Relaxed),
-        printed as f64 / secs.max(1e-9),
-        if rejected > 0 {
-            format!("; {rejected} records could not be normalized")
-        } else {
-            String::new()
-        }
-    );
-    Ok(if rejected > 0 {
-        ExitCode::from(EXIT_RECORDS_REJECTED)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(printed)
 }
