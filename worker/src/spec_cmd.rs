@@ -178,9 +178,9 @@ async fn run_resource(args: RunArgs) -> Result<ExitCode, (u8, anyhow::Error)> {
     // Kept alive until the run ends: dropping it stops the server.
     let _sandbox = match &args.sandbox {
         Some(path) => {
-            let profile = tributary::sandbox::Profile::load(path).map_err(|e| bad(anyhow!(e)))?;
+            let profile = tributary_sandbox::Profile::load(path).map_err(|e| bad(anyhow!(e)))?;
             let token_path = profile.oauth.as_ref().map(|o| o.path.clone());
-            let handle = tributary::sandbox::start(profile, ([127, 0, 0, 1], 0).into())
+            let handle = tributary_sandbox::start(profile, ([127, 0, 0, 1], 0).into())
                 .await
                 .map_err(|e| (EXIT_RUN_FAILED, anyhow!(e)))?;
             eprintln!(
