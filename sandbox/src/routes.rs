@@ -206,6 +206,13 @@ fn selection(
     };
     let q = request["query"][&sq.param].clone();
     match &dispatch.statement {
+        // Neither a query nor a locator's cursor: nothing says what to read.
+        None if page.cursor.is_none() => {
+            let message = format!("the query parameter `{}` is missing", sq.param);
+            Err(Box::new(
+                malformed.render(&json!({"message": message, "query": q})),
+            ))
+        }
         None => match page.cursor_selection {
             None => Ok((Selection::Whole, None)),
             Some(id) => match s.selections.get(id) {

@@ -188,6 +188,18 @@ async fn a_selected_field_the_object_does_not_have_is_refused_as_invalid_field()
     assert_eq!(status, 401, "{body}");
     assert_eq!(body[0]["errorCode"], "INVALID_SESSION_ID");
 
+    // No query at all is malformed too.
+    let (status, body) = get(
+        url_of(&sbx, "/services/data/v62.0/query").to_string(),
+        SOQL_TOKEN,
+    )
+    .await;
+    assert_eq!(
+        (status, body[0]["errorCode"].clone()),
+        (400, json!("MALFORMED_QUERY")),
+        "{body}"
+    );
+
     // What the sandbox cannot read is a malformed query, not a guess.
     let (status, body) = get(soql(&sbx, "SELECT FIELDS(ALL) FROM Contact"), SOQL_TOKEN).await;
     assert_eq!(status, 400);
