@@ -77,7 +77,7 @@ pub fn named_properties(np: &NamedProperties, names: Option<Value>) -> Selection
 
 /// The record keys a statement selects (the records' own spelling; names compare
 /// without case, as the query language does), after those always returned; or the
-/// first selected field the records do not have. A path (`Account.Name`) needs its
+/// first field it selects, filters or sorts on that the records do not have. A path (`Account.Name`) needs its
 /// first segment to be a field, and returns that field whole.
 pub fn selected_fields(
     select: &Select,
@@ -91,14 +91,17 @@ pub fn selected_fields(
             .cloned()
     };
     let mut keys: Vec<String> = q.always.iter().filter_map(|k| find(k)).collect();
+    let head = |field: &str| find(field.split('.').next().unwrap_or(field));
     for field in &select.fields {
-        let head = field.split('.').next().unwrap_or(field);
-        let Some(key) = find(head) else {
+        let Some(key) = head(field) else {
             return Err(field.clone());
         };
         if !keys.contains(&key) {
             keys.push(key);
         }
+    }
+    if let Some(unknown) = select.clause_fields.iter().find(|f| head(f).is_none()) {
+        return Err(unknown.clone());
     }
     Ok(keys)
 }
@@ -173,6 +176,7 @@ mod tests {
         let select = |f: &[&str]| Select {
             fields: f.iter().map(|s| s.to_string()).collect(),
             object: "Contact".into(),
+            clause_fields: vec!["email".into()],
         };
         assert_eq!(
             selected_fields(&select(&["id", "Name"]), &q, &fields).unwrap(),
@@ -181,6 +185,12 @@ mod tests {
         assert_eq!(
             selected_fields(&select(&["Id", "Phone"]), &q, &fields),
             Err("Phone".into())
+        );
+        let mut sorted_on_unknown = select(&["Id"]);
+        sorted_on_unknown.clause_fields.push("Region__c".into());
+        assert_eq!(
+            selected_fields(&sorted_on_unknown, &q, &fields),
+            Err("Region__c".into())
         );
         let keys = Arc::new(vec!["attributes".to_string(), "Id".to_string()]);
         let rec = json!({"attributes": {"type": "Contact"}, "Id": "003", "Name": "Ada"});

@@ -1,9 +1,10 @@
 //! A small reader of SOQL-style statements, enough for a sandbox to answer as
-//! strictly as the API it imitates: the SELECT field list and the FROM object of
-//! `SELECT a, b.c FROM Object [WHERE ...] [ORDER BY ...] [LIMIT n]`. What follows
-//! the object is only checked to start with a clause keyword; filters are read
-//! elsewhere (the profile's `input.since`). Functions, subqueries and aliases in
-//! the field list are refused with a message saying so, rather than guessed at.
+//! strictly as the API it imitates: the SELECT field list, the FROM object and the
+//! fields the WHERE and ORDER BY clauses name, in
+//! `SELECT a, b.c FROM Object [WHERE ...] [ORDER BY ...] [LIMIT n]`. Filter values
+//! are read elsewhere (the profile's `input.since`). Functions, subqueries and
+//! aliases in the field list are refused with a message saying so, rather than
+//! guessed at.
 
 /// What a statement selects, and from which object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,6 +12,8 @@ pub struct Select {
     /// The field names as written (paths like `Account.Name` kept whole).
     pub fields: Vec<String>,
     pub object: String,
+    /// Fields the WHERE conditions compare and ORDER BY sorts on.
+    pub clause_fields: Vec<String>,
 }
 
 /// Why a statement cannot be read.
@@ -50,7 +53,140 @@ pub fn parse(query: &str) -> Result<Select, ParseError> {
     Ok(Select {
         fields,
         object: object.to_string(),
+        clause_fields: clause_fields(&tokenize(tail)?),
     })
+}
+
+/// A piece of the clauses after the object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Token<'a> {
+    Word(&'a str),
+    Quoted,
+    Comparison,
+    Open,
+    Close,
+    Comma,
+}
+
+fn tokenize(s: &str) -> Result<Vec<Token<'_>>, ParseError> {
+    let word_char = |c: char| c.is_ascii_alphanumeric() || "_.:+-".contains(c);
+    let mut tokens = Vec::new();
+    let mut chars = s.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {}
+            '\'' => {
+                let mut closed = false;
+                while let Some((_, q)) = chars.next() {
+                    match q {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '\'' => {
+                            closed = true;
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+                if !closed {
+                    return Err(ParseError("a quoted value is not closed".into()));
+                }
+                tokens.push(Token::Quoted);
+            }
+            '(' => tokens.push(Token::Open),
+            ')' => tokens.push(Token::Close),
+            ',' => tokens.push(Token::Comma),
+            '=' | '!' | '<' | '>' => {
+                while chars.next_if(|&(_, n)| "=<>".contains(n)).is_some() {}
+                tokens.push(Token::Comparison);
+            }
+            c if word_char(c) => {
+                let mut end = i + c.len_utf8();
+                while let Some((j, n)) = chars.next_if(|&(_, n)| word_char(n)) {
+                    end = j + n.len_utf8();
+                }
+                tokens.push(Token::Word(&s[i..end]));
+            }
+            other => return Err(ParseError(format!("unexpected character `{other}`"))),
+        }
+    }
+    Ok(tokens)
+}
+
+fn is_word(t: Option<&Token>, kw: &str) -> bool {
+    matches!(t, Some(Token::Word(w)) if w.eq_ignore_ascii_case(kw))
+}
+
+/// Whether a comparison starts at `tokens[i]` (`=`, `LIKE`, `IN`, `NOT IN`, ...).
+fn comparison_at(tokens: &[Token], i: usize) -> bool {
+    matches!(tokens.get(i), Some(Token::Comparison))
+        || ["like", "in", "includes", "excludes"]
+            .iter()
+            .any(|kw| is_word(tokens.get(i), kw))
+        || (is_word(tokens.get(i), "not") && is_word(tokens.get(i + 1), "in"))
+}
+
+/// The fields WHERE compares (a name before a comparison; semi-join subqueries
+/// skipped) and ORDER BY sorts on (the first name of each item).
+fn clause_fields(tokens: &[Token]) -> Vec<String> {
+    #[derive(PartialEq)]
+    enum Clause {
+        Where,
+        Order { expect_field: bool },
+        Other,
+    }
+    let mut clause = Clause::Other;
+    let mut fields = Vec::new();
+    let mut i = 0;
+    while i < tokens.len() {
+        let t = &tokens[i];
+        if is_word(Some(t), "where") {
+            clause = Clause::Where;
+        } else if is_word(Some(t), "order") && is_word(tokens.get(i + 1), "by") {
+            clause = Clause::Order { expect_field: true };
+            i += 1;
+        } else if ["limit", "offset", "group", "with", "for", "using"]
+            .iter()
+            .any(|kw| is_word(Some(t), kw))
+        {
+            clause = Clause::Other;
+        } else {
+            match (&mut clause, t) {
+                (Clause::Where, Token::Open) if is_word(tokens.get(i + 1), "select") => {
+                    let mut depth = 0usize;
+                    while i < tokens.len() {
+                        match tokens[i] {
+                            Token::Open => depth += 1,
+                            Token::Close => depth -= 1,
+                            _ => {}
+                        }
+                        if depth == 0 {
+                            break;
+                        }
+                        i += 1;
+                    }
+                }
+                (Clause::Where, Token::Word(w))
+                    if is_field_path(w)
+                        && !["and", "or", "not"]
+                            .iter()
+                            .any(|kw| w.eq_ignore_ascii_case(kw))
+                        && comparison_at(tokens, i + 1) =>
+                {
+                    fields.push(w.to_string());
+                }
+                (Clause::Order { expect_field }, Token::Word(w)) if *expect_field => {
+                    fields.push(w.to_string());
+                    *expect_field = false;
+                }
+                (Clause::Order { expect_field }, Token::Comma) => *expect_field = true,
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    fields
 }
 
 /// Whether `s` starts with `word` (any case) followed by a non-word character or the end.
@@ -167,6 +303,35 @@ mod tests {
             "account"
         );
         assert_eq!(fields("SELECT Id FROM Lead"), ["Id"]);
+    }
+
+    #[test]
+    fn reads_the_fields_where_compares_and_order_by_sorts_on() {
+        let s = parse(
+            "SELECT Id FROM Contact WHERE (SystemModstamp >= 2024-05-01T10:00:00Z AND Name LIKE 'a%') \
+             OR Region__c NOT IN ('x', 'y') OR CreatedDate = LAST_N_DAYS:3 OR Email != null \
+             AND AccountId IN (SELECT Id FROM Account WHERE Hidden__c = true) \
+             ORDER BY LastName DESC NULLS LAST, Id LIMIT 10",
+        )
+        .unwrap();
+        assert_eq!(
+            s.clause_fields,
+            [
+                "SystemModstamp",
+                "Name",
+                "Region__c",
+                "CreatedDate",
+                "Email",
+                "AccountId",
+                "LastName",
+                "Id"
+            ]
+        );
+        assert!(parse("SELECT Id FROM Contact")
+            .unwrap()
+            .clause_fields
+            .is_empty());
+        assert!(parse("SELECT Id FROM Contact WHERE Name = 'open").is_err());
     }
 
     #[test]

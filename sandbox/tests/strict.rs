@@ -183,6 +183,17 @@ async fn a_selected_field_the_object_does_not_have_is_refused_as_invalid_field()
         (400, json!("INVALID_FIELD"))
     );
 
+    // Filtering or sorting on a field the object does not have is refused the same way.
+    for q in [
+        "SELECT Id FROM Contact WHERE Region__c = 'EMEA'",
+        "SELECT Id FROM Contact ORDER BY Region__c ASC",
+    ] {
+        let (status, body) = get(soql(&sbx, q), SOQL_TOKEN).await;
+        assert_eq!(status, 400, "{q}: {body}");
+        assert_eq!(body[0]["errorCode"], "INVALID_FIELD", "{q}");
+        assert!(body[0]["message"].as_str().unwrap().contains("Region__c"));
+    }
+
     // The credential is checked first, as the API does.
     let (status, body) = get(soql(&sbx, "SELECT Region__c FROM Contact"), "wrong").await;
     assert_eq!(status, 401, "{body}");
