@@ -9,23 +9,24 @@
 //! fields a request gets) with `soql` (the SELECT parser), `auth` (data request
 //! credentials), `oauth` (the token endpoint), `throttle` (the sandbox's own
 //! budget), `faults` (failures on demand), `control` (the `/_sandbox/` API),
-//! `respond` (JSON answers) and `server` (the router, `start`).
+//! `respond` (JSON answers) and `server` (the router, `start`). The public API
+//! is the profile format, `start`, the handle, and the control API's types.
 
-pub mod auth;
-pub mod compile;
-pub mod control;
-pub mod data;
-pub mod faults;
-pub mod oauth;
-pub mod paging;
+mod auth;
+mod compile;
+mod control;
+mod data;
+mod faults;
+mod oauth;
+mod paging;
 pub mod profile;
-pub mod respond;
-pub mod routes;
-pub mod select;
-pub mod server;
-pub mod soql;
-pub mod state;
-pub mod throttle;
+mod respond;
+mod routes;
+mod select;
+mod server;
+mod soql;
+mod state;
+mod throttle;
 
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
