@@ -19,12 +19,12 @@ use tributary::breaker::{Breaker, BreakerSettings};
 use tributary::bus::{Publisher, Topics};
 use tributary::engine::RunOptions;
 use tributary::mapping::models::model_names;
-use tributary::sandbox::{self, Profile, SandboxHandle};
 use tributary::schedule::tick::{ScheduleSettings, Scheduler};
 use tributary::secrets::crypto::Cipher;
 use tributary::store::{NewConnection, Store};
 use tributary::sync::worker::{consume, StopSignal, WorkerOptions};
 use tributary::sync::{SyncSettings, Syncer};
+use tributary_sandbox::{self as sandbox, Profile, SandboxHandle};
 
 use crate::api;
 

@@ -1,5 +1,6 @@
-//! Tributary's core: provider specs, the generic sync engine, mappings into
-//! unified models, and the sandbox provider. Both binaries build on this crate.
+//! Tributary's core: provider specs, the generic sync engine and mappings into
+//! unified models. Both binaries build on this crate (the sandbox provider is
+//! its own crate, `tributary-sandbox`).
 
 pub mod breaker;
 pub mod budget;
@@ -10,7 +11,6 @@ pub mod engine;
 pub mod http;
 pub mod logging;
 pub mod mapping;
-pub mod sandbox;
 pub mod schedule;
 pub mod secrets;
 pub mod spec;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tributary::bus::{Job, JobReason};
-use tributary::sandbox::{self, Profile, SandboxHandle};
 use tributary::store::RunMode;
+use tributary_sandbox::{self as sandbox, Profile, SandboxHandle};
 
 use crate::broker::TopicReader;
 use crate::pipeline::{wait_group_settled, Rig, WorkerProcess};

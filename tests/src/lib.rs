@@ -139,7 +139,7 @@ impl SandboxControl {
         Ok(())
     }
 
-    pub async fn stats(&self) -> anyhow::Result<tributary::sandbox::Stats> {
+    pub async fn stats(&self) -> anyhow::Result<tributary_sandbox::Stats> {
         Ok(self
             .http
             .get(format!("{}/_sandbox/stats", self.base_url))

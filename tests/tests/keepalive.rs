@@ -2,10 +2,10 @@
 //! expires their unused refresh token (the spec's `refresh_token_idle_days`).
 
 use serde_json::json;
-use tributary::sandbox::{self, Profile};
 use tributary::store::{NewConnection, Store};
 use tributary::sync::keepalive::refresh_idle;
 use tributary_e2e::{fresh_databases, repo_root, test_cipher, SandboxControl};
+use tributary_sandbox::{self as sandbox, Profile};
 
 #[tokio::test]
 async fn idle_connections_are_refreshed_at_half_the_idle_limit() {

@@ -1,4 +1,4 @@
-//! Providers are data: no provider's name appears in the engine's or binaries' Rust code.
+//! Providers are data: no provider's name appears in the engine's, the sandbox's or the binaries' Rust code.
 
 use tributary_e2e::repo_root;
 
@@ -29,7 +29,7 @@ fn no_provider_name_in_rust_code() {
     providers.sort();
     assert!(providers.len() >= 6, "{providers:?}");
     let mut files = Vec::new();
-    for dir in ["shared/src", "worker/src", "scheduler/src"] {
+    for dir in ["shared/src", "sandbox/src", "worker/src", "scheduler/src"] {
         rust_files(&root.join(dir), &mut files);
     }
     for file in files {

@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tributary::budget::{Budget, BudgetOwner, BudgetSettings, Ledger, MemoryLedger};
-use tributary::sandbox::{self, Profile};
 use tributary::spec::model::{BudgetScope, RateLimit};
 use tributary::store::{Store, StoreLedger};
 use tributary_e2e::{fresh_postgres, repo_root, test_cipher};
+use tributary_sandbox::{self as sandbox, Profile};
 
 const PROCESSES: usize = 3;
 /// Requests in flight per process (a worker runs several jobs at once).

@@ -108,11 +108,11 @@ async fn main() {
         .unwrap_or(20_000);
     let broker = Broker::start();
     let mut profile =
-        tributary::sandbox::Profile::load(&repo_root().join("provider-specs/sandbox/hubspot.yaml"))
+        tributary_sandbox::Profile::load(&repo_root().join("provider-specs/sandbox/hubspot.yaml"))
             .unwrap();
     profile.rate_limit = None;
     profile.resources.get_mut("contacts").unwrap().count = n;
-    let sbx = tributary::sandbox::start(profile, "127.0.0.1:0".parse().unwrap())
+    let sbx = tributary_sandbox::start(profile, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
     let base = sbx.base_url();

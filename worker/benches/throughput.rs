@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tributary::mapping::normalize::{normalize, primary_key};
-use tributary::sandbox::{self, Profile};
 use tributary::spec::load_spec;
+use tributary_sandbox::{self as sandbox, Profile};
 
 const PAGE_SIZE: usize = 100;
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use tributary::sandbox::{self, Profile};
+use tributary_sandbox::{self as sandbox, Profile};
 
 #[derive(Args)]
 pub struct SandboxArgs {

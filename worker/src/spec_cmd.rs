@@ -224,14 +224,14 @@ async fn run_resource(args: RunArgs) -> Result<ExitCode, (u8, anyhow::Error)> {
 async fn start_sandbox(
     args: &RunArgs,
     config: &mut Map<String, Value>,
-) -> Result<Option<tributary::sandbox::SandboxHandle>, (u8, anyhow::Error)> {
+) -> Result<Option<tributary_sandbox::SandboxHandle>, (u8, anyhow::Error)> {
     let Some(path) = &args.sandbox else {
         return Ok(None);
     };
     let profile =
-        tributary::sandbox::Profile::load(path).map_err(|e| (EXIT_BAD_INPUT, anyhow!(e)))?;
+        tributary_sandbox::Profile::load(path).map_err(|e| (EXIT_BAD_INPUT, anyhow!(e)))?;
     let token_path = profile.oauth.as_ref().map(|o| o.path.clone());
-    let handle = tributary::sandbox::start(profile, ([127, 0, 0, 1], 0).into())
+    let handle = tributary_sandbox::start(profile, ([127, 0, 0, 1], 0).into())
         .await
         .map_err(|e| (EXIT_RUN_FAILED, anyhow!(e)))?;
     eprintln!(

@@ -4,8 +4,8 @@ use std::path::Path;
 use std::process::Output;
 
 use serde_json::json;
-use tributary::sandbox::{self, Profile, SandboxHandle};
 use tributary_e2e::{repo_root, SandboxControl};
+use tributary_sandbox::{self as sandbox, Profile, SandboxHandle};
 
 fn worker(args: &[&str]) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_tributary-worker"))

@@ -13,7 +13,7 @@ const WORKER: &str = env!("CARGO_BIN_EXE_tributary-worker");
 const LONG: Duration = Duration::from_secs(120);
 
 /// Wait (polling the sandbox's counters) until `check` holds.
-async fn until(rig: &Rig, what: &str, check: impl Fn(&tributary::sandbox::Stats) -> bool) {
+async fn until(rig: &Rig, what: &str, check: impl Fn(&tributary_sandbox::Stats) -> bool) {
     let deadline = Instant::now() + LONG;
     loop {
         if check(&rig.control.stats().await.unwrap()) {

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::Stdio;
 
 use serde_json::{Map, Value};
-use tributary::sandbox::{self, Profile};
 use tributary_e2e::{repo_root, ProviderCase, SandboxControl};
+use tributary_sandbox::{self as sandbox, Profile};
 
 struct RunOutput {
     code: i32,

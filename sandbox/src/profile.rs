@@ -1,8 +1,13 @@
 //! A sandbox profile: how the sandbox imitates one provider's API (routes,
-//! paging inputs, record and page shapes, auth, throttles), as data.
+//! paging inputs, record and page shapes, auth, throttles, how strictly a
+//! listing answers), as data; `Profile::load` reads one from YAML.
+
+use std::path::Path;
 
 use indexmap::IndexMap;
 use serde::Deserialize;
+
+use crate::SandboxError;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,12 +32,11 @@ fn default_seed() -> u64 {
 }
 
 /// How data requests are authenticated.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthCheck {
-    /// `none`, `bearer`, `header` (a named header), `query` (a named parameter), or `basic`.
-    #[serde(rename = "type", default = "default_auth_type")]
-    pub kind: String,
+    #[serde(rename = "type", default)]
+    pub kind: AuthKind,
     /// Header or parameter name for `header` / `query` (`Authorization` for bearer).
     #[serde(default)]
     pub name: Option<String>,
@@ -47,20 +51,21 @@ pub struct AuthCheck {
     pub unauthorized: Answer,
 }
 
-impl Default for AuthCheck {
-    fn default() -> Self {
-        AuthCheck {
-            kind: default_auth_type(),
-            name: None,
-            prefix: None,
-            tokens: Vec::new(),
-            unauthorized: Answer::default(),
-        }
-    }
-}
-
-fn default_auth_type() -> String {
-    "none".into()
+/// Where a data request carries its credential.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthKind {
+    /// Every request is accepted.
+    #[default]
+    None,
+    /// `Authorization: Bearer <token>` (or the named header and prefix).
+    Bearer,
+    /// A named header (`x-api-key` unless named), minus an optional prefix.
+    Header,
+    /// A named query parameter (`api_key` unless named).
+    Query,
+    /// HTTP Basic: the user name is the token.
+    Basic,
 }
 
 /// A fixed error answer: status, JSONata body (over the request context), headers.
@@ -104,9 +109,9 @@ pub struct OAuthServer {
     /// Refresh tokens valid from the start.
     #[serde(default)]
     pub refresh_tokens: Vec<String>,
-    /// `body` or `basic`: how the client must authenticate.
-    #[serde(default = "default_client_auth")]
-    pub client_auth: String,
+    /// How the client must authenticate at the token endpoint.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
     /// JSONata over `{access_token, refresh_token, expires_in}`: the success answer.
     #[serde(default)]
     pub response: Option<String>,
@@ -118,8 +123,16 @@ pub struct OAuthServer {
 fn default_ttl() -> u64 {
     3600
 }
-fn default_client_auth() -> String {
-    "body".into()
+
+/// How an OAuth client presents its id and secret.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// `client_id` and `client_secret` in the form body.
+    #[default]
+    Body,
+    /// HTTP Basic with the id and secret.
+    Basic,
 }
 fn default_invalid_grant() -> Answer {
     Answer {
@@ -155,8 +168,8 @@ pub struct ResourceProfile {
     #[serde(default)]
     pub input: Inputs,
     /// How `input.since` reads: rfc3339 (any RFC 3339 or SOQL-like literal), epoch_seconds, epoch_millis, or a strftime pattern.
-    #[serde(default = "default_since_format")]
-    pub since_format: String,
+    #[serde(default)]
+    pub since_format: SinceFormat,
     /// Offsets the provider counts from (1 for start positions).
     #[serde(default)]
     pub offset_base: u64,
@@ -168,13 +181,110 @@ pub struct ResourceProfile {
     pub record: String,
     /// The page answer.
     pub response: PageShape,
+    /// A listing returns only the properties a request names (fields are opt-in).
+    #[serde(default)]
+    pub named_properties: Option<NamedProperties>,
+    /// A query parameter in a SELECT language names the fields: unknown ones are
+    /// refused, and only the selected ones are returned.
+    #[serde(default)]
+    pub select_query: Option<SelectQuery>,
+}
+
+/// How `input.since` values read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "String")]
+pub enum SinceFormat {
+    /// RFC 3339, or the same with a `+0000` offset, optionally quoted.
+    #[default]
+    Rfc3339,
+    EpochSeconds,
+    EpochMillis,
+    /// A strftime pattern, with or without an offset.
+    Pattern(String),
+}
+
+impl From<String> for SinceFormat {
+    fn from(s: String) -> Self {
+        match s.as_str() {
+            "rfc3339" => SinceFormat::Rfc3339,
+            "epoch_seconds" => SinceFormat::EpochSeconds,
+            "epoch_millis" => SinceFormat::EpochMillis,
+            _ => SinceFormat::Pattern(s),
+        }
+    }
+}
+
+impl std::fmt::Display for SinceFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SinceFormat::Rfc3339 => f.write_str("rfc3339"),
+            SinceFormat::EpochSeconds => f.write_str("epoch_seconds"),
+            SinceFormat::EpochMillis => f.write_str("epoch_millis"),
+            SinceFormat::Pattern(p) => f.write_str(p),
+        }
+    }
+}
+
+/// Properties are opt-in: a listing returns, inside each record's properties
+/// object, only those the request names, plus the ones always returned. A named
+/// property the records do not have is ignored; one they hold as `null` is
+/// returned as `null`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedProperties {
+    /// JSONata over the request context (`{query, body, params, headers}`): the names
+    /// asked for, as a comma-separated string or an array of strings.
+    pub names: String,
+    /// The record's key holding the properties object.
+    pub under: String,
+    /// Returned whether named or not.
+    #[serde(default)]
+    pub always: Vec<String>,
+    /// Returned (besides `always`) when the request names none.
+    #[serde(default)]
+    pub when_none: Vec<String>,
+}
+
+/// A query parameter holding `SELECT f1, f2 FROM Object [WHERE ...] [ORDER BY ...]
+/// [LIMIT n]`: the resource serves the queries on its object, answers
+/// `invalid_field` for a selected field its records do not have, and returns only
+/// the selected fields (query locators remember the selection).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelectQuery {
+    /// The query parameter's name.
+    pub param: String,
+    /// The object after FROM that this resource serves (compared case-insensitively).
+    pub object: String,
+    /// Record keys returned whatever is selected.
+    #[serde(default)]
+    pub always: Vec<String>,
+    /// JSONata body over `{field, object, query}`.
+    #[serde(default = "default_invalid_field")]
+    pub invalid_field: Answer,
+    /// The answer to a query the sandbox cannot read: JSONata body over `{message, query}`.
+    #[serde(default = "default_malformed")]
+    pub malformed: Answer,
+}
+
+fn default_invalid_field() -> Answer {
+    Answer {
+        status: 400,
+        body: Some(r#"{"error": "invalid_field", "field": field, "object": object}"#.into()),
+        headers: IndexMap::new(),
+    }
+}
+
+fn default_malformed() -> Answer {
+    Answer {
+        status: 400,
+        body: Some(r#"{"error": "malformed_query", "message": message}"#.into()),
+        headers: IndexMap::new(),
+    }
 }
 
 fn default_count() -> u64 {
     50
-}
-fn default_since_format() -> String {
-    "rfc3339".into()
 }
 fn default_limit() -> u64 {
     10
@@ -218,4 +328,18 @@ pub struct PageShape {
     /// Header templates (JSONata over the same context); an undefined result omits the header.
     #[serde(default)]
     pub headers: IndexMap<String, String>,
+}
+
+impl Profile {
+    /// Read a profile file; errors name the file and the path inside it.
+    pub fn load(path: &Path) -> Result<Profile, SandboxError> {
+        let fail = |message: String| SandboxError::Profile {
+            file: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+        let de = serde_yaml_ng::Deserializer::from_str(&text);
+        serde_path_to_error::deserialize(de)
+            .map_err(|e| fail(format!("at `{}`: {}", e.path(), e.inner())))
+    }
 }

@@ -9,8 +9,8 @@ use serde_json::json;
 use tributary::budget::{Budget, BudgetOwner};
 use tributary::engine::{ignore_events, Connection, ConnectionRuntime, ResourceRun, RunOptions};
 use tributary::http::auth::DiscardTokens;
-use tributary::sandbox::{self, Profile};
 use tributary::spec::load_spec;
+use tributary_sandbox::{self as sandbox, Profile};
 
 fn repo(path: &str) -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))

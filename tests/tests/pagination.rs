@@ -11,8 +11,8 @@ use tributary::engine::{
     RunOptions,
 };
 use tributary::http::auth::DiscardTokens;
-use tributary::sandbox::{self, Profile, SandboxHandle};
 use tributary::spec::{load_spec, CompiledSpec};
+use tributary_sandbox::{self as sandbox, Profile, SandboxHandle};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -1,0 +1,158 @@
+//! A profile compiled once at start: every JSONata expression, the fixed
+//! answers and one route table per HTTP method. A profile that does not compile
+//! is refused with the place of the problem.
+
+use std::collections::HashMap;
+
+use tributary::mapping::jsonata::Jsonata;
+
+use crate::profile::{Inputs, Profile, ResourceProfile};
+use crate::respond::FixedAnswer;
+use crate::SandboxError;
+
+/// The resources a route may serve, each with its optional `when` predicate.
+pub type Candidates = Vec<(String, Option<Jsonata>)>;
+
+/// The paging inputs' expressions (over the request context).
+pub struct CompiledInputs {
+    pub cursor: Option<Jsonata>,
+    pub offset: Option<Jsonata>,
+    pub page: Option<Jsonata>,
+    pub limit: Option<Jsonata>,
+    pub since: Option<Jsonata>,
+}
+
+/// One resource's expressions.
+pub struct CompiledResource {
+    pub record: Jsonata,
+    pub body: Jsonata,
+    pub headers: Vec<(String, Jsonata)>,
+    pub inputs: CompiledInputs,
+    /// `named_properties.names`.
+    pub property_names: Option<Jsonata>,
+    /// `select_query.invalid_field` and `select_query.malformed`.
+    pub select_answers: Option<(FixedAnswer, FixedAnswer)>,
+}
+
+/// The whole profile's expressions and route tables.
+pub struct Compiled {
+    pub resources: HashMap<String, CompiledResource>,
+    /// Method (upper case) -> path pattern -> candidates.
+    pub routes: HashMap<String, matchit::Router<Candidates>>,
+    pub unauthorized: FixedAnswer,
+    pub throttle: Option<FixedAnswer>,
+    pub invalid_grant: Option<FixedAnswer>,
+    pub token_body: Option<Jsonata>,
+    /// Headers on every data answer.
+    pub global_headers: Vec<(String, Jsonata)>,
+}
+
+fn expr(at: &str, src: &str) -> Result<Jsonata, String> {
+    Jsonata::compile(src).map_err(|e| format!("{at}: {e}"))
+}
+
+pub fn compile(profile: &Profile) -> Result<Compiled, SandboxError> {
+    let fail = |message: String| SandboxError::Profile {
+        file: profile.name.clone(),
+        message,
+    };
+    let mut resources = HashMap::new();
+    let mut by_route: HashMap<(String, String), Candidates> = HashMap::new();
+    for (name, r) in &profile.resources {
+        resources.insert(name.clone(), compile_resource(name, r).map_err(fail)?);
+        for route in &r.routes {
+            let when = route
+                .when
+                .as_deref()
+                .map(|w| expr(&format!("resources.{name}.routes.when"), w))
+                .transpose()
+                .map_err(fail)?;
+            by_route
+                .entry((route.method.to_uppercase(), route.path.clone()))
+                .or_default()
+                .push((name.clone(), when));
+        }
+    }
+    let mut routes: HashMap<String, matchit::Router<Candidates>> = HashMap::new();
+    for ((method, path), candidates) in by_route {
+        routes
+            .entry(method)
+            .or_default()
+            .insert(path.clone(), candidates)
+            .map_err(|e| fail(format!("route {path}: {e}")))?;
+    }
+    let oauth = profile.oauth.as_ref();
+    Ok(Compiled {
+        resources,
+        routes,
+        unauthorized: FixedAnswer::compile("auth.unauthorized", &profile.auth.unauthorized)
+            .map_err(fail)?,
+        throttle: profile
+            .rate_limit
+            .as_ref()
+            .map(|rl| FixedAnswer::compile("rate_limit.throttle", &rl.throttle))
+            .transpose()
+            .map_err(fail)?,
+        invalid_grant: oauth
+            .map(|o| FixedAnswer::compile("oauth.invalid_grant", &o.invalid_grant))
+            .transpose()
+            .map_err(fail)?,
+        token_body: oauth
+            .and_then(|o| o.response.as_deref())
+            .map(|r| expr("oauth.response", r))
+            .transpose()
+            .map_err(fail)?,
+        global_headers: profile
+            .headers
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), expr("headers", v)?)))
+            .collect::<Result<_, String>>()
+            .map_err(fail)?,
+    })
+}
+
+fn compile_resource(name: &str, r: &ResourceProfile) -> Result<CompiledResource, String> {
+    let at = |f: &str| format!("resources.{name}.{f}");
+    if r.named_properties.is_some() && r.select_query.is_some() {
+        return Err(at("named_properties: give it or select_query, not both"));
+    }
+    let select_answers = match &r.select_query {
+        Some(q) => Some((
+            FixedAnswer::compile(&at("select_query.invalid_field"), &q.invalid_field)?,
+            FixedAnswer::compile(&at("select_query.malformed"), &q.malformed)?,
+        )),
+        None => None,
+    };
+    Ok(CompiledResource {
+        record: expr(&at("record"), &r.record)?,
+        body: expr(&at("response.body"), &r.response.body)?,
+        headers: r
+            .response
+            .headers
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), expr(&at("response.headers"), v)?)))
+            .collect::<Result<_, String>>()?,
+        inputs: compile_inputs(name, &r.input)?,
+        property_names: r
+            .named_properties
+            .as_ref()
+            .map(|n| expr(&at("named_properties.names"), &n.names))
+            .transpose()?,
+        select_answers,
+    })
+}
+
+fn compile_inputs(name: &str, input: &Inputs) -> Result<CompiledInputs, String> {
+    let one = |f: &str, src: &Option<String>| {
+        src.as_deref()
+            .map(|s| expr(&format!("resources.{name}.input.{f}"), s))
+            .transpose()
+    };
+    Ok(CompiledInputs {
+        cursor: one("cursor", &input.cursor)?,
+        offset: one("offset", &input.offset)?,
+        page: one("page", &input.page)?,
+        limit: one("limit", &input.limit)?,
+        since: one("since", &input.since)?,
+    })
+}

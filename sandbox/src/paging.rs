@@ -1,0 +1,270 @@
+//! Paging: the inputs a request gives (cursor, offset, page, limit, since, as
+//! the profile's expressions read them), the cursors the sandbox hands out, and
+//! the page context the profile's response body is evaluated over.
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::{json, Value};
+
+use crate::compile::{CompiledInputs, CompiledResource};
+use crate::lock;
+use crate::profile::{ResourceProfile, SinceFormat};
+use crate::respond::text;
+use crate::select::Selection;
+use crate::state::Sandbox;
+
+/// A cursor the sandbox hands out: `<resource>.<offset>.<since millis or "all">`,
+/// then `~<selection id>` when the query selected fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub resource: String,
+    pub offset: u64,
+    pub since: Option<DateTime<Utc>>,
+    pub selection: Option<usize>,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        let since = match self.since {
+            Some(s) => s.timestamp_millis().to_string(),
+            None => "all".into(),
+        };
+        let mut out = format!("{}.{}.{since}", self.resource, self.offset);
+        if let Some(id) = self.selection {
+            out.push_str(&format!("~{id}"));
+        }
+        out
+    }
+
+    pub fn decode(cursor: &str) -> Option<Cursor> {
+        let (body, selection) = match cursor.rsplit_once('~') {
+            Some((body, id)) => (body, Some(id.parse().ok()?)),
+            None => (cursor, None),
+        };
+        let mut parts = body.rsplitn(3, '.');
+        let since = parts.next()?;
+        let offset = parts.next()?.parse().ok()?;
+        let resource = parts.next()?.to_string();
+        let since = match since {
+            "all" => None,
+            ms => Some(Utc.timestamp_millis_opt(ms.parse().ok()?).single()?),
+        };
+        Some(Cursor {
+            resource,
+            offset,
+            since,
+            selection,
+        })
+    }
+}
+
+/// Read a `since` value in the profile's format (quotes around it are ignored).
+pub fn parse_since(v: &Value, format: &SinceFormat) -> Option<DateTime<Utc>> {
+    let s = text(v);
+    let s = s.trim().trim_matches('\'');
+    match format {
+        SinceFormat::EpochSeconds => Utc.timestamp_opt(s.parse::<f64>().ok()? as i64, 0).single(),
+        SinceFormat::EpochMillis => Utc
+            .timestamp_millis_opt(s.parse::<f64>().ok()? as i64)
+            .single(),
+        SinceFormat::Rfc3339 => DateTime::parse_from_rfc3339(s)
+            .or_else(|_| DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z"))
+            .ok()
+            .map(|d| d.with_timezone(&Utc)),
+        SinceFormat::Pattern(pattern) => chrono::NaiveDateTime::parse_from_str(s, pattern)
+            .ok()
+            .map(|n| n.and_utc())
+            .or_else(|| {
+                DateTime::parse_from_str(s, pattern)
+                    .ok()
+                    .map(|d| d.with_timezone(&Utc))
+            }),
+    }
+}
+
+/// Where in the list a request starts, and how much it wants.
+#[derive(Debug, Clone)]
+pub struct PageRequest {
+    /// From the list's first record (0-based, whatever base the provider counts from).
+    pub offset: u64,
+    pub limit: u64,
+    pub since: Option<DateTime<Utc>>,
+    /// The cursor as the request gave it.
+    pub cursor: Option<String>,
+    /// The selection its cursor carries.
+    pub cursor_selection: Option<usize>,
+}
+
+impl PageRequest {
+    /// 1-based, as faults name pages.
+    pub fn number(&self) -> u64 {
+        self.offset / self.limit + 1
+    }
+}
+
+/// Read the paging inputs; the error is the message of a 400.
+pub fn read_inputs(
+    rp: &ResourceProfile,
+    inputs: &CompiledInputs,
+    resource: &str,
+    request: &Value,
+) -> Result<PageRequest, String> {
+    let input = |e: &Option<tributary::mapping::jsonata::Jsonata>| -> Option<Value> {
+        e.as_ref()?
+            .eval_json(request)
+            .ok()
+            .flatten()
+            .filter(|v| !v.is_null() && v != "")
+    };
+    let number =
+        |v: Option<Value>| v.and_then(|v| v.as_u64().or_else(|| text(&v).trim().parse().ok()));
+    let limit = number(input(&inputs.limit))
+        .unwrap_or(rp.default_limit)
+        .clamp(1, rp.max_limit.max(1));
+    let cursor = input(&inputs.cursor).map(|v| text(&v));
+    let since_input = input(&inputs.since);
+    let mut since = since_input
+        .as_ref()
+        .and_then(|v| parse_since(v, &rp.since_format));
+    if since_input.is_some() && since.is_none() {
+        return Err(format!(
+            "cannot read the since value as {}",
+            rp.since_format
+        ));
+    }
+    let mut cursor_selection = None;
+    let offset = match &cursor {
+        Some(c) => match Cursor::decode(c) {
+            Some(d) if d.resource == resource => {
+                since = since.or(d.since);
+                cursor_selection = d.selection;
+                d.offset
+            }
+            _ => return Err(format!("invalid cursor {c}")),
+        },
+        None => match (number(input(&inputs.offset)), number(input(&inputs.page))) {
+            (Some(o), _) => o.saturating_sub(rp.offset_base),
+            (None, Some(p)) => p.saturating_sub(1) * limit,
+            (None, None) => 0,
+        },
+    };
+    Ok(PageRequest {
+        offset,
+        limit,
+        since,
+        cursor,
+        cursor_selection,
+    })
+}
+
+/// How the page is served beyond the request's own inputs.
+pub struct Serving<'a> {
+    pub selection: &'a Selection,
+    /// Carried by the next cursor.
+    pub selection_id: Option<usize>,
+    /// Hand the request's cursor out again (a fault).
+    pub repeat_cursor: bool,
+    /// `http://<Host header>`, for next-page links.
+    pub base_url: String,
+}
+
+/// The context the profile's page body and headers are evaluated over.
+pub fn page_context(
+    s: &Sandbox,
+    resource: &str,
+    compiled: &CompiledResource,
+    page: &PageRequest,
+    serving: &Serving,
+    request: Value,
+) -> Value {
+    let rp = &s.profile.resources[resource];
+    let mut data = lock(&s.data);
+    let Some(set) = data.get_mut(resource) else {
+        return Value::Null;
+    };
+    let matching: Vec<usize> = (0..set.records.len())
+        .filter(|&i| page.since.is_none_or(|t| set.records[i].updated_at >= t))
+        .collect();
+    let total = matching.len() as u64;
+    let start = (page.offset as usize).min(matching.len());
+    let end = (start + page.limit as usize).min(matching.len());
+    let records: Vec<Value> = matching[start..end]
+        .iter()
+        .map(|&i| serving.selection.apply(&set.render(compiled, i)))
+        .collect();
+    drop(data);
+    let has_more = (end as u64) < total;
+    let next_offset = has_more.then_some(end as u64);
+    let mut next_cursor = next_offset.map(|offset| {
+        Cursor {
+            resource: resource.to_string(),
+            offset,
+            since: page.since,
+            selection: serving.selection_id,
+        }
+        .encode()
+    });
+    if serving.repeat_cursor && page.cursor.is_some() {
+        next_cursor = page.cursor.clone();
+    }
+    let (offset, limit) = (page.offset, page.limit);
+    json!({
+        "records": records,
+        "count": records.len(),
+        "has_more": has_more,
+        "next_cursor": next_cursor,
+        "next_offset": next_offset.map(|o| o + rp.offset_base),
+        "next_page": has_more.then_some(offset / limit + 2),
+        "total": total,
+        "limit": limit,
+        "offset": offset + rp.offset_base,
+        "page": offset / limit + 1,
+        "base_url": serving.base_url,
+        "cursor": page.cursor,
+        "request": request,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip() {
+        let t = Utc.timestamp_millis_opt(1_700_000_000_123).single();
+        let c = |resource: &str, offset, since, selection| Cursor {
+            resource: resource.into(),
+            offset,
+            since,
+            selection,
+        };
+        for cursor in [
+            c("contacts", 40, t, None),
+            c("a.b", 0, None, None),
+            c("accounts", 200, None, Some(3)),
+        ] {
+            assert_eq!(Cursor::decode(&cursor.encode()), Some(cursor));
+        }
+        assert_eq!(c("a.b", 0, None, None).encode(), "a.b.0.all");
+        assert_eq!(Cursor::decode("garbage"), None);
+        assert_eq!(Cursor::decode("contacts.0.all~x"), None);
+    }
+
+    #[test]
+    fn since_values_in_each_format() {
+        let t = Utc.with_ymd_and_hms(2024, 5, 1, 10, 0, 0).single();
+        let rfc = SinceFormat::Rfc3339;
+        assert_eq!(parse_since(&json!("2024-05-01T10:00:00Z"), &rfc), t);
+        assert_eq!(parse_since(&json!("2024-05-01T10:00:00.000+0000"), &rfc), t);
+        assert_eq!(parse_since(&json!("'2024-05-01T10:00:00-00:00'"), &rfc), t);
+        assert_eq!(
+            parse_since(&json!(1714557600), &SinceFormat::EpochSeconds),
+            t
+        );
+        assert_eq!(
+            parse_since(&json!("1714557600000"), &SinceFormat::EpochMillis),
+            t
+        );
+        let pattern = SinceFormat::from("%Y-%m-%d %H:%M:%S".to_string());
+        assert_eq!(parse_since(&json!("2024-05-01 10:00:00"), &pattern), t);
+    }
+}

@@ -1,0 +1,250 @@
+//! Data requests: match the route, pick the resource it serves (its `when`
+//! predicate, and for a query route the object the query reads), then in order:
+//! count it, the sandbox's budget, paging inputs, an injected fault, the
+//! credential, the fields the request may see, and the page answer.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::Response;
+use serde_json::{json, Map, Value};
+use tributary::mapping::jsonata::truthy;
+
+use crate::compile::Candidates;
+use crate::faults::{self, Outcome};
+use crate::paging::{self, PageRequest, Serving};
+use crate::respond::{bad_request, json_response, not_found, text};
+use crate::select::{self, Selection};
+use crate::soql::{self, ParseError, Select};
+use crate::state::Sandbox;
+use crate::throttle::{self, epoch_millis};
+use crate::{auth, lock, oauth};
+
+/// The resource a request is for, with the query it carries when the resource
+/// reads one (`select_query`).
+struct Dispatch {
+    resource: String,
+    statement: Option<Result<Select, ParseError>>,
+}
+
+/// Every request the control API does not answer.
+pub async fn provider(
+    State(s): State<Arc<Sandbox>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    lock(&s.stats).requests += 1;
+    let path = uri.path().to_string();
+    if let Some(o) = &s.profile.oauth {
+        if method == Method::POST && path == o.path {
+            return oauth::token_endpoint(&s, o, &headers, &body);
+        }
+    }
+    let Some(matched) = s
+        .compiled
+        .routes
+        .get(method.as_str())
+        .and_then(|router| router.at(&path).ok())
+    else {
+        return not_found(&path);
+    };
+    let query: Map<String, Value> =
+        url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+            .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+            .collect();
+    let params: Map<String, Value> = matched
+        .params
+        .iter()
+        .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+        .collect();
+    let header_map: Map<String, Value> = headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), json!(v.to_str().ok()?))))
+        .collect();
+    let body_json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let request =
+        json!({"query": query, "body": body_json, "params": params, "headers": header_map});
+    let Some(dispatch) = dispatch(&s, matched.value, &request) else {
+        return bad_request(format!("no resource at {path} matches this request"));
+    };
+    count_data_request(&s, &dispatch.resource);
+    if let Some(throttled) = throttle::over_budget(&s) {
+        return throttled;
+    }
+    serve(&s, &dispatch, &headers, &query, request).await
+}
+
+/// The first candidate whose `when` holds and, if it reads a query, whose object
+/// the query is FROM; a query that cannot be read goes to the first candidate
+/// reading queries, which answers it as malformed.
+fn dispatch(s: &Sandbox, candidates: &Candidates, request: &Value) -> Option<Dispatch> {
+    let mut unreadable = None;
+    for (name, when) in candidates {
+        if !when
+            .as_ref()
+            .is_none_or(|w| truthy(&w.eval_json(request).unwrap_or(None)))
+        {
+            continue;
+        }
+        let found = |statement| {
+            Some(Dispatch {
+                resource: name.clone(),
+                statement,
+            })
+        };
+        let Some(sq) = &s.profile.resources[name].select_query else {
+            return found(None);
+        };
+        // A query locator's page carries no query: its cursor has the selection.
+        let Some(q) = request["query"][&sq.param].as_str() else {
+            return found(None);
+        };
+        match soql::parse(q) {
+            Ok(st) if st.object.eq_ignore_ascii_case(&sq.object) => return found(Some(Ok(st))),
+            Ok(_) => {}
+            Err(e) => {
+                if unreadable.is_none() {
+                    unreadable = found(Some(Err(e)));
+                }
+            }
+        }
+    }
+    unreadable
+}
+
+fn count_data_request(s: &Sandbox, resource: &str) {
+    let mut st = lock(&s.stats);
+    st.data_requests += 1;
+    *st.by_resource.entry(resource.to_string()).or_default() += 1;
+    let now_ms = epoch_millis(SystemTime::now());
+    if st.first_data_request_ms == 0 {
+        st.first_data_request_ms = now_ms;
+    }
+    st.last_data_request_ms = now_ms;
+}
+
+async fn serve(
+    s: &Sandbox,
+    dispatch: &Dispatch,
+    headers: &HeaderMap,
+    query: &Map<String, Value>,
+    request: Value,
+) -> Response {
+    let resource = dispatch.resource.as_str();
+    let rp = &s.profile.resources[resource];
+    let compiled = &s.compiled.resources[resource];
+    let page = match paging::read_inputs(rp, &compiled.inputs, resource, &request) {
+        Ok(p) => p,
+        Err(message) => return bad_request(message),
+    };
+    let mut repeat_cursor = false;
+    if let Some(kind) = s.faults.take(resource, page.number()) {
+        match faults::inject(s, &kind, &request).await {
+            Outcome::Answer(answer) => return answer,
+            Outcome::Serve { repeat_cursor: r } => repeat_cursor = r,
+        }
+    }
+    if !auth::authorized(s, headers, query) {
+        lock(&s.stats).unauthorized += 1;
+        return s.compiled.unauthorized.render(&request);
+    }
+    let (selection, selection_id) = match selection(s, dispatch, &page, &request) {
+        Ok(chosen) => chosen,
+        Err(answer) => return *answer,
+    };
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    let serving = Serving {
+        selection: &selection,
+        selection_id,
+        repeat_cursor,
+        base_url: format!("http://{host}"),
+    };
+    let ctx = paging::page_context(s, resource, compiled, &page, &serving, request);
+    let mut resp_headers = throttle::rate_headers(s);
+    for (k, e) in &compiled.headers {
+        if let Ok(Some(v)) = e.eval_json(&ctx) {
+            if !v.is_null() {
+                resp_headers.push((k.clone(), text(&v)));
+            }
+        }
+    }
+    let body = compiled
+        .body
+        .eval_json(&ctx)
+        .ok()
+        .flatten()
+        .unwrap_or(Value::Null);
+    json_response(200, &body, resp_headers)
+}
+
+/// What the request may see of each record, and the selection id its next
+/// cursor carries; or the answer refusing its query.
+fn selection(
+    s: &Sandbox,
+    dispatch: &Dispatch,
+    page: &PageRequest,
+    request: &Value,
+) -> Result<(Selection, Option<usize>), Box<Response>> {
+    let resource = dispatch.resource.as_str();
+    let rp = &s.profile.resources[resource];
+    let compiled = &s.compiled.resources[resource];
+    if let (Some(np), Some(names)) = (&rp.named_properties, &compiled.property_names) {
+        let asked = names.eval_json(request).ok().flatten();
+        return Ok((select::named_properties(np, asked), None));
+    }
+    let (Some(sq), Some((invalid_field, malformed))) = (&rp.select_query, &compiled.select_answers)
+    else {
+        return Ok((Selection::Whole, None));
+    };
+    let q = request["query"][&sq.param].clone();
+    match &dispatch.statement {
+        // Neither a query nor a locator's cursor: nothing says what to read.
+        None if page.cursor.is_none() => {
+            let message = format!("the query parameter `{}` is missing", sq.param);
+            Err(Box::new(
+                malformed.render(&json!({"message": message, "query": q})),
+            ))
+        }
+        None => match page.cursor_selection {
+            None => Ok((Selection::Whole, None)),
+            Some(id) => match s.selections.get(id) {
+                Some(keys) => Ok((Selection::Fields(keys), Some(id))),
+                None => Err(Box::new(bad_request(format!(
+                    "invalid cursor {}",
+                    page.cursor.as_deref().unwrap_or_default()
+                )))),
+            },
+        },
+        Some(Err(e)) => Err(Box::new(
+            malformed.render(&json!({"message": e.0, "query": q})),
+        )),
+        Some(Ok(st)) => {
+            let fields = {
+                let mut data = lock(&s.data);
+                let Some(set) = data.get_mut(resource) else {
+                    return Ok((Selection::Whole, None));
+                };
+                set.fields(compiled, s.profile.seed, resource)
+            };
+            match select::selected_fields(st, sq, &fields) {
+                Ok(keys) => {
+                    let keys = Arc::new(keys);
+                    let id = s.selections.register(&keys);
+                    Ok((Selection::Fields(keys), Some(id)))
+                }
+                Err(field) => {
+                    let ctx = json!({"field": field, "object": st.object, "query": q});
+                    Err(Box::new(invalid_field.render(&ctx)))
+                }
+            }
+        }
+    }
+}
