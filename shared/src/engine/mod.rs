@@ -549,7 +549,6 @@ impl ResourceRun {
         let span = tracing::info_span!(
             "provider.request",
             otel.kind = "client",
-            otel.name = method,
             otel.status_code = tracing::field::Empty,
             http.request.method = method,
             url.path = %req.path_for_errors(),

@@ -3,11 +3,14 @@
 //! compression and batching come from the standard `OTEL_*` variables, read by the SDK.
 
 use opentelemetry::{Key, KeyValue};
-use opentelemetry_otlp::{MetricExporter, SpanExporter, WithHttpConfig};
+use opentelemetry_otlp::{
+    MetricExporter, Protocol, SpanExporter, WithExportConfig, WithHttpConfig,
+};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 
 use super::http_client::{export_timeout, BlockingHttp};
+use super::settings::OtlpEncoding;
 use super::TelemetryError;
 
 /// `OTEL_SERVICE_NAME` / `OTEL_RESOURCE_ATTRIBUTES` when set, else `default_service_name`;
@@ -34,10 +37,22 @@ fn http_client() -> Result<BlockingHttp, TelemetryError> {
     BlockingHttp::new(export_timeout()).map_err(TelemetryError::Exporter)
 }
 
+/// Said explicitly: with JSON support built in, the exporter's own default would be JSON.
+fn protocol(encoding: OtlpEncoding) -> Protocol {
+    match encoding {
+        OtlpEncoding::Protobuf => Protocol::HttpBinary,
+        OtlpEncoding::Json => Protocol::HttpJson,
+    }
+}
+
 /// Spans batched (OTEL_BSP_* variables) and sent from the SDK's own thread.
-pub(super) fn tracer_provider(resource: Resource) -> Result<SdkTracerProvider, TelemetryError> {
+pub(super) fn tracer_provider(
+    resource: Resource,
+    encoding: OtlpEncoding,
+) -> Result<SdkTracerProvider, TelemetryError> {
     let exporter = SpanExporter::builder()
         .with_http()
+        .with_protocol(protocol(encoding))
         .with_http_client(http_client()?)
         .build()
         .map_err(|e| TelemetryError::Exporter(format!("the OTLP span exporter: {e}")))?;
@@ -48,9 +63,10 @@ pub(super) fn tracer_provider(resource: Resource) -> Result<SdkTracerProvider, T
 }
 
 /// Metrics are read every OTEL_METRIC_EXPORT_INTERVAL milliseconds (60 s by default).
-pub(super) fn metric_exporter() -> Result<MetricExporter, TelemetryError> {
+pub(super) fn metric_exporter(encoding: OtlpEncoding) -> Result<MetricExporter, TelemetryError> {
     MetricExporter::builder()
         .with_http()
+        .with_protocol(protocol(encoding))
         .with_http_client(http_client()?)
         .build()
         .map_err(|e| TelemetryError::Exporter(format!("the OTLP metric exporter: {e}")))

@@ -28,7 +28,7 @@ pub use instruments::{Labels, Metrics, OwnedLabels};
 pub use propagation::{
     set_parent_from_traceparent, trace_id_of, traceparent_of, traceparent_of_current_span,
 };
-pub use settings::TelemetrySettings;
+pub use settings::{OtlpEncoding, TelemetrySettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
@@ -113,12 +113,15 @@ pub fn init(
     let settings = TelemetrySettings::from_env(default_service_name)?;
     let resource = export::resource(&settings.default_service_name);
     let tracer_provider = if settings.export_traces {
-        Some(export::tracer_provider(resource.clone())?)
+        Some(export::tracer_provider(
+            resource.clone(),
+            settings.traces_encoding,
+        )?)
     } else {
         None
     };
     let otlp_metrics = if settings.export_metrics {
-        Some(export::metric_exporter()?)
+        Some(export::metric_exporter(settings.metrics_encoding)?)
     } else {
         None
     };

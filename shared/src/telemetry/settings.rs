@@ -4,6 +4,15 @@
 
 use super::TelemetryError;
 
+/// How OTLP messages are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpEncoding {
+    /// `http/protobuf`, the specification's default.
+    Protobuf,
+    /// `http/json`.
+    Json,
+}
+
 /// Telemetry switches for one process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TelemetrySettings {
@@ -13,6 +22,9 @@ pub struct TelemetrySettings {
     pub export_traces: bool,
     /// Metrics go to an OTLP endpoint (they are always served on `/metrics`).
     pub export_metrics: bool,
+    /// The signal's own `OTEL_EXPORTER_OTLP_<SIGNAL>_PROTOCOL`, else the generic one.
+    pub traces_encoding: OtlpEncoding,
+    pub metrics_encoding: OtlpEncoding,
     /// Metrics carry a `tenant` attribute (one series per tenant: turn off for many tenants).
     pub tenant_label: bool,
 }
@@ -29,27 +41,29 @@ impl TelemetrySettings {
     ) -> Result<Self, TelemetryError> {
         let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let is_off = |name: &str| var(name).is_some_and(|v| v.trim().eq_ignore_ascii_case("none"));
-        for name in [
-            "OTEL_EXPORTER_OTLP_PROTOCOL",
-            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-            "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
-        ] {
-            if let Some(p) = var(name) {
-                if !matches!(p.trim(), "http/protobuf" | "http/json") {
-                    return Err(TelemetryError::Setting {
-                        var: name,
-                        message: format!(
-                            "`{p}` is not supported: use http/protobuf (the default) or http/json, \
-                             and point the endpoint at the collector's OTLP/HTTP port (usually 4318)"
-                        ),
-                    });
-                }
-            }
-        }
+        let encoding = |name: &'static str| match var(name).as_deref().map(str::trim) {
+            None => Ok(None),
+            Some("http/protobuf") => Ok(Some(OtlpEncoding::Protobuf)),
+            Some("http/json") => Ok(Some(OtlpEncoding::Json)),
+            Some(other) => Err(TelemetryError::Setting {
+                var: name,
+                message: format!(
+                    "`{other}` is not supported: use http/protobuf (the default) or http/json, \
+                     and point the endpoint at the collector's OTLP/HTTP port (usually 4318)"
+                ),
+            }),
+        };
+        let generic = encoding("OTEL_EXPORTER_OTLP_PROTOCOL")?;
+        let traces_encoding = encoding("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")?
+            .or(generic)
+            .unwrap_or(OtlpEncoding::Protobuf);
+        let metrics_encoding = encoding("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")?
+            .or(generic)
+            .unwrap_or(OtlpEncoding::Protobuf);
         let disabled = var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim() == "true");
-        let generic = var("OTEL_EXPORTER_OTLP_ENDPOINT").is_some();
-        let signal = |endpoint: &str, exporter: &str| {
-            !disabled && (generic || var(endpoint).is_some()) && !is_off(exporter)
+        let endpoint = var("OTEL_EXPORTER_OTLP_ENDPOINT").is_some();
+        let signal = |own_endpoint: &str, exporter: &str| {
+            !disabled && (endpoint || var(own_endpoint).is_some()) && !is_off(exporter)
         };
         let tenant_label = match var("TRIBUTARY_METRICS_TENANT_LABEL")
             .map(|v| v.trim().to_ascii_lowercase())
@@ -71,6 +85,8 @@ impl TelemetrySettings {
                 "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
                 "OTEL_METRICS_EXPORTER",
             ),
+            traces_encoding,
+            metrics_encoding,
             tenant_label,
         })
     }

@@ -164,7 +164,16 @@ fn exporters_follow_the_standard_variables() {
     assert!(!disabled.export_traces && !disabled.export_metrics);
     let grpc = settings(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]).unwrap_err();
     assert!(grpc.to_string().contains("http/protobuf"), "{grpc}");
-    assert!(settings(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]).is_ok());
+    assert_eq!(none.traces_encoding, OtlpEncoding::Protobuf, "the default");
+    let json = settings(&[
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf"),
+    ])
+    .unwrap();
+    assert_eq!(
+        (json.traces_encoding, json.metrics_encoding),
+        (OtlpEncoding::Json, OtlpEncoding::Protobuf)
+    );
     let off = settings(&[("TRIBUTARY_METRICS_TENANT_LABEL", "false")]).unwrap();
     assert!(!off.tenant_label);
     assert!(settings(&[("TRIBUTARY_METRICS_TENANT_LABEL", "maybe")]).is_err());
