@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::kafka::OutMessage;
 use crate::store::RunMode;
-use crate::telemetry::traceparent_of_current_span;
+use crate::telemetry::{exporting_spans, traceparent_of_current_span};
 
 pub const JOB_SCHEMA_VERSION: u32 = 1;
 
@@ -69,18 +69,9 @@ impl Job {
         reason: JobReason,
     ) -> Job {
         let run_id = format!("run_{}", uuid::Uuid::now_v7().simple());
-        let span = tracing::info_span!(
-            parent: None,
-            "enqueue",
-            tributary.tenant = tenant,
-            tributary.connection = connection,
-            tributary.resource = resource,
-            tributary.run_id = %run_id,
-            tributary.mode = mode.as_str(),
-            tributary.reason = reason.as_str(),
-        );
-        span.follows_from(&tracing::Span::current());
-        let traceparent = span.in_scope(traceparent_of_current_span);
+        let traceparent = exporting_spans()
+            .then(|| Self::enqueue_span(tenant, connection, resource, &run_id, mode, reason))
+            .flatten();
         Job {
             schema_version: JOB_SCHEMA_VERSION,
             job_id: format!("{run_id}.0"),
@@ -96,6 +87,30 @@ impl Job {
             not_before: None,
             traceparent,
         }
+    }
+
+    /// The `enqueue` span of a new run (a new root, linked to the caller's span) and the
+    /// trace context the job carries from it.
+    fn enqueue_span(
+        tenant: &str,
+        connection: &str,
+        resource: &str,
+        run_id: &str,
+        mode: RunMode,
+        reason: JobReason,
+    ) -> Option<String> {
+        let span = tracing::info_span!(
+            parent: None,
+            "enqueue",
+            tributary.tenant = tenant,
+            tributary.connection = connection,
+            tributary.resource = resource,
+            tributary.run_id = run_id,
+            tributary.mode = mode.as_str(),
+            tributary.reason = reason.as_str(),
+        );
+        span.follows_from(tracing::Span::current());
+        span.in_scope(traceparent_of_current_span)
     }
 
     /// The job for the run's next slice.

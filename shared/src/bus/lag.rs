@@ -32,9 +32,7 @@ pub fn spawn_lag_reporter(
             let round = tokio::task::spawn_blocking(move || {
                 let mut all = Vec::new();
                 for c in &weak {
-                    let Some(consumer) = c.upgrade() else {
-                        return None;
-                    };
+                    let consumer = c.upgrade()?;
                     match partition_lags(&consumer) {
                         Ok(lags) => all.extend(lags),
                         Err(e) => tracing::debug!("consumer lag not measured this round: {e}"),

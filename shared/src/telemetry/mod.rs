@@ -15,6 +15,7 @@ pub mod propagation;
 mod settings;
 mod subscriber;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use opentelemetry::metrics::MeterProvider;
@@ -48,6 +49,14 @@ struct Meters {
 }
 
 static METERS: OnceLock<Meters> = OnceLock::new();
+
+static EXPORTING_SPANS: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans leave this process: code that would open a span only to carry its trace
+/// context (one per job in a tick of 100,000) skips it otherwise.
+pub fn exporting_spans() -> bool {
+    EXPORTING_SPANS.load(Ordering::Relaxed)
+}
 
 fn build_meters(otlp: Option<MetricExporter>, resource: Resource) -> Meters {
     let registry = ::prometheus::Registry::new();
@@ -132,10 +141,11 @@ pub fn init(
         build_meters(otlp, resource)
     });
     meters.metrics.set_tenant_label(settings.tenant_label);
-    subscriber::install(
+    let installed = subscriber::install(
         default_filter,
         tracer_provider.as_ref().map(|p| p.tracer("tributary")),
     );
+    EXPORTING_SPANS.store(installed && tracer_provider.is_some(), Ordering::Relaxed);
     if fresh.is_some() && exporting_metrics {
         tracing::warn!("metrics were recorded before telemetry::init: they are not exported over OTLP, only served on /metrics");
     }

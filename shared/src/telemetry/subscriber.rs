@@ -18,8 +18,8 @@ fn exported() -> Targets {
 }
 
 /// Install the subscriber; a second call (tests, a subscriber set by an embedder) keeps
-/// the first one.
-pub(super) fn install(default_filter: &str, tracer: Option<Tracer>) {
+/// the first one and returns false.
+pub(super) fn install(default_filter: &str, tracer: Option<Tracer>) -> bool {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let logs = tracing_subscriber::fmt::layer()
@@ -30,8 +30,9 @@ pub(super) fn install(default_filter: &str, tracer: Option<Tracer>) {
             .with_tracer(t)
             .with_filter(exported())
     });
-    let _ = tracing_subscriber::registry()
+    tracing_subscriber::registry()
         .with(logs)
         .with(spans)
-        .try_init();
+        .try_init()
+        .is_ok()
 }
