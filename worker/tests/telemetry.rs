@@ -5,8 +5,14 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use rdkafka::Message;
+use tributary::bus::kafka::{commit, ensure_topics, jobs_consumer, ConsumerSettings};
+use tributary::bus::lag::partition_lags;
+use tributary::bus::{Job, JobReason, Publisher, Topics};
 use tributary::store::RunMode;
-use tributary_e2e::broker::free_port;
+use tributary_e2e::broker::{free_port, Broker};
 use tributary_e2e::otlp::{Collector, Received, SpanSeen};
 use tributary_e2e::pipeline::{wait_run_end, Rig};
 use tributary_e2e::{fresh_sqlite, repo_root};
@@ -320,4 +326,46 @@ async fn a_sync_exports_spans_and_metrics_and_serves_prometheus_text() {
     if SLICE_SPANS_IN_SYNC {
         assert_slice_joins_the_job_trace(&got, &trace_id, job_span, &event_traces);
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn consumer_lag_counts_the_jobs_not_yet_committed() {
+    let broker = Broker::start();
+    let topics = Topics::new(&format!("lag{}", free_port()));
+    ensure_topics(&broker.addr, &[(topics.jobs(), 1)])
+        .await
+        .unwrap();
+    let publisher = Publisher::new(&broker.addr).unwrap();
+    for _ in 0..3 {
+        let job = Job::new_run("acme", "c1", "contacts", RunMode::Full, JobReason::Schedule);
+        publisher.enqueue(&topics, &job).await.unwrap();
+    }
+    let settings = ConsumerSettings {
+        brokers: broker.addr.clone(),
+        group: topics.consumer_group(),
+        session_timeout: Duration::from_secs(6),
+    };
+    let consumer = Arc::new(jobs_consumer(&settings, &topics.jobs()).unwrap());
+    // The first message arrives once the group has given this consumer the partition.
+    let first = consumer.recv().await.unwrap();
+    let (partition, offset) = (first.partition(), first.offset());
+    drop(first);
+    let measure = |c: Arc<_>| tokio::task::spawn_blocking(move || partition_lags(&c).unwrap());
+    let lags = measure(consumer.clone()).await.unwrap();
+    assert_eq!(
+        lags,
+        vec![(topics.jobs(), partition, 3)],
+        "nothing committed yet"
+    );
+    commit(&consumer, &topics.jobs(), partition, offset + 1).unwrap();
+    let lags = measure(consumer.clone()).await.unwrap();
+    assert_eq!(lags, vec![(topics.jobs(), partition, 2)]);
+    // The gauge shows what the reporter measured.
+    tributary::telemetry::metrics().consumer_lags(lags);
+    let text = tributary::telemetry::prometheus::render();
+    let line = family_lines(&text, "tributary_consumer_lag")
+        .into_iter()
+        .find(|l| l.contains(&format!("topic=\"{}\"", topics.jobs())))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.ends_with(" 2"), "{line}");
 }
