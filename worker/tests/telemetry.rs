@@ -15,7 +15,7 @@ use tributary::store::RunMode;
 use tributary_e2e::broker::{free_port, Broker};
 use tributary_e2e::otlp::{Collector, Received, SpanSeen};
 use tributary_e2e::pipeline::{wait_run_end, Rig};
-use tributary_e2e::{fresh_sqlite, repo_root};
+use tributary_e2e::{fresh_sqlite, repo_root, SandboxControl};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_tributary-worker");
 const LONG: Duration = Duration::from_secs(90);
@@ -135,6 +135,95 @@ async fn spec_run_exports_request_and_refresh_spans_and_metrics() {
         .await;
     assert_requests(&got);
     assert_refreshes(&got);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_throttle_is_counted_and_its_retry_is_the_next_attempt() {
+    let collector = Collector::start().await;
+    let profile =
+        tributary::sandbox::Profile::load(&repo_root().join("provider-specs/sandbox/hubspot.yaml"))
+            .unwrap();
+    let sbx = tributary::sandbox::start(profile, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    SandboxControl::new(sbx.base_url())
+        .faults(serde_json::json!([{"kind": "throttle", "times": 1, "wait_seconds": 0.2}]))
+        .await
+        .unwrap();
+    let config = serde_json::json!({"base_url": sbx.base_url()}).to_string();
+    let out = tokio::process::Command::new(WORKER)
+        .current_dir(repo_root())
+        .args([
+            "spec",
+            "run",
+            "provider-specs/hubspot.yaml",
+            "--resource",
+            "contacts",
+            "--config",
+            &config,
+            "--credentials",
+            r#"{"access_token": "sandbox-hubspot-token"}"#,
+            "--allow-private-hosts",
+            "--max-pages",
+            "1",
+            "--page-size",
+            "10",
+            "--quiet",
+        ])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint)
+        .output()
+        .await
+        .unwrap();
+    // One page of more: exit 1 at --max-pages, after the throttle was waited out.
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = collector
+        .wait_for(Duration::from_secs(5), "the throttled run", |r| {
+            r.metric("tributary_throttles").is_some()
+        })
+        .await;
+    let mut attempts: Vec<(String, String)> = provider_requests(&got, "hubspot")
+        .iter()
+        .map(|s| {
+            (
+                s.attr("attempt").unwrap_or_default().to_string(),
+                s.attr("http.response.status_code")
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect();
+    attempts.sort();
+    assert_eq!(
+        attempts,
+        vec![
+            ("1".to_string(), "429".to_string()),
+            ("2".to_string(), "200".to_string())
+        ]
+    );
+    let throttles = got.metric("tributary_throttles").unwrap();
+    assert_eq!(throttles.points.len(), 1, "{throttles:?}");
+    assert_eq!(throttles.points[0].value, 1.0);
+    assert_eq!(throttles.points[0].attributes["provider"], "hubspot");
+    assert!(
+        !throttles.points[0].attributes.contains_key("tenant"),
+        "no tenant in spec run"
+    );
+    let statuses: Vec<&str> = got
+        .metric("tributary_provider_request_duration")
+        .unwrap()
+        .points
+        .iter()
+        .map(|p| p.attributes["http.response.status_code"].as_str())
+        .collect();
+    assert!(
+        statuses.contains(&"429") && statuses.contains(&"200"),
+        "{statuses:?}"
+    );
 }
 
 /// The `kafka.send` spans of one topic: producer spans with the messaging attributes.
