@@ -39,6 +39,23 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Logs (and, with OTEL_EXPORTER_OTLP_ENDPOINT, traces and metrics); the guard flushes
+    // the exporters when main returns, after the runtime has stopped.
+    let default_logs = match &cli.command {
+        Command::Run => Some("info,rdkafka=warn"),
+        Command::Standalone(_) => Some("warn"),
+        Command::Openapi => None,
+    };
+    let _telemetry = match default_logs
+        .map(|filter| tributary::telemetry::init("tributary-scheduler", filter))
+        .transpose()
+    {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -48,14 +65,8 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async move {
         match cli.command {
-            Command::Run => {
-                tributary::logging::init("info,rdkafka=warn");
-                run().await
-            }
-            Command::Standalone(args) => {
-                tributary::logging::init("warn");
-                standalone::run(args).await
-            }
+            Command::Run => run().await,
+            Command::Standalone(args) => standalone::run(args).await,
             Command::Openapi => {
                 print!("{}", api::OPENAPI);
                 Ok(())

@@ -79,16 +79,23 @@ fn number<T: std::str::FromStr>(name: &'static str, default: T) -> Result<T, Con
     }
 }
 
+/// With TRIBUTARY_CONFIG_FILE, put the file's `KEY=value` lines into the environment where
+/// the environment does not set them already (telemetry reads its variables there too).
+pub fn load_config_file() -> Result<(), ConfigError> {
+    if let Some(path) = var("TRIBUTARY_CONFIG_FILE") {
+        dotenvy::from_path(&path).map_err(|e| ConfigError::File {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
 impl Settings {
     /// Environment variables; with TRIBUTARY_CONFIG_FILE, a `KEY=value` file fills in
     /// what the environment does not set (the environment wins).
     pub fn from_env() -> Result<Settings, ConfigError> {
-        if let Some(path) = var("TRIBUTARY_CONFIG_FILE") {
-            dotenvy::from_path(&path).map_err(|e| ConfigError::File {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
-        }
+        load_config_file()?;
         Ok(Settings {
             kafka_brokers: var("TRIBUTARY_KAFKA_BROKERS")
                 .unwrap_or_else(|| "127.0.0.1:9092".into()),

@@ -3,6 +3,7 @@
 
 pub mod broker;
 pub mod fleet;
+pub mod otlp;
 pub mod pipeline;
 
 use std::path::PathBuf;

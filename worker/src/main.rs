@@ -47,6 +47,23 @@ async fn rotate_key() -> anyhow::Result<u64> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Logs (and, with OTEL_EXPORTER_OTLP_ENDPOINT, traces and metrics); the guard flushes
+    // the exporters when main returns, after the runtime has stopped.
+    let default_logs = match &cli.command {
+        Command::Run => Some("info,rdkafka=warn"),
+        Command::Spec(_) => Some("off"),
+        _ => None,
+    };
+    let _telemetry = match default_logs
+        .map(|filter| tributary::telemetry::init("tributary-worker", filter))
+        .transpose()
+    {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -58,10 +75,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Spec(cmd) => spec_cmd::run(cmd).await,
             Command::Sandbox(args) => sandbox_cmd::run(args).await,
-            Command::Run => {
-                tributary::logging::init("info,rdkafka=warn");
-                run_cmd::run().await
-            }
+            Command::Run => run_cmd::run().await,
             Command::RotateKey => match rotate_key().await {
                 Ok(n) => {
                     eprintln!("re-encrypted {n} connection(s) under the current key; the old keys can be retired once every replica has the new one");

@@ -263,13 +263,16 @@ struct ResyncBody {
     full: bool,
 }
 
-/// Runs ahead of scheduled work: the jobs go to the urgent jobs topic.
+/// Runs ahead of scheduled work: the jobs go to the urgent jobs topic. In an `api.resync`
+/// span; each run's `enqueue` span (its own trace) links to it.
+#[tracing::instrument(name = "api.resync", skip_all, fields(tributary.connection = tracing::field::Empty))]
 pub async fn resync(
     caller: Caller,
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    tracing::Span::current().record("tributary.connection", id.as_str());
     let conn = visible(&state, &caller, &id).await?;
     let body: ResyncBody = if body.iter().all(u8::is_ascii_whitespace) {
         ResyncBody::default()

@@ -34,6 +34,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
+            "/metrics",
+            get(|| async { tributary::telemetry::prometheus::response() }),
+        )
+        .route(
             "/openapi.json",
             get(|| async { ([("content-type", "application/json")], OPENAPI) }),
         )

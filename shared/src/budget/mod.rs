@@ -11,14 +11,16 @@
 pub mod ledger;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 pub use ledger::{Ledger, LedgerError, MemoryLedger, Reservation};
 
 use crate::spec::model::{BudgetScope, Quota, RateLimit};
+use crate::telemetry::{metrics, OwnedLabels};
 
 /// Fleet-wide knobs of every budget.
 #[derive(Debug, Clone)]
@@ -98,6 +100,7 @@ pub struct Budget {
     connection_key: String,
     scope_key: String,
     holder: String,
+    labels: OwnedLabels,
 }
 
 /// Holding this is permission to have one request in flight.
@@ -177,6 +180,7 @@ impl Budget {
             scope_key: scope_key.clone(),
             holder: uuid::Uuid::new_v4().simple().to_string(),
             settings,
+            labels: OwnedLabels::default(),
         };
         let scoped = [
             (scope_key.clone(), rate.quota(), rate.scope.as_str()),
@@ -199,6 +203,27 @@ impl Budget {
             });
         }
         budget
+    }
+
+    /// Whose requests these are, for the `budget.wait` span and the budget wait metric.
+    pub fn with_labels(mut self, labels: OwnedLabels) -> Self {
+        self.labels = labels;
+        self
+    }
+
+    /// A span over one wait for budget, and the wait measured once it ends.
+    fn waiting(&self, budget: &str) -> (tracing::Span, Instant) {
+        let span = tracing::info_span!(
+            "budget.wait",
+            budget,
+            tributary.provider = %self.labels.provider,
+            tributary.tenant = %self.labels.tenant,
+        );
+        (span, Instant::now())
+    }
+
+    fn waited(&self, since: Instant) {
+        metrics().budget_wait(&self.labels.labels(), since.elapsed());
     }
 
     /// A budget this process alone keeps (one run on a terminal, token upkeep).
@@ -239,6 +264,25 @@ impl Budget {
         }
     }
 
+    async fn take_slot(&self, f: &InFlight) -> Result<Option<u32>, LedgerError> {
+        let now = SystemTime::now();
+        let lease = micros(now + self.settings.slot_lease);
+        self.ledger
+            .take_slot(&f.key, f.max, &self.holder, micros(now), lease)
+            .await
+    }
+
+    async fn wait_for_slot(&self, f: &InFlight) -> Result<u32, LedgerError> {
+        let mut poll = Duration::from_millis(5);
+        loop {
+            tokio::time::sleep(poll).await;
+            poll = (poll * 2).min(Duration::from_millis(100));
+            if let Some(slot) = self.take_slot(f).await? {
+                return Ok(slot);
+            }
+        }
+    }
+
     /// Wait for budget. A wait longer than `park_after` is not waited: the caller gets
     /// `Exhausted` with the time to come back. `on_wait` hears of waits over 5 ms.
     pub async fn acquire(
@@ -252,21 +296,16 @@ impl Budget {
             holder: self.holder.clone(),
         };
         for f in &self.in_flight {
-            let mut poll = Duration::from_millis(5);
-            loop {
-                let now = SystemTime::now();
-                let lease = micros(now + self.settings.slot_lease);
-                if let Some(slot) = self
-                    .ledger
-                    .take_slot(&f.key, f.max, &self.holder, micros(now), lease)
-                    .await?
-                {
-                    permit.slots.push((f.key.clone(), slot));
-                    break;
+            let slot = match self.take_slot(f).await? {
+                Some(slot) => slot,
+                None => {
+                    let (span, since) = self.waiting("in_flight");
+                    let slot = self.wait_for_slot(f).instrument(span).await?;
+                    self.waited(since);
+                    slot
                 }
-                tokio::time::sleep(poll).await;
-                poll = (poll * 2).min(Duration::from_millis(100));
-            }
+            };
+            permit.slots.push((f.key.clone(), slot));
         }
         for _attempt in 0..4 {
             let now = micros(SystemTime::now());
@@ -300,7 +339,9 @@ impl Budget {
             // The timer's granularity is a millisecond: a shorter sleep would cost more than
             // the wait, and going that little early is well inside the headroom.
             if wait >= Duration::from_micros(500) {
-                tokio::time::sleep(wait).await;
+                let (span, since) = self.waiting(why);
+                tokio::time::sleep(wait).instrument(span).await;
+                self.waited(since);
             }
             let late = micros(SystemTime::now()) - go_at;
             if late > tolerance && wait >= Duration::from_micros(500) {

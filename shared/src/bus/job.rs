@@ -4,7 +4,9 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::kafka::OutMessage;
 use crate::store::RunMode;
+use crate::telemetry::{exporting_spans, traceparent_of_current_span};
 
 pub const JOB_SCHEMA_VERSION: u32 = 1;
 
@@ -49,10 +51,16 @@ pub struct Job {
     /// Do not start before this time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<DateTime<Utc>>,
+    /// W3C trace context of the span that enqueued the job: the worker's slice joins its
+    /// trace. Absent when the enqueuer exports no spans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl Job {
-    /// The first slice of a new run.
+    /// The first slice of a new run, which starts a trace of its own: an `enqueue` span
+    /// (linked to the caller's span, e.g. the scheduler's tick or the API request) whose
+    /// context the job carries, so one trace is one run.
     pub fn new_run(
         tenant: &str,
         connection: &str,
@@ -61,6 +69,9 @@ impl Job {
         reason: JobReason,
     ) -> Job {
         let run_id = format!("run_{}", uuid::Uuid::now_v7().simple());
+        let traceparent = exporting_spans()
+            .then(|| Self::enqueue_span(tenant, connection, resource, &run_id, mode, reason))
+            .flatten();
         Job {
             schema_version: JOB_SCHEMA_VERSION,
             job_id: format!("{run_id}.0"),
@@ -74,7 +85,32 @@ impl Job {
             checkpoint: format!("{connection}/{resource}"),
             attempt: 0,
             not_before: None,
+            traceparent,
         }
+    }
+
+    /// The `enqueue` span of a new run (a new root, linked to the caller's span) and the
+    /// trace context the job carries from it.
+    fn enqueue_span(
+        tenant: &str,
+        connection: &str,
+        resource: &str,
+        run_id: &str,
+        mode: RunMode,
+        reason: JobReason,
+    ) -> Option<String> {
+        let span = tracing::info_span!(
+            parent: None,
+            "enqueue",
+            tributary.tenant = tenant,
+            tributary.connection = connection,
+            tributary.resource = resource,
+            tributary.run_id = run_id,
+            tributary.mode = mode.as_str(),
+            tributary.reason = reason.as_str(),
+        );
+        span.follows_from(tracing::Span::current());
+        span.in_scope(traceparent_of_current_span)
     }
 
     /// The job for the run's next slice.
@@ -88,6 +124,24 @@ impl Job {
             not_before: None,
             ..self.clone()
         }
+    }
+}
+
+/// A job as a message on a jobs topic (keyed by tenant), carrying its trace context as the
+/// `traceparent` header too.
+pub fn job_message(topic: &str, job: &Job) -> OutMessage {
+    let mut headers = vec![
+        ("tenant", job.tenant.clone()),
+        ("job_id", job.job_id.clone()),
+    ];
+    if let Some(tp) = &job.traceparent {
+        headers.push(("traceparent", tp.clone()));
+    }
+    OutMessage {
+        topic: topic.to_string(),
+        key: job.tenant.clone(),
+        payload: Some(serde_json::to_vec(job).expect("jobs serialize")),
+        headers,
     }
 }
 
@@ -107,5 +161,23 @@ mod tests {
             (1, JobReason::Continuation, &job.run_id)
         );
         assert_eq!(next.job_id, format!("{}.1", job.run_id));
+    }
+
+    #[test]
+    fn jobs_without_trace_context_read_as_before() {
+        let job = Job::new_run("acme", "c1", "contacts", RunMode::Full, JobReason::Schedule);
+        assert_eq!(job.traceparent, None, "no tracer in unit tests");
+        let text = serde_json::to_string(&job).unwrap();
+        assert!(!text.contains("traceparent"), "{text}");
+        let traced = Job {
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+            ..job
+        };
+        let back: Job = serde_json::from_str(&serde_json::to_string(&traced).unwrap()).unwrap();
+        assert_eq!(back, traced);
+        let message = job_message("t.jobs", &traced);
+        assert!(message
+            .headers
+            .contains(&("traceparent", traced.traceparent.clone().unwrap())));
     }
 }

@@ -15,8 +15,10 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
+use tracing::Instrument;
 
-use super::job::Job;
+use super::job::{job_message, Job};
+use crate::telemetry::{traceparent_of, traceparent_of_current_span};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -95,15 +97,45 @@ impl Publisher {
     }
 
     /// Send all messages at once (never one by one) and wait until the broker has
-    /// acknowledged every one of them; any failure fails the whole batch.
+    /// acknowledged every one of them; any failure fails the whole batch. Each topic's
+    /// messages go in a `send <topic>` span (messaging semantic conventions) whose trace
+    /// context each message carries as its `traceparent` header (unless it has one).
     pub async fn publish_all(&self, messages: &[OutMessage]) -> Result<(), BusError> {
-        let sends = messages.iter().map(|m| {
+        let mut batches: Vec<(&str, Vec<&OutMessage>)> = Vec::new();
+        for m in messages {
+            match batches.iter_mut().find(|(t, _)| *t == m.topic) {
+                Some((_, batch)) => batch.push(m),
+                None => batches.push((&m.topic, vec![m])),
+            }
+        }
+        let sends = batches.iter().map(|(topic, batch)| {
+            let span = send_span(topic, batch.len());
+            let traceparent = traceparent_of(&span);
+            self.send_batch(batch, traceparent).instrument(span)
+        });
+        join_all(sends).await.into_iter().collect()
+    }
+
+    async fn send_batch(
+        &self,
+        batch: &[&OutMessage],
+        traceparent: Option<String>,
+    ) -> Result<(), BusError> {
+        let sends = batch.iter().map(|m| {
             let mut headers = OwnedHeaders::new();
             for (k, v) in &m.headers {
                 headers = headers.insert(Header {
                     key: k,
                     value: Some(v.as_bytes()),
                 });
+            }
+            if let Some(tp) = traceparent.as_deref() {
+                if !m.headers.iter().any(|(k, _)| *k == "traceparent") {
+                    headers = headers.insert(Header {
+                        key: "traceparent",
+                        value: Some(tp.as_bytes()),
+                    });
+                }
             }
             let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&m.topic)
                 .key(m.key.as_str())
@@ -113,8 +145,11 @@ impl Publisher {
             }
             self.producer.send(record, Duration::from_secs(30))
         });
-        for (result, m) in join_all(sends).await.into_iter().zip(messages) {
+        for (result, m) in join_all(sends).await.into_iter().zip(batch) {
             if let Err((e, _)) = result {
+                let span = tracing::Span::current();
+                span.record("error.type", "not_acknowledged");
+                span.record("otel.status_code", "ERROR");
                 return Err(BusError::NotAcknowledged {
                     topic: m.topic.clone(),
                     message: e.to_string(),
@@ -124,19 +159,35 @@ impl Publisher {
         Ok(())
     }
 
+    /// Publish a job (a continuation, a parked run coming back) to the jobs topic. It
+    /// carries the enqueuing span's trace context, so the next slice joins the same trace.
     pub async fn enqueue(&self, topics: &Topics, job: &Job) -> Result<(), BusError> {
-        let payload = serde_json::to_vec(job).expect("jobs serialize");
-        self.publish_all(&[OutMessage {
-            topic: topics.jobs(),
-            key: job.tenant.clone(),
-            payload: Some(payload),
-            headers: vec![
-                ("tenant", job.tenant.clone()),
-                ("job_id", job.job_id.clone()),
-            ],
-        }])
-        .await
+        let mut job = job.clone();
+        if let Some(tp) = traceparent_of_current_span() {
+            job.traceparent = Some(tp);
+        }
+        self.publish_all(&[job_message(&topics.jobs(), &job)]).await
     }
+}
+
+/// A producer span for one topic's messages (OpenTelemetry messaging conventions).
+fn send_span(topic: &str, count: usize) -> tracing::Span {
+    let span = tracing::info_span!(
+        "kafka.send",
+        otel.name = %format!("send {topic}"),
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "kafka",
+        messaging.operation.type = "send",
+        messaging.operation.name = "send",
+        messaging.destination.name = topic,
+        messaging.batch.message_count = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    );
+    if count != 1 {
+        span.record("messaging.batch.message_count", count);
+    }
+    span
 }
 
 /// Create topics that do not exist yet.

@@ -3,6 +3,7 @@
 pub mod envelope;
 pub mod job;
 pub mod kafka;
+pub mod lag;
 
 pub use envelope::{ChangeEvent, DeadLetter, Op, StatusEvent};
 pub use job::{Job, JobReason};

@@ -11,13 +11,14 @@ mod request;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use tracing::Instrument;
 
 pub use error::{EngineError, ErrorKind};
 pub use event::{ignore_events, EngineEvent, Observer};
@@ -30,6 +31,7 @@ use crate::http::wait;
 use crate::mapping::jsonata::truthy;
 use crate::secrets::Credentials;
 use crate::spec::compile::{CompiledSpec, Plan, CREDENTIAL_FIELDS, ENGINE_SETTINGS};
+use crate::telemetry::{metrics, OwnedLabels};
 use request::PreparedRequest;
 
 /// Where a run is in the pages: what the next request asks for. Stored as a
@@ -84,6 +86,8 @@ pub struct RunOptions {
     /// When a wait for budget or after throttles ends the run with `RateLimited` (a
     /// worker parks the job) instead of being waited out: the circuit breaker's rules.
     pub breaker: Breaker,
+    /// Whose run this is: the `tenant` attribute of metrics and spans (empty in `spec run`).
+    pub tenant: String,
 }
 
 impl Default for RunOptions {
@@ -99,6 +103,7 @@ impl Default for RunOptions {
             request_timeout: Duration::from_secs(60),
             resume: None,
             breaker: Breaker::default(),
+            tenant: String::new(),
         }
     }
 }
@@ -117,6 +122,7 @@ pub struct ResourceRun {
     observer: Observer,
     options: RunOptions,
     page_size: u32,
+    labels: OwnedLabels,
 }
 
 /// Shared pieces several runs of one connection may reuse.
@@ -124,6 +130,8 @@ pub struct ConnectionRuntime {
     pub http: reqwest::Client,
     pub auth: Arc<Authenticator>,
     pub budget: Arc<Budget>,
+    /// Provider (the spec's name) and tenant, for metrics.
+    pub labels: OwnedLabels,
 }
 
 impl ConnectionRuntime {
@@ -143,15 +151,15 @@ impl ConnectionRuntime {
             .build()
             .map_err(|e| e.to_string())?;
         let config = config_context(spec, connection).map_err(|e| e.to_string())?;
+        let labels = OwnedLabels::new(spec.name(), &options.tenant);
         Ok(ConnectionRuntime {
             http,
-            auth: Arc::new(Authenticator::new(
-                spec.clone(),
-                config,
-                connection.credentials.clone(),
-                sink,
-            )),
-            budget: Arc::new(budget),
+            auth: Arc::new(
+                Authenticator::new(spec.clone(), config, connection.credentials.clone(), sink)
+                    .with_labels(labels.clone()),
+            ),
+            budget: Arc::new(budget.with_labels(labels.clone())),
+            labels,
         })
     }
 }
@@ -282,6 +290,7 @@ impl ResourceRun {
             observer,
             options,
             page_size,
+            labels: runtime.labels.clone(),
         })
     }
 
@@ -359,6 +368,7 @@ impl ResourceRun {
         let mut throttled_for = Duration::ZERO;
         let mut stale_token: Option<String> = None;
         let mut refreshed_after_401 = false;
+        let mut attempt: u32 = 0;
         let auth_statuses = self
             .spec
             .spec
@@ -401,9 +411,8 @@ impl ResourceRun {
                 });
             }
             let sent_token = parts.oauth_token.clone();
-            let builder = request::build(&self.http, req, parts);
-            let outcome = builder.send().await;
-            let response = match outcome {
+            attempt += 1;
+            let (status, headers, bytes) = match self.exchange(page, req, parts, attempt).await {
                 Ok(r) => r,
                 Err(e) => {
                     let reason = without_url(&e);
@@ -412,22 +421,11 @@ impl ResourceRun {
                     continue;
                 }
             };
-            let status = response.status();
-            let headers = response.headers().clone();
             if let Some(wait) = wait::exhausted_wait(&headers, rate, SystemTime::now()) {
                 self.budget
                     .hold_scope(SystemTime::now() + wait.min(self.options.max_wait))
                     .await?;
             }
-            let bytes = match response.bytes().await {
-                Ok(b) => b,
-                Err(e) => {
-                    let reason = without_url(&e);
-                    self.retry_or_fail(page, req, &mut transient_failures, reason, &mut rng)
-                        .await?;
-                    continue;
-                }
-            };
             let json: Option<Value> = serde_json::from_slice(&bytes).ok();
             let throttled = rate.throttle_statuses.contains(&status.as_u16())
                 || (status.as_u16() >= 400
@@ -436,6 +434,7 @@ impl ResourceRun {
                             .is_some_and(|j| truthy(&p.eval_json(j).unwrap_or(None)))
                     }));
             if throttled {
+                metrics().throttled(&self.labels.labels());
                 let (asked, source) =
                     wait::throttle_wait(&headers, rate, throttles, SystemTime::now(), &mut rng);
                 throttles += 1;
@@ -522,6 +521,70 @@ impl ResourceRun {
                 }
             };
         }
+    }
+
+    /// One HTTP attempt, in a `provider.request` span (HTTP semantic conventions; the
+    /// path without its query, which may carry a key) and measured.
+    async fn exchange(
+        &self,
+        page: u32,
+        req: &PreparedRequest,
+        parts: crate::http::auth::AuthParts,
+        attempt: u32,
+    ) -> Result<
+        (
+            reqwest::StatusCode,
+            reqwest::header::HeaderMap,
+            bytes::Bytes,
+        ),
+        reqwest::Error,
+    > {
+        let method = req.method_name();
+        let span = tracing::info_span!(
+            "provider.request",
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = method,
+            url.path = %req.path_for_errors(),
+            http.response.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+            attempt,
+            tributary.provider = %self.labels.provider,
+            tributary.tenant = %self.labels.tenant,
+            tributary.resource = %self.resource,
+            tributary.page = page,
+        );
+        let started = Instant::now();
+        let answer: Result<_, reqwest::Error> = async {
+            let response = request::build(&self.http, req, parts).send().await?;
+            let status = response.status();
+            span.record("http.response.status_code", status.as_u16());
+            let headers = response.headers().clone();
+            Ok((status, headers, response.bytes().await?))
+        }
+        .instrument(span.clone())
+        .await;
+        let status = match &answer {
+            Ok((status, _, _)) => status.as_u16(),
+            Err(e) => {
+                span.record(
+                    "error.type",
+                    if e.is_timeout() {
+                        "timeout"
+                    } else {
+                        "transport"
+                    },
+                );
+                span.record("otel.status_code", "ERROR");
+                0
+            }
+        };
+        if status >= 500 {
+            span.record("error.type", status);
+            span.record("otel.status_code", "ERROR");
+        }
+        metrics().provider_request(&self.labels.labels(), method, status, started.elapsed());
+        answer
     }
 
     async fn retry_or_fail(

@@ -7,10 +7,12 @@ use futures::future::BoxFuture;
 use minijinja::Value as Ctx;
 use reqwest::header::{HeaderName, HeaderValue};
 use serde_json::Value;
+use tracing::Instrument;
 
 use crate::secrets::Credentials;
 use crate::spec::compile::{CompiledAuth, CompiledOAuth2, CompiledSpec, Grant};
 use crate::spec::model::{ClientAuth, KeyLocation};
+use crate::telemetry::{metrics, OwnedLabels};
 
 /// What authentication adds to one request. Header values are marked sensitive.
 #[derive(Default)]
@@ -76,6 +78,7 @@ pub struct Authenticator {
     config: Ctx,
     state: tokio::sync::Mutex<Credentials>,
     sink: Arc<dyn TokenSink>,
+    labels: OwnedLabels,
 }
 
 impl Authenticator {
@@ -90,7 +93,14 @@ impl Authenticator {
             config,
             state: tokio::sync::Mutex::new(credentials),
             sink,
+            labels: OwnedLabels::default(),
         }
+    }
+
+    /// Who refreshes, for the `token.refresh` span and the token refresh metric.
+    pub fn with_labels(mut self, labels: OwnedLabels) -> Self {
+        self.labels = labels;
+        self
     }
 
     /// Whether a refused token can be replaced by asking the token endpoint.
@@ -259,7 +269,48 @@ impl Authenticator {
             .map_err(AuthError::Template)
     }
 
+    /// One call to the token endpoint, in a `token.refresh` span, counted by outcome.
     async fn refresh(
+        &self,
+        http: &reqwest::Client,
+        o: &CompiledOAuth2,
+        url: url::Url,
+        creds: &mut Credentials,
+    ) -> Result<Refreshed, AuthError> {
+        let span = tracing::info_span!(
+            "token.refresh",
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = "POST",
+            url.path = url.path(),
+            tributary.provider = %self.labels.provider,
+            tributary.tenant = %self.labels.tenant,
+            rotated_refresh_token = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        let outcome = self
+            .call_token_endpoint(http, o, url, creds)
+            .instrument(span.clone())
+            .await;
+        match &outcome {
+            Ok(r) => {
+                span.record("rotated_refresh_token", r.rotated_refresh_token);
+            }
+            Err(e) => {
+                let kind = match e {
+                    AuthError::InvalidGrant(_) => "invalid_grant",
+                    AuthError::Missing(_) | AuthError::Template(_) => "credentials",
+                    AuthError::TokenEndpoint(_) => "token_endpoint",
+                };
+                span.record("error.type", kind);
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        metrics().token_refresh(&self.labels.labels(), outcome.is_ok());
+        outcome
+    }
+
+    async fn call_token_endpoint(
         &self,
         http: &reqwest::Client,
         o: &CompiledOAuth2,

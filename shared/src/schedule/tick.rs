@@ -5,11 +5,13 @@
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use tracing::warn;
+use tracing::{warn, Instrument};
 
 use super::cadence::{jitter, next_due, parse_timezone, Cadence};
 use crate::bus::{BusError, Job, JobReason, OutMessage, Publisher, Topics};
 use crate::store::{DueSchedule, RunMode, Store, StoreError};
+
+pub use crate::bus::job::job_message;
 
 /// Scheduler settings.
 #[derive(Debug, Clone)]
@@ -121,8 +123,31 @@ impl Scheduler {
         ))
     }
 
-    /// Enqueue everything due at `now`.
+    /// Enqueue everything due at `now`, in a `schedule.tick` span (each run's `enqueue` span
+    /// starts the run's own trace, linked to it).
     pub async fn tick(&self, now: DateTime<Utc>) -> Result<TickReport, TickError> {
+        let span = tracing::info_span!(
+            "schedule.tick",
+            due = tracing::field::Empty,
+            enqueued = tracing::field::Empty,
+            lost = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let outcome = self.enqueue_due(now).instrument(span.clone()).await;
+        match &outcome {
+            Ok(r) => {
+                span.record("due", r.due);
+                span.record("enqueued", r.enqueued);
+                span.record("lost", r.lost);
+            }
+            Err(_) => {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        outcome
+    }
+
+    async fn enqueue_due(&self, now: DateTime<Utc>) -> Result<TickReport, TickError> {
         let mut report = TickReport::default();
         let now_text = text(now);
         loop {
@@ -184,18 +209,5 @@ impl Scheduler {
                 return Ok(report);
             }
         }
-    }
-}
-
-/// A job as a message on a jobs topic (keyed by tenant).
-pub fn job_message(topic: &str, job: &Job) -> OutMessage {
-    OutMessage {
-        topic: topic.to_string(),
-        key: job.tenant.clone(),
-        payload: Some(serde_json::to_vec(job).expect("jobs serialize")),
-        headers: vec![
-            ("tenant", job.tenant.clone()),
-            ("job_id", job.job_id.clone()),
-        ],
     }
 }

@@ -12,6 +12,14 @@ use crate::bus::envelope::{RunRef, StatusKind};
 use crate::bus::{Job, StatusEvent};
 use crate::engine::{EngineError, ErrorKind};
 use crate::store::ConnectionRecord;
+use crate::telemetry::{self, Labels};
+
+fn labels(conn: &ConnectionRecord) -> Labels<'_> {
+    Labels {
+        provider: &conn.provider,
+        tenant: &conn.tenant,
+    }
+}
 
 /// Why a run was parked.
 pub struct ParkReason<'a> {
@@ -131,7 +139,9 @@ impl Syncer {
             // Opening the circuit: the longer the provider keeps throttling, the longer we stay away.
             let streak = self.store.record_failure(&conn.id).await?;
             until = self.breaker().after_throttle(streak, until, Utc::now());
+            telemetry::metrics().circuit_opened(&labels(conn));
         }
+        telemetry::metrics().parked_run(&labels(conn));
         let message = format!(
             "{}; resuming at {}",
             why.reason,
@@ -166,6 +176,7 @@ impl Syncer {
         let streak = self.store.record_failure(&conn.id).await?;
         if let Some(until) = self.breaker().after_failed_run(streak, Utc::now()) {
             self.store.block_connection(&conn.id, until, None).await?;
+            telemetry::metrics().circuit_opened(&labels(conn));
         }
         Ok(())
     }

@@ -53,6 +53,7 @@ pub async fn refresh_idle(
             };
             let options = RunOptions {
                 allow_private_hosts,
+                tenant: conn.tenant.clone(),
                 ..RunOptions::default()
             };
             let sink = Arc::new(StoreTokens::new(store.clone(), id.clone()));

@@ -30,10 +30,12 @@ use tracing::Instrument;
 
 use crate::breaker::Breaker;
 use crate::budget::{BudgetSettings, Ledger, LedgerError, MemoryLedger};
+use crate::bus::envelope::RunRef;
 use crate::bus::{Job, Publisher, Topics};
 use crate::engine::{Page, RunOptions};
 use crate::spec::{load_spec, CompiledSpec};
 use crate::store::{RunCounts, RunMode, Store, StoreError, StoreLedger};
+use crate::telemetry::{self, Labels};
 use admit::{Admitted, Verdict};
 use deliver::{PageCommit, SliceBounds, SliceProgress};
 use process::{process_page, sweep, PageContext};
@@ -184,7 +186,15 @@ impl Syncer {
             slice = job.slice,
             mode = job.mode.as_str(),
         );
-        self.slice(job, stop).instrument(span).await
+        // The scheduler's enqueue, this slice and the events it publishes join one trace.
+        if let Some(parent) = &job.traceparent {
+            telemetry::set_parent_from_traceparent(&span, parent);
+        }
+        let metrics = telemetry::metrics();
+        metrics.jobs_in_flight(1);
+        let outcome = self.slice(job, stop).instrument(span).await;
+        metrics.jobs_in_flight(-1);
+        outcome
     }
 
     async fn slice(&self, job: &Job, stop: &AtomicBool) -> Result<SliceOutcome, SyncError> {
@@ -197,6 +207,7 @@ impl Syncer {
             Err(reason) => return self.fail(&admitted.run, job, reason).await,
         };
         let mut progress = SliceProgress::new(&admitted.checkpoint, admitted.resuming);
+        let _timer = SliceTimer::start(&admitted);
         while let Some(page) = pages.next().await {
             let page = match page {
                 Ok(page) => page,
@@ -255,6 +266,7 @@ impl Syncer {
         } = page;
         let mut outcome = tracing::info_span!("process", records = records.len())
             .in_scope(|| process_page(&ctx, number, records, &stored));
+        record_page_metrics(&admitted.run, &outcome);
         progress.add_page(outcome.max_updated);
         let last = next.is_none();
         let ends_slice = progress.ends(last, self.bounds(), stop);
@@ -267,6 +279,8 @@ impl Syncer {
                 .await?;
             let (messages, gone) = sweep(&ctx, unseen, &outcome);
             outcome.messages.extend(messages);
+            let labels = labels(&admitted.run);
+            telemetry::metrics().events_published(&labels, "deleted", gone.len() as u64);
             deleted = gone;
         }
         // Events first, acknowledged; only then the state that says they were sent.
@@ -280,6 +294,42 @@ impl Syncer {
         self.commit(job, &admitted.checkpoint, progress, commit)
             .await?;
         self.finish(job, &admitted.run, last, ends_slice).await
+    }
+}
+
+fn labels(run: &RunRef) -> Labels<'_> {
+    Labels {
+        provider: &run.provider,
+        tenant: &run.tenant,
+    }
+}
+
+fn record_page_metrics(run: &RunRef, outcome: &process::PageOutcome) {
+    let (metrics, labels, counts) = (telemetry::metrics(), labels(run), &outcome.counts);
+    metrics.records_read(&labels, counts.records as u64);
+    metrics.events_published(&labels, "created", counts.created as u64);
+    metrics.events_published(&labels, "updated", counts.updated as u64);
+    metrics.dead_letters(&labels, counts.dead_lettered as u64);
+}
+
+/// Records how long an admitted slice took, however it ends.
+struct SliceTimer<'a> {
+    run: &'a RunRef,
+    started: std::time::Instant,
+}
+
+impl<'a> SliceTimer<'a> {
+    fn start(admitted: &'a Admitted) -> Self {
+        SliceTimer {
+            run: &admitted.run,
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Drop for SliceTimer<'_> {
+    fn drop(&mut self) {
+        telemetry::metrics().slice_duration(&labels(self.run), self.started.elapsed());
     }
 }
 

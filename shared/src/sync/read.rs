@@ -109,6 +109,7 @@ impl Syncer {
     fn run_options(&self, job: &Job, admitted: &Admitted) -> RunOptions {
         let cp = &admitted.checkpoint;
         let mut options = self.settings.engine.clone();
+        options.tenant = admitted.conn.tenant.clone();
         options.since = match job.mode {
             RunMode::Incremental => cp.since,
             RunMode::Full => None,
