@@ -49,7 +49,7 @@ pub struct Settings {
     pub breaker_open: Duration,
     pub breaker_max_open: Duration,
     pub budget_headroom: f64,
-    pub budget_ledger: crate::sync::LedgerChoice,
+    pub budget_ledger: crate::domain::LedgerChoice,
     pub tenant_concurrency: Option<usize>,
 }
 
@@ -164,9 +164,9 @@ impl Settings {
             )?),
             budget_headroom: number("TRIBUTARY_BUDGET_HEADROOM", 0.05)?,
             budget_ledger: match var("TRIBUTARY_RATE_BUDGETS").as_deref() {
-                None | Some("auto") => crate::sync::LedgerChoice::Auto,
-                Some("store") => crate::sync::LedgerChoice::Store,
-                Some("memory") => crate::sync::LedgerChoice::Memory,
+                None | Some("auto") => crate::domain::LedgerChoice::Auto,
+                Some("store") => crate::domain::LedgerChoice::Store,
+                Some("memory") => crate::domain::LedgerChoice::Memory,
                 Some(other) => {
                     return Err(ConfigError::Invalid {
                         var: "TRIBUTARY_RATE_BUDGETS",

@@ -5,6 +5,7 @@ pub mod budget;
 pub mod bus;
 pub mod changes;
 pub mod config;
+pub mod domain;
 pub mod engine;
 pub mod http;
 pub mod logging;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tributary::bus::{Job, JobReason};
+use tributary::domain::RunMode;
 use tributary::sandbox::{self, Profile, SandboxHandle};
-use tributary::store::RunMode;
 
 use crate::broker::TopicReader;
 use crate::pipeline::{wait_group_settled, Rig, WorkerProcess};
@@ -139,9 +139,8 @@ pub fn completed_at(statuses: &mut TopicReader, runs: &[Job]) -> DateTime<Utc> {
     }
     ends.iter()
         .map(|e| {
-            DateTime::parse_from_rfc3339(e["occurred_at"].as_str().unwrap())
-                .unwrap()
-                .with_timezone(&Utc)
+            tributary::domain::time::parse_stamp(e["occurred_at"].as_str().unwrap())
+                .expect("occurred_at is a stamp")
         })
         .max()
         .unwrap()

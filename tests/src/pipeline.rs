@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tributary::bus::{Job, JobReason, Publisher, Topics};
+use tributary::domain::RunMode;
 use tributary::sandbox::{self, Profile, SandboxHandle};
 use tributary::secrets::crypto::Cipher;
-use tributary::store::{NewConnection, RunMode, Store};
+use tributary::store::{NewConnection, Store};
 
 use crate::broker::{Broker, Received, TopicReader};
 use crate::{repo_root, SandboxControl};

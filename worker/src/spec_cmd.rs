@@ -208,11 +208,11 @@ async fn run_resource(args: RunArgs) -> Result<ExitCode, (u8, anyhow::Error)> {
     let credentials: Credentials = serde_json::from_str(&credentials_text)
         .map_err(|e| bad(anyhow!("--credentials must be a JSON object: {e}")))?;
     let since = match &args.since {
-        Some(s) => Some(
-            chrono::DateTime::parse_from_rfc3339(s)
-                .map_err(|e| bad(anyhow!("--since `{s}` is not an RFC 3339 time: {e}")))?
-                .with_timezone(&chrono::Utc),
-        ),
+        Some(s) => Some(tributary::domain::time::parse_stamp(s).ok_or_else(|| {
+            bad(anyhow!(
+                "--since `{s}` is not an RFC 3339 time (e.g. 2026-11-28T06:40:12Z)"
+            ))
+        })?),
         None => None,
     };
     if !(args.max_wait.is_finite() && args.max_wait >= 0.0) {

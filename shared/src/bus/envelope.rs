@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::store::RunCounts;
+use crate::domain::RunCounts;
 
 /// Version of the event envelope (`schemas/events/change-event.v1.json`).
 pub const ENVELOPE_VERSION: u32 = 1;

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::store::RunMode;
+use crate::domain::RunMode;
 
 pub const JOB_SCHEMA_VERSION: u32 = 1;
 

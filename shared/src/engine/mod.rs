@@ -16,11 +16,13 @@ use std::time::{Duration, SystemTime};
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use rand::SeedableRng;
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use error::{EngineError, ErrorKind};
 pub use event::{ignore_events, EngineEvent, Observer};
+
+/// Where a run is in the pages (domain vocabulary; re-exported where the engine uses it).
+pub use crate::domain::PageState;
 
 use crate::budget::{AcquireError, Budget};
 use crate::http::auth::{without_url, Authenticator, TokenSink};
@@ -30,18 +32,6 @@ use crate::mapping::jsonata::truthy;
 use crate::secrets::Credentials;
 use crate::spec::compile::{CompiledSpec, Plan, CREDENTIAL_FIELDS, ENGINE_SETTINGS};
 use request::PreparedRequest;
-
-/// Where a run is in the pages: what the next request asks for. Stored as a
-/// checkpoint so a run can resume where it stopped.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum PageState {
-    First,
-    Cursor { cursor: String },
-    Url { url: String },
-    Offset { offset: u64 },
-    Page { page: u64 },
-}
 
 /// One page of raw provider records.
 #[derive(Debug, Clone)]

@@ -23,15 +23,15 @@ use crate::bus::{
     ChangeEvent, DeadLetter, Job, JobReason, Op, OutMessage, Publisher, StatusEvent, Topics,
 };
 use crate::changes::{self, Change};
+use crate::domain::{ConnectionState, RunCounts, RunMode, StoredFingerprint};
 use crate::engine::{
     ignore_events, Connection, ConnectionRuntime, ErrorKind, ResourceRun, RunOptions,
 };
 use crate::mapping::normalize::{normalize, primary_key};
 use crate::spec::{load_spec, CompiledSpec};
-use crate::store::{
-    ConnectionRecord, NewRun, RunCounts, RunMode, SliceCommit, Store, StoreError, StoreLedger,
-    StoredFingerprint,
-};
+use crate::store::{ConnectionRecord, NewRun, SliceCommit, Store, StoreError, StoreLedger};
+
+pub use crate::domain::LedgerChoice;
 
 pub use tokens::StoreTokens;
 
@@ -50,16 +50,6 @@ pub struct SyncSettings {
     /// How long a connection's circuit stays open the first time (doubles per open in a row).
     pub breaker_open: Duration,
     pub breaker_max_open: Duration,
-}
-
-/// Where rate budgets are kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LedgerChoice {
-    /// The state store when it is PostgreSQL (shared by a fleet), memory on SQLite (one process).
-    #[default]
-    Auto,
-    Store,
-    Memory,
 }
 
 impl SyncSettings {
@@ -262,7 +252,7 @@ impl Syncer {
             }
             Err(e) => return Err(e.into()),
         };
-        if conn.state == "paused" || conn.state == "needs_reauth" {
+        if conn.state.is_halted() {
             return Ok(SliceOutcome::Skipped(format!(
                 "connection `{}` is {}",
                 conn.id, conn.state
@@ -333,7 +323,7 @@ impl Syncer {
                     id: &job.run_id,
                     connection: &job.connection,
                     resource: &job.resource,
-                    mode: job.mode.as_str(),
+                    mode: job.mode,
                     reason: job.reason.as_str(),
                 })
                 .await?;
@@ -420,7 +410,7 @@ impl Syncer {
                     // Stop this connection's jobs until new credentials arrive (PUT credentials).
                     let reason = e.to_string();
                     self.store
-                        .set_connection_state(&conn.id, "needs_reauth", Some(&reason))
+                        .set_connection_state(&conn.id, ConnectionState::NeedsReauth, Some(&reason))
                         .await?;
                     self.publisher
                         .publish_all(&[self.status(
@@ -454,7 +444,7 @@ impl Syncer {
             if pages_in_slice == 0
                 && (conn.failure_streak > 0
                     || conn.blocked_until.is_some()
-                    || conn.state == "rate_limited")
+                    || conn.state == ConnectionState::RateLimited)
             {
                 // The provider answered: the circuit closes.
                 self.store.clear_breaker(&conn.id).await?;
@@ -678,7 +668,11 @@ impl Syncer {
             until.to_rfc3339_opts(SecondsFormat::Secs, true)
         );
         self.store
-            .block_connection(&conn.id, until, Some(("rate_limited", &message)))
+            .block_connection(
+                &conn.id,
+                until,
+                Some((ConnectionState::RateLimited, &message)),
+            )
             .await?;
         let mut next = job.continuation();
         next.not_before = Some(until);
