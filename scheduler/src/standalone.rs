@@ -15,15 +15,14 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::{json, Value};
-use tributary::bus::{Publisher, Topics};
-use tributary::engine::RunOptions;
+use tributary::bootstrap::{Services, TopicSetup};
+use tributary::bus::Topics;
+use tributary::config::Settings;
 use tributary::mapping::models::model_names;
 use tributary::sandbox::{self, Profile, SandboxHandle};
-use tributary::schedule::tick::{ScheduleSettings, Scheduler};
 use tributary::secrets::crypto::Cipher;
-use tributary::store::{NewConnection, Store};
-use tributary::sync::worker::{consume, StopSignal, WorkerOptions};
-use tributary::sync::{SyncSettings, Syncer};
+use tributary::store::NewConnection;
+use tributary::sync::worker::{consume, StopSignal};
 
 use crate::api;
 
@@ -71,12 +70,34 @@ fn demos(specs_dir: &std::path::Path) -> anyhow::Result<Vec<Demo>> {
     Ok(demos.tenants)
 }
 
+/// The embedded deployment: the defaults, with small slices, short waits and quick cadences
+/// so a first look shows every kind of event within minutes.
+fn demo_settings(args: &Args, brokers: &str, db: &std::path::Path) -> Settings {
+    let mut settings = Settings {
+        kafka_brokers: brokers.to_string(),
+        database_url: format!("sqlite://{}", db.display()),
+        encryption_key: Some(Cipher::generate_key()),
+        ..Settings::default()
+    };
+    settings.sync.specs_dir = args.specs_dir.clone();
+    settings.sync.slice_max_pages = 5;
+    settings.sync.slice_max_duration = Duration::from_secs(10);
+    settings.sync.engine.allow_private_hosts = true;
+    settings.sync.engine.max_wait = Duration::from_secs(30);
+    settings.sync.engine.park_after = Duration::from_secs(10);
+    settings.worker.session_timeout = Duration::from_secs(6);
+    settings.worker.concurrency = 4;
+    settings.schedule.max_jitter = Duration::from_secs(2);
+    settings
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     // Broker.
     let cluster = MockCluster::new(1).context("cannot start librdkafka's mock cluster")?;
     let brokers = cluster.bootstrap_servers();
-    let topics = Topics::new("tributary");
+    // The names the demo settings give them (the defaults).
+    let topics = Settings::default().topics();
     let mut names = vec![
         topics.jobs(),
         topics.urgent_jobs(),
@@ -96,9 +117,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
-    let cipher = Cipher::from_base64(&Cipher::generate_key(), &[])?;
-    let store = Store::connect(&format!("sqlite://{}", db.display()), cipher).await?;
-    let publisher = Publisher::new(&brokers)?;
+    let services =
+        Services::start(demo_settings(&args, &brokers, &db), TopicSetup::Existing).await?;
+    let (store, publisher) = (services.store.clone(), services.publisher.clone());
     // Providers, tenants, connections.
     let mut sandboxes: Vec<SandboxHandle> = Vec::new();
     let mut summary = Vec::new();
@@ -147,47 +168,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     // Workers.
     let stop = StopSignal::default();
-    let syncer = Arc::new(Syncer::new(
-        store.clone(),
-        publisher.clone(),
-        SyncSettings {
-            specs_dir: args.specs_dir.clone(),
-            topics: topics.clone(),
-            slice_max_pages: 5,
-            slice_max_duration: Duration::from_secs(10),
-            emit_remote_data: true,
-            tombstones: false,
-            engine: RunOptions {
-                allow_private_hosts: true,
-                max_wait: Duration::from_secs(30),
-                park_after: Duration::from_secs(10),
-                ..RunOptions::default()
-            },
-            ..SyncSettings::new(args.specs_dir.clone(), topics.clone())
-        },
-    ));
+    let syncer = Arc::new(services.syncer());
     let mut workers = Vec::new();
     for _ in 0..args.workers.max(1) {
-        let (syncer, stop, topics, brokers) = (
+        let (syncer, stop, options) = (
             syncer.clone(),
             stop.clone(),
-            topics.clone(),
-            brokers.clone(),
+            services.settings.worker_options(),
         );
-        workers.push(tokio::spawn(async move {
-            consume(
-                syncer,
-                WorkerOptions {
-                    brokers,
-                    topics,
-                    session_timeout: Duration::from_secs(6),
-                    concurrency: 4,
-                    tenant_concurrency: None,
-                },
-                stop,
-            )
-            .await
-        }));
+        workers.push(tokio::spawn(
+            async move { consume(syncer, options, stop).await },
+        ));
     }
     // API.
     let admin_token = format!(
@@ -225,15 +216,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         println!("{line}");
     }
     // Scheduler, sandbox activity, progress.
-    let scheduler = Scheduler::new(
-        store.clone(),
-        publisher.clone(),
-        topics.clone(),
-        ScheduleSettings {
-            max_jitter: Duration::from_secs(2),
-            ..ScheduleSettings::default()
-        },
-    );
+    let scheduler = services.scheduler();
     let http = reqwest::Client::new();
     let watcher = Watcher::new(&brokers, &topics)?;
     let mut ticks = tokio::time::interval(Duration::from_secs(2));
@@ -281,6 +264,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     drop(syncer);
     drop(publisher);
     drop(store);
+    drop(services);
     drop(cluster);
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Tributary's core: provider specs, the generic sync engine, mappings into
 //! unified models, and the sandbox provider. Both binaries build on this crate.
 
+pub mod bootstrap;
 pub mod budget;
 pub mod bus;
 pub mod changes;

@@ -90,7 +90,7 @@ impl Default for RunOptions {
             retry_base: Duration::from_millis(500),
             request_timeout: Duration::from_secs(60),
             resume: None,
-            park_after: Duration::from_secs(300),
+            park_after: Duration::from_secs(30),
             breaker_after: 5,
         }
     }

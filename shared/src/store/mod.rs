@@ -97,6 +97,9 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
+    /// How long a job's lease lasts unless set (`with_lease`).
+    pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(900);
+
     /// Connect (creating a SQLite file if needed) and apply migrations.
     pub async fn connect(url: &str, cipher: Cipher) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
@@ -137,7 +140,7 @@ impl Store {
             pool,
             cipher,
             postgres,
-            lease: chrono::Duration::minutes(15),
+            lease: chrono::Duration::seconds(Self::DEFAULT_LEASE.as_secs() as i64),
         })
     }
 

@@ -4,75 +4,33 @@
 //! failed or partial one never does.
 
 pub mod keepalive;
+mod settings;
 mod tokens;
 pub mod worker;
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::StreamExt;
 use serde_json::Value;
 
-use crate::budget::{Budget, BudgetOwner, BudgetSettings, Ledger, MemoryLedger};
+use crate::budget::{Budget, BudgetOwner, Ledger, MemoryLedger};
 use crate::bus::envelope::{event_id, ENVELOPE_VERSION};
-use crate::bus::{
-    ChangeEvent, DeadLetter, Job, JobReason, Op, OutMessage, Publisher, StatusEvent, Topics,
-};
+use crate::bus::{ChangeEvent, DeadLetter, Job, JobReason, Op, OutMessage, Publisher, StatusEvent};
 use crate::changes::{self, Change};
 use crate::domain::{ConnectionState, RunCounts, RunMode, StoredFingerprint};
-use crate::engine::{
-    ignore_events, Connection, ConnectionRuntime, ErrorKind, ResourceRun, RunOptions,
-};
+use crate::engine::{ignore_events, Connection, ConnectionRuntime, ErrorKind, ResourceRun};
 use crate::mapping::normalize::{normalize, primary_key};
 use crate::spec::{load_spec, CompiledSpec};
 use crate::store::{ConnectionRecord, NewRun, SliceCommit, Store, StoreError, StoreLedger};
 
 pub use crate::domain::LedgerChoice;
 
+pub use settings::{BreakerSettings, SyncSettings};
 pub use tokens::StoreTokens;
-
-/// How slices behave.
-#[derive(Debug, Clone)]
-pub struct SyncSettings {
-    pub specs_dir: PathBuf,
-    pub topics: Topics,
-    pub slice_max_pages: u32,
-    pub slice_max_duration: Duration,
-    pub emit_remote_data: bool,
-    pub tombstones: bool,
-    pub engine: RunOptions,
-    pub budgets: BudgetSettings,
-    pub ledger: LedgerChoice,
-    /// How long a connection's circuit stays open the first time (doubles per open in a row).
-    pub breaker_open: Duration,
-    pub breaker_max_open: Duration,
-}
-
-impl SyncSettings {
-    /// Defaults for everything but where specs are and what topics are called.
-    pub fn new(specs_dir: PathBuf, topics: Topics) -> Self {
-        SyncSettings {
-            specs_dir,
-            topics,
-            slice_max_pages: 50,
-            slice_max_duration: Duration::from_secs(30),
-            emit_remote_data: true,
-            tombstones: false,
-            engine: RunOptions {
-                park_after: Duration::from_secs(30),
-                ..RunOptions::default()
-            },
-            budgets: BudgetSettings::default(),
-            ledger: LedgerChoice::Auto,
-            breaker_open: Duration::from_secs(60),
-            breaker_max_open: Duration::from_secs(600),
-        }
-    }
-}
 
 /// Infrastructure failures: the job is not done and must be delivered again.
 #[derive(Debug, thiserror::Error)]
@@ -265,7 +223,9 @@ impl Syncer {
             let hold = if until > now {
                 Some(until)
             } else if conn.failure_streak > 0 {
-                let probe_until = now + chrono::Duration::seconds(30);
+                let probe_until = now
+                    + chrono::Duration::from_std(self.settings.breaker.probe_hold)
+                        .unwrap_or_default();
                 if self.store.claim_probe(&conn.id, until, probe_until).await? {
                     None
                 } else {
@@ -703,18 +663,20 @@ impl Syncer {
     fn circuit_open_until(&self, reopened: i64) -> DateTime<Utc> {
         let open = self
             .settings
-            .breaker_open
+            .breaker
+            .open
             .saturating_mul(1u32 << reopened.clamp(0, 16) as u32)
-            .min(self.settings.breaker_max_open);
+            .min(self.settings.breaker.max_open);
         Utc::now() + chrono::Duration::from_std(open).unwrap_or_default()
     }
 
     /// A run failed on something that may pass (5xx, timeouts, throttle storms): count it,
-    /// and after three in a row hold the connection's jobs (the circuit opens).
+    /// and after `breaker.failed_runs` in a row hold the connection's jobs (the circuit opens).
     async fn note_failure(&self, conn: &ConnectionRecord) -> Result<(), SyncError> {
         let streak = self.store.record_failure(&conn.id).await?;
-        if streak >= 3 {
-            let until = self.circuit_open_until(streak - 3);
+        let after = self.settings.breaker.failed_runs;
+        if streak >= after {
+            let until = self.circuit_open_until(streak - after);
             self.store.block_connection(&conn.id, until, None).await?;
         }
         Ok(())
