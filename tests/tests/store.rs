@@ -530,3 +530,85 @@ async fn budgets_and_the_circuit_breaker_on_both_databases() {
         );
     }
 }
+
+/// The API's connection list: one tenant's connections and the latest run of each of their
+/// resources, two queries whatever the count, the same on both databases.
+#[tokio::test]
+async fn connections_and_their_last_runs_by_tenant() {
+    for (backend, url) in fresh_databases().await {
+        let store = Store::connect(&url, test_cipher()).await.unwrap();
+        for tenant in ["acme", "globex"] {
+            store.create_tenant(tenant).await.unwrap();
+            store
+                .create_connection(&NewConnection {
+                    id: Some(format!("{tenant}-c")),
+                    tenant: tenant.into(),
+                    provider: "demo".into(),
+                    config: Default::default(),
+                    credentials: Default::default(),
+                    resources: vec!["contacts".into(), "deals".into()],
+                    schedule: None,
+                    full_schedule: None,
+                    timezone: "UTC".into(),
+                })
+                .await
+                .unwrap();
+        }
+        for (run, conn, resource) in [
+            ("r1", "acme-c", "contacts"),
+            ("r2", "acme-c", "contacts"),
+            ("r3", "acme-c", "deals"),
+            ("r4", "globex-c", "contacts"),
+        ] {
+            store
+                .start_run(&NewRun {
+                    id: run,
+                    connection: conn,
+                    resource,
+                    mode: RunMode::Incremental,
+                    reason: "schedule",
+                })
+                .await
+                .unwrap();
+            // A distinct start time each, so "the latest run" is well defined.
+            sqlx::query("UPDATE sync_runs SET started_at = $1 WHERE id = $2")
+                .bind(format!("2026-01-01T00:00:0{}.000Z", &run[1..]))
+                .bind(run)
+                .execute(store.pool())
+                .await
+                .unwrap();
+        }
+        let acme = store.connections(Some("acme")).await.unwrap();
+        assert_eq!(
+            acme.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+            ["acme-c"],
+            "{backend}"
+        );
+        assert_eq!(store.connections(None).await.unwrap().len(), 2, "{backend}");
+        let runs: Vec<(String, String, RunStatus)> = store
+            .last_runs_of_tenant(Some("acme"))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.id, r.resource, r.status))
+            .collect();
+        assert_eq!(
+            runs,
+            [
+                ("r2".to_string(), "contacts".to_string(), RunStatus::Running),
+                ("r3".to_string(), "deals".to_string(), RunStatus::Running)
+            ],
+            "{backend}"
+        );
+        assert_eq!(
+            store.last_runs_of_tenant(None).await.unwrap().len(),
+            3,
+            "{backend}"
+        );
+        assert_eq!(
+            store.last_runs("acme-c").await.unwrap().len(),
+            2,
+            "{backend}"
+        );
+    }
+}

@@ -197,11 +197,11 @@ impl Store {
     }
 }
 
-/// `RUN_COLUMNS` qualified by a table alias.
+/// `RUN_COLUMNS` qualified by a table alias (and named: SQLite leaves unnamed ones unspecified).
 fn prefixed(alias: &str) -> String {
     RUN_COLUMNS
         .split(", ")
-        .map(|c| format!("{alias}.{c}"))
+        .map(|c| format!("{alias}.{c} AS {c}"))
         .collect::<Vec<_>>()
         .join(", ")
 }
