@@ -21,7 +21,7 @@ use tributary::config::Settings;
 use tributary::mapping::models::model_names;
 use tributary::sandbox::{self, Profile, SandboxHandle};
 use tributary::secrets::crypto::Cipher;
-use tributary::store::NewConnection;
+use tributary::store::{NewConnection, Store};
 use tributary::sync::worker::{consume, StopSignal};
 
 use crate::api;
@@ -91,43 +91,17 @@ fn demo_settings(args: &Args, brokers: &str, db: &std::path::Path) -> Settings {
     settings
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
-    let started = Instant::now();
-    // Broker.
-    let cluster = MockCluster::new(1).context("cannot start librdkafka's mock cluster")?;
-    let brokers = cluster.bootstrap_servers();
-    // The names the demo settings give them (the defaults).
-    let topics = Settings::default().topics();
-    let mut names = vec![
-        topics.jobs(),
-        topics.urgent_jobs(),
-        topics.status(),
-        topics.dead_letters(),
-    ];
-    names.extend(model_names().map(|m| topics.model(m)));
-    for t in &names {
-        cluster
-            .create_topic(t, 3, 1)
-            .with_context(|| format!("creating topic {t}"))?;
-    }
-    // State.
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("--data-dir {}", args.data_dir.display()))?;
-    let db = args.data_dir.join("tributary.db");
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-    }
-    let services =
-        Services::start(demo_settings(&args, &brokers, &db), TopicSetup::Existing).await?;
-    let (store, publisher) = (services.store.clone(), services.publisher.clone());
-    // Providers, tenants, connections.
+/// A sandbox per demo tenant, and the tenant's connection to it; returns the sandboxes
+/// (kept running) and a line per connection for the banner.
+async fn start_demos(
+    store: &Store,
+    specs_dir: &std::path::Path,
+    demos: &[Demo],
+) -> anyhow::Result<(Vec<SandboxHandle>, Vec<String>)> {
     let mut sandboxes: Vec<SandboxHandle> = Vec::new();
     let mut summary = Vec::new();
-    let demos = demos(&args.specs_dir)?;
-    for demo in &demos {
-        let profile_path = args
-            .specs_dir
-            .join(format!("sandbox/{}.yaml", demo.provider));
+    for demo in demos {
+        let profile_path = specs_dir.join(format!("sandbox/{}.yaml", demo.provider));
         let mut profile = Profile::load(&profile_path).map_err(|e| anyhow!("{e}"))?;
         profile.rate_limit = None;
         let sbx = sandbox::start(
@@ -166,6 +140,41 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ));
         sandboxes.push(sbx);
     }
+    Ok((sandboxes, summary))
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let started = Instant::now();
+    // Broker.
+    let cluster = MockCluster::new(1).context("cannot start librdkafka's mock cluster")?;
+    let brokers = cluster.bootstrap_servers();
+    // The names the demo settings give them (the defaults).
+    let topics = Settings::default().topics();
+    let mut names = vec![
+        topics.jobs(),
+        topics.urgent_jobs(),
+        topics.status(),
+        topics.dead_letters(),
+    ];
+    names.extend(model_names().map(|m| topics.model(m)));
+    for t in &names {
+        cluster
+            .create_topic(t, 3, 1)
+            .with_context(|| format!("creating topic {t}"))?;
+    }
+    // State.
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("--data-dir {}", args.data_dir.display()))?;
+    let db = args.data_dir.join("tributary.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    let services =
+        Services::start(demo_settings(&args, &brokers, &db), TopicSetup::Existing).await?;
+    let (store, publisher) = (services.store.clone(), services.publisher.clone());
+    // Providers, tenants, connections.
+    let demos = demos(&args.specs_dir)?;
+    let (sandboxes, summary) = start_demos(&store, &args.specs_dir, &demos).await?;
     // Workers.
     let stop = StopSignal::default();
     let syncer = Arc::new(services.syncer());
@@ -197,24 +206,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("--api-addr {}", args.api_addr))?;
     let api_addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, api::router(state)).await });
-    println!("Tributary standalone");
-    println!("  Kafka (librdkafka mock cluster): {brokers}");
-    println!(
-        "    read events with any Kafka client, e.g. topic {}",
-        topics.model("crm.contact")
-    );
-    println!("  control API: http://{api_addr}  (admin token: {admin_token})");
-    if let Some(first) = demos.first() {
-        println!(
-            "    curl -H 'Authorization: Bearer {admin_token}' http://{api_addr}/v1/connections/{}-{}",
-            first.tenant, first.provider
-        );
-    }
-    println!("  state: {} (recreated at each start)", db.display());
-    println!("  demo tenants (sandbox providers, synced every 20 s, full sync every 2 min):");
-    for line in &summary {
-        println!("{line}");
-    }
+    banner(&Banner {
+        brokers: &brokers,
+        topics: &topics,
+        api_addr,
+        admin_token: &admin_token,
+        first: demos.first(),
+        db: &db,
+        summary: &summary,
+    });
     // Scheduler, sandbox activity, progress.
     let scheduler = services.scheduler();
     let http = reqwest::Client::new();
@@ -267,6 +267,39 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     drop(services);
     drop(cluster);
     Ok(())
+}
+
+/// What the banner shows: where everything is.
+struct Banner<'a> {
+    brokers: &'a str,
+    topics: &'a Topics,
+    api_addr: std::net::SocketAddr,
+    admin_token: &'a str,
+    first: Option<&'a Demo>,
+    db: &'a std::path::Path,
+    summary: &'a [String],
+}
+
+fn banner(b: &Banner<'_>) {
+    let (api_addr, admin_token) = (b.api_addr, b.admin_token);
+    println!("Tributary standalone");
+    println!("  Kafka (librdkafka mock cluster): {}", b.brokers);
+    println!(
+        "    read events with any Kafka client, e.g. topic {}",
+        b.topics.model("crm.contact")
+    );
+    println!("  control API: http://{api_addr}  (admin token: {admin_token})");
+    if let Some(first) = b.first {
+        println!(
+            "    curl -H 'Authorization: Bearer {admin_token}' http://{api_addr}/v1/connections/{}-{}",
+            first.tenant, first.provider
+        );
+    }
+    println!("  state: {} (recreated at each start)", b.db.display());
+    println!("  demo tenants (sandbox providers, synced every 20 s, full sync every 2 min):");
+    for line in b.summary {
+        println!("{line}");
+    }
 }
 
 fn render(counts: &BTreeMap<String, u64>) -> String {
