@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 use tributary::bus::kafka::ensure_pipeline_topics;
 use tributary::bus::{Publisher, Topics};
 use tributary::schedule::tick::{ScheduleSettings, Scheduler};
@@ -35,7 +35,7 @@ async fn load(store: &Store, n: usize) {
     .execute(pool)
     .await
     .unwrap();
-    let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+    let now = tributary::domain::time::now_stamp();
     let zones = ["UTC", "Europe/Paris", "America/New_York", "Asia/Tokyo"];
     let mut tx = pool.begin().await.unwrap();
     for start in (0..n).step_by(500) {
@@ -88,10 +88,9 @@ async fn main() {
             ScheduleSettings::default(),
         );
         let now = Utc::now() + chrono::Duration::seconds(1);
-        let now_text = now.to_rfc3339_opts(SecondsFormat::Millis, true);
         let rss_before = peak_rss_mib();
         let t = Instant::now();
-        let due = store.due_schedules(&now_text, n as i64).await.unwrap();
+        let due = store.due_schedules(now, n as i64).await.unwrap();
         let read = t.elapsed();
         assert_eq!(due.len(), n);
         drop(due);

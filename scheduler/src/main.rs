@@ -10,11 +10,9 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context};
 use clap::{Parser, Subcommand};
 use tracing::{error, info, warn};
-use tributary::bus::kafka::ensure_pipeline_topics;
-use tributary::bus::Publisher;
+use tributary::bootstrap::{Services, TopicSetup};
 use tributary::config::Settings;
-use tributary::schedule::tick::{ScheduleSettings, Scheduler};
-use tributary::store::Store;
+use tributary::schedule::tick::Scheduler;
 
 #[derive(Parser)]
 #[command(
@@ -83,44 +81,30 @@ fn main() -> ExitCode {
     }
 }
 
-pub fn schedule_settings(settings: &Settings) -> ScheduleSettings {
-    ScheduleSettings {
-        default_schedule: settings.default_schedule.clone(),
-        default_full_schedule: settings.default_full_schedule.clone(),
-        max_jitter: settings.max_jitter,
-        ..ScheduleSettings::default()
-    }
-}
-
 async fn run() -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
     let admin_token = settings.admin_token.clone().ok_or_else(|| {
         anyhow!("TRIBUTARY_ADMIN_TOKEN is not set: the API needs an admin token for the host product (a long random string)")
     })?;
     for (name, expr) in [
-        ("TRIBUTARY_DEFAULT_SCHEDULE", &settings.default_schedule),
+        (
+            "TRIBUTARY_DEFAULT_SCHEDULE",
+            &settings.schedule.default_schedule,
+        ),
         (
             "TRIBUTARY_DEFAULT_FULL_SCHEDULE",
-            &settings.default_full_schedule,
+            &settings.schedule.default_full_schedule,
         ),
     ] {
         expr.parse::<tributary::schedule::Cadence>()
             .map_err(|e| anyhow!("{name}: {e}"))?;
     }
-    let store = Store::connect(&settings.database_url, settings.cipher()?)
-        .await
-        .context("TRIBUTARY_DATABASE_URL")?
-        .with_lease(settings.lease);
-    let topics = settings.topics();
-    ensure_pipeline_topics(&settings.kafka_brokers, &topics, settings.jobs_partitions)
-        .await
-        .with_context(|| format!("TRIBUTARY_KAFKA_BROKERS {}", settings.kafka_brokers))?;
-    let publisher = Publisher::new(&settings.kafka_brokers)?;
+    let services = Services::start(settings.clone(), TopicSetup::CreateMissing).await?;
     let state = Arc::new(api::ApiState {
-        store: store.clone(),
-        publisher: publisher.clone(),
-        topics: topics.clone(),
-        specs_dir: settings.specs_dir.clone(),
+        store: services.store.clone(),
+        publisher: services.publisher.clone(),
+        topics: services.topics.clone(),
+        specs_dir: settings.sync.specs_dir.clone(),
         admin_token,
     });
     let listener = tokio::net::TcpListener::bind(&settings.api_addr)
@@ -133,13 +117,14 @@ async fn run() -> anyhow::Result<()> {
         }
     });
     // Idle OAuth connections are kept alive in the background (see sync::keepalive).
-    let (keep_store, specs, private) = (
-        store.clone(),
-        settings.specs_dir.clone(),
-        settings.allow_private_hosts,
+    let (keep_store, specs, private, every) = (
+        services.store.clone(),
+        settings.sync.specs_dir.clone(),
+        settings.sync.engine.allow_private_hosts,
+        settings.keepalive_interval,
     );
     tokio::spawn(async move {
-        let mut every = tokio::time::interval(std::time::Duration::from_secs(900));
+        let mut every = tokio::time::interval(every);
         loop {
             every.tick().await;
             match tributary::sync::keepalive::refresh_idle(&keep_store, &specs, private).await {
@@ -149,8 +134,7 @@ async fn run() -> anyhow::Result<()> {
             }
         }
     });
-    let scheduler = Scheduler::new(store, publisher, topics, schedule_settings(&settings));
-    tick_until_signal(&scheduler, settings.tick_interval).await
+    tick_until_signal(&services.scheduler(), settings.tick_interval).await
 }
 
 /// Tick at a steady cadence until SIGTERM or Ctrl-C.

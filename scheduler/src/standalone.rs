@@ -15,15 +15,13 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::{json, Value};
-use tributary::breaker::{Breaker, BreakerSettings};
-use tributary::bus::{Publisher, Topics};
-use tributary::engine::RunOptions;
+use tributary::bootstrap::{Services, TopicSetup};
+use tributary::bus::Topics;
+use tributary::config::Settings;
 use tributary::mapping::models::model_names;
-use tributary::schedule::tick::{ScheduleSettings, Scheduler};
 use tributary::secrets::crypto::Cipher;
 use tributary::store::{NewConnection, Store};
-use tributary::sync::worker::{consume, StopSignal, WorkerOptions};
-use tributary::sync::{SyncSettings, Syncer};
+use tributary::sync::worker::{consume, StopSignal};
 use tributary_sandbox::{self as sandbox, Profile, SandboxHandle};
 
 use crate::api;
@@ -72,42 +70,38 @@ fn demos(specs_dir: &std::path::Path) -> anyhow::Result<Vec<Demo>> {
     Ok(demos.tenants)
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
-    let started = Instant::now();
-    // Broker.
-    let cluster = MockCluster::new(1).context("cannot start librdkafka's mock cluster")?;
-    let brokers = cluster.bootstrap_servers();
-    let topics = Topics::new("tributary");
-    let mut names = vec![
-        topics.jobs(),
-        topics.urgent_jobs(),
-        topics.status(),
-        topics.dead_letters(),
-    ];
-    names.extend(model_names().map(|m| topics.model(m)));
-    for t in &names {
-        cluster
-            .create_topic(t, 3, 1)
-            .with_context(|| format!("creating topic {t}"))?;
-    }
-    // State.
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("--data-dir {}", args.data_dir.display()))?;
-    let db = args.data_dir.join("tributary.db");
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-    }
-    let cipher = Cipher::from_base64(&Cipher::generate_key(), &[])?;
-    let store = Store::connect(&format!("sqlite://{}", db.display()), cipher).await?;
-    let publisher = Publisher::new(&brokers)?;
-    // Providers, tenants, connections.
+/// The embedded deployment: the defaults, with small slices, short waits and quick cadences
+/// so a first look shows every kind of event within minutes.
+fn demo_settings(args: &Args, brokers: &str, db: &std::path::Path) -> Settings {
+    let mut settings = Settings {
+        kafka_brokers: brokers.to_string(),
+        database_url: format!("sqlite://{}", db.display()),
+        encryption_key: Some(Cipher::generate_key()),
+        ..Settings::default()
+    };
+    settings.sync.specs_dir = args.specs_dir.clone();
+    settings.sync.slice_max_pages = 5;
+    settings.sync.slice_max_duration = Duration::from_secs(10);
+    settings.sync.engine.allow_private_hosts = true;
+    settings.sync.engine.max_wait = Duration::from_secs(30);
+    settings.sync.engine.breaker.settings.park_after = Duration::from_secs(10);
+    settings.worker.session_timeout = Duration::from_secs(6);
+    settings.worker.concurrency = 4;
+    settings.schedule.max_jitter = Duration::from_secs(2);
+    settings
+}
+
+/// A sandbox per demo tenant, and the tenant's connection to it; returns the sandboxes
+/// (kept running) and a line per connection for the banner.
+async fn start_demos(
+    store: &Store,
+    specs_dir: &std::path::Path,
+    demos: &[Demo],
+) -> anyhow::Result<(Vec<SandboxHandle>, Vec<String>)> {
     let mut sandboxes: Vec<SandboxHandle> = Vec::new();
     let mut summary = Vec::new();
-    let demos = demos(&args.specs_dir)?;
-    for demo in &demos {
-        let profile_path = args
-            .specs_dir
-            .join(format!("sandbox/{}.yaml", demo.provider));
+    for demo in demos {
+        let profile_path = specs_dir.join(format!("sandbox/{}.yaml", demo.provider));
         let mut profile = Profile::load(&profile_path).map_err(|e| anyhow!("{e}"))?;
         profile.rate_limit = None;
         let sbx = sandbox::start(
@@ -146,52 +140,54 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ));
         sandboxes.push(sbx);
     }
+    Ok((sandboxes, summary))
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let started = Instant::now();
+    // Broker.
+    let cluster = MockCluster::new(1).context("cannot start librdkafka's mock cluster")?;
+    let brokers = cluster.bootstrap_servers();
+    // The names the demo settings give them (the defaults).
+    let topics = Settings::default().topics();
+    let mut names = vec![
+        topics.jobs(),
+        topics.urgent_jobs(),
+        topics.status(),
+        topics.dead_letters(),
+    ];
+    names.extend(model_names().map(|m| topics.model(m)));
+    for t in &names {
+        cluster
+            .create_topic(t, 3, 1)
+            .with_context(|| format!("creating topic {t}"))?;
+    }
+    // State.
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("--data-dir {}", args.data_dir.display()))?;
+    let db = args.data_dir.join("tributary.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    let services =
+        Services::start(demo_settings(&args, &brokers, &db), TopicSetup::Existing).await?;
+    let (store, publisher) = (services.store.clone(), services.publisher.clone());
+    // Providers, tenants, connections.
+    let demos = demos(&args.specs_dir)?;
+    let (sandboxes, summary) = start_demos(&store, &args.specs_dir, &demos).await?;
     // Workers.
     let stop = StopSignal::default();
-    let syncer = Arc::new(Syncer::new(
-        store.clone(),
-        publisher.clone(),
-        SyncSettings {
-            specs_dir: args.specs_dir.clone(),
-            topics: topics.clone(),
-            slice_max_pages: 5,
-            slice_max_duration: Duration::from_secs(10),
-            emit_remote_data: true,
-            tombstones: false,
-            engine: RunOptions {
-                allow_private_hosts: true,
-                max_wait: Duration::from_secs(30),
-                breaker: Breaker::new(BreakerSettings {
-                    park_after: Duration::from_secs(10),
-                    ..BreakerSettings::default()
-                }),
-                ..RunOptions::default()
-            },
-            ..SyncSettings::new(args.specs_dir.clone(), topics.clone())
-        },
-    ));
+    let syncer = Arc::new(services.syncer());
     let mut workers = Vec::new();
     for _ in 0..args.workers.max(1) {
-        let (syncer, stop, topics, brokers) = (
+        let (syncer, stop, options) = (
             syncer.clone(),
             stop.clone(),
-            topics.clone(),
-            brokers.clone(),
+            services.settings.worker_options(),
         );
-        workers.push(tokio::spawn(async move {
-            consume(
-                syncer,
-                WorkerOptions {
-                    brokers,
-                    topics,
-                    session_timeout: Duration::from_secs(6),
-                    concurrency: 4,
-                    tenant_concurrency: None,
-                },
-                stop,
-            )
-            .await
-        }));
+        workers.push(tokio::spawn(
+            async move { consume(syncer, options, stop).await },
+        ));
     }
     // API.
     let admin_token = format!(
@@ -210,34 +206,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("--api-addr {}", args.api_addr))?;
     let api_addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, api::router(state)).await });
-    println!("Tributary standalone");
-    println!("  Kafka (librdkafka mock cluster): {brokers}");
-    println!(
-        "    read events with any Kafka client, e.g. topic {}",
-        topics.model("crm.contact")
-    );
-    println!("  control API: http://{api_addr}  (admin token: {admin_token})");
-    if let Some(first) = demos.first() {
-        println!(
-            "    curl -H 'Authorization: Bearer {admin_token}' http://{api_addr}/v1/connections/{}-{}",
-            first.tenant, first.provider
-        );
-    }
-    println!("  state: {} (recreated at each start)", db.display());
-    println!("  demo tenants (sandbox providers, synced every 20 s, full sync every 2 min):");
-    for line in &summary {
-        println!("{line}");
-    }
+    banner(&Banner {
+        brokers: &brokers,
+        topics: &topics,
+        api_addr,
+        admin_token: &admin_token,
+        first: demos.first(),
+        db: &db,
+        summary: &summary,
+    });
     // Scheduler, sandbox activity, progress.
-    let scheduler = Scheduler::new(
-        store.clone(),
-        publisher.clone(),
-        topics.clone(),
-        ScheduleSettings {
-            max_jitter: Duration::from_secs(2),
-            ..ScheduleSettings::default()
-        },
-    );
+    let scheduler = services.scheduler();
     let http = reqwest::Client::new();
     let watcher = Watcher::new(&brokers, &topics)?;
     let mut ticks = tokio::time::interval(Duration::from_secs(2));
@@ -285,8 +264,42 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     drop(syncer);
     drop(publisher);
     drop(store);
+    drop(services);
     drop(cluster);
     Ok(())
+}
+
+/// What the banner shows: where everything is.
+struct Banner<'a> {
+    brokers: &'a str,
+    topics: &'a Topics,
+    api_addr: std::net::SocketAddr,
+    admin_token: &'a str,
+    first: Option<&'a Demo>,
+    db: &'a std::path::Path,
+    summary: &'a [String],
+}
+
+fn banner(b: &Banner<'_>) {
+    let (api_addr, admin_token) = (b.api_addr, b.admin_token);
+    println!("Tributary standalone");
+    println!("  Kafka (librdkafka mock cluster): {}", b.brokers);
+    println!(
+        "    read events with any Kafka client, e.g. topic {}",
+        b.topics.model("crm.contact")
+    );
+    println!("  control API: http://{api_addr}  (admin token: {admin_token})");
+    if let Some(first) = b.first {
+        println!(
+            "    curl -H 'Authorization: Bearer {admin_token}' http://{api_addr}/v1/connections/{}-{}",
+            first.tenant, first.provider
+        );
+    }
+    println!("  state: {} (recreated at each start)", b.db.display());
+    println!("  demo tenants (sandbox providers, synced every 20 s, full sync every 2 min):");
+    for line in b.summary {
+        println!("{line}");
+    }
 }
 
 fn render(counts: &BTreeMap<String, u64>) -> String {

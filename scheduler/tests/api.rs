@@ -201,7 +201,10 @@ async fn isolation_secrecy_and_bad_input() {
         .block_connection(
             &id,
             resume,
-            Some(("rate_limited", "throttled 5 time(s) in a row")),
+            Some((
+                tributary::domain::ConnectionState::RateLimited,
+                "throttled 5 time(s) in a row",
+            )),
         )
         .await
         .unwrap();

@@ -2,11 +2,13 @@
 //! unified models. Both binaries build on this crate (the sandbox provider is
 //! its own crate, `tributary-sandbox`).
 
+pub mod bootstrap;
 pub mod breaker;
 pub mod budget;
 pub mod bus;
 pub mod changes;
 pub mod config;
+pub mod domain;
 pub mod engine;
 pub mod http;
 pub mod mapping;

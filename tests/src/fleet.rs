@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tributary::bus::{Job, JobReason};
-use tributary::store::RunMode;
+use tributary::domain::RunMode;
 use tributary_sandbox::{self as sandbox, Profile, SandboxHandle};
 
 use crate::broker::TopicReader;
@@ -139,9 +139,8 @@ pub fn completed_at(statuses: &mut TopicReader, runs: &[Job]) -> DateTime<Utc> {
     }
     ends.iter()
         .map(|e| {
-            DateTime::parse_from_rfc3339(e["occurred_at"].as_str().unwrap())
-                .unwrap()
-                .with_timezone(&Utc)
+            tributary::domain::time::parse_stamp(e["occurred_at"].as_str().unwrap())
+                .expect("occurred_at is a stamp")
         })
         .max()
         .unwrap()

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tributary::bus::{Job, JobReason, Publisher, Topics};
+use tributary::domain::RunMode;
 use tributary::secrets::crypto::Cipher;
-use tributary::store::{NewConnection, RunMode, Store};
+use tributary::store::{NewConnection, Store};
 use tributary_sandbox::{self as sandbox, Profile, SandboxHandle};
 
 use crate::broker::{Broker, Received, TopicReader};

@@ -42,7 +42,7 @@ async fn replicas_leases_and_pauses() {
             );
         }
         store
-            .set_connection_state("c0", "paused", None)
+            .set_connection_state("c0", tributary::domain::ConnectionState::Paused, None)
             .await
             .unwrap();
         let topics = Topics::new(&format!("sched{backend}{}", std::process::id()));
@@ -109,7 +109,7 @@ async fn replicas_leases_and_pauses() {
                 id: run,
                 connection: conn,
                 resource: "contacts",
-                mode: "full",
+                mode: tributary::domain::RunMode::Full,
                 reason: "schedule",
             })
             .await

@@ -1,8 +1,10 @@
 //! The state store behaves the same on SQLite and PostgreSQL.
 
 use serde_json::json;
-use tributary::engine::PageState;
-use tributary::store::{NewConnection, NewRun, RunCounts, SliceCommit, Store, StoreError};
+use tributary::domain::{
+    ConnectionState, PageState, RunCounts, RunMode, RunStatus, StoredFingerprint,
+};
+use tributary::store::{NewConnection, NewRun, SliceCommit, Store, StoreError};
 use tributary_e2e::{fresh_databases, test_cipher};
 
 #[tokio::test]
@@ -43,19 +45,19 @@ async fn the_store_round_trips_on_both_databases() {
             Some("rt-secret-1"),
             "{backend}"
         );
-        assert_eq!(c.state, "healthy");
+        assert_eq!(c.state, ConnectionState::Healthy);
 
         store
             .start_run(&NewRun {
                 id: "run1",
                 connection: &id,
                 resource: "contacts",
-                mode: "full",
+                mode: RunMode::Full,
                 reason: "schedule",
             })
             .await
             .unwrap();
-        let fp = |rid: &str, h: &str| tributary::store::StoredFingerprint {
+        let fp = |rid: &str, h: &str| StoredFingerprint {
             record_id: rid.into(),
             hash: h.into(),
             field_hashes: [("id".to_string(), h.to_string())].into_iter().collect(),
@@ -104,7 +106,7 @@ async fn the_store_round_trips_on_both_databases() {
                 id: "run2",
                 connection: &id,
                 resource: "contacts",
-                mode: "full",
+                mode: RunMode::Full,
                 reason: "schedule",
             })
             .await
@@ -161,7 +163,7 @@ async fn the_store_round_trips_on_both_databases() {
             .await
             .unwrap();
         let run = store.run("run2").await.unwrap();
-        assert_eq!(run.status, "completed", "{backend}");
+        assert_eq!(run.status, RunStatus::Completed, "{backend}");
         assert_eq!(
             (
                 run.counts.updated,
@@ -182,7 +184,7 @@ async fn the_store_round_trips_on_both_databases() {
                 id: "run3",
                 connection: &id,
                 resource: "contacts",
-                mode: "full",
+                mode: RunMode::Full,
                 reason: "resync",
             })
             .await
@@ -193,8 +195,8 @@ async fn the_store_round_trips_on_both_databases() {
             .unwrap();
         let run = store.run("run3").await.unwrap();
         assert_eq!(
-            (run.status.as_str(), run.error.as_deref()),
-            ("failed", Some("provider down"))
+            (run.status, run.error.as_deref()),
+            (RunStatus::Failed, Some("provider down"))
         );
         assert!(store
             .checkpoint(&id, "contacts")
@@ -226,12 +228,12 @@ async fn a_concurrent_run_never_makes_records_vanish() {
             })
             .await
             .unwrap();
-        let fp = |rid: &str| tributary::store::StoredFingerprint {
+        let fp = |rid: &str| StoredFingerprint {
             record_id: rid.into(),
             hash: "h".into(),
             field_hashes: Default::default(),
         };
-        let commit = |run: &'static str, seen: Vec<tributary::store::StoredFingerprint>| {
+        let commit = |run: &'static str, seen: Vec<StoredFingerprint>| {
             let store = store.clone();
             let id = id.clone();
             async move {
@@ -258,35 +260,56 @@ async fn a_concurrent_run_never_makes_records_vanish() {
                 id: "old",
                 connection: &id,
                 resource: "contacts",
-                mode: "full",
+                mode: RunMode::Full,
                 reason: "schedule",
             })
             .await
             .unwrap();
-        commit("old", vec![fp("1"), fp("2")]).await;
+        commit("old", vec![fp("1"), fp("2"), fp("3")]).await;
+        // `early` starts before `a` but reads record 3 only after `a` started.
+        store
+            .start_run(&NewRun {
+                id: "early",
+                connection: &id,
+                resource: "contacts",
+                mode: RunMode::Full,
+                reason: "schedule",
+            })
+            .await
+            .unwrap();
         store
             .start_run(&NewRun {
                 id: "a",
                 connection: &id,
                 resource: "contacts",
-                mode: "full",
+                mode: RunMode::Full,
                 reason: "schedule",
             })
             .await
             .unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await; // distinct millisecond stamps
+        // No pause between these: on one machine they land in the same millisecond, which
+        // is what two workers' clocks can do too. The order comes from the database.
         store
             .start_run(&NewRun {
                 id: "b",
                 connection: &id,
                 resource: "contacts",
-                mode: "full",
+                mode: RunMode::Full,
                 reason: "resync",
             })
             .await
             .unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         commit("b", vec![fp("2")]).await;
+        commit("early", vec![fp("3")]).await;
+        // And the workers that ran `b` and `early` had clocks an hour behind `a`'s: the
+        // times they wrote say nothing about the order.
+        sqlx::query("UPDATE fingerprints SET updated_at = $1 WHERE seen_run <> 'old'")
+            .bind(tributary::domain::time::stamp(
+                chrono::Utc::now() - chrono::Duration::hours(1),
+            ))
+            .execute(store.pool())
+            .await
+            .unwrap();
         let unseen: Vec<String> = store
             .unseen(&id, "contacts", "a")
             .await
@@ -297,8 +320,18 @@ async fn a_concurrent_run_never_makes_records_vanish() {
         assert_eq!(
             unseen,
             vec!["1".to_string()],
-            "{backend}: record 2, seen by the concurrent run, is not swept"
+            "{backend}: records 2 and 3, seen by other runs after `a` started, are not swept"
         );
+        // Seen before `b` started (by `old`, then by `early` only after): `b` may sweep 1
+        // alone, and nothing it saw itself.
+        let unseen_b: Vec<String> = store
+            .unseen(&id, "contacts", "b")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|f| f.record_id)
+            .collect();
+        assert_eq!(unseen_b, vec!["1".to_string()], "{backend}");
     }
 }
 
@@ -465,11 +498,18 @@ async fn budgets_and_the_circuit_breaker_on_both_databases() {
         assert_eq!(store.record_failure(&id).await.unwrap(), 2);
         let until = chrono::Utc::now() + chrono::Duration::seconds(90);
         store
-            .block_connection(&id, until, Some(("rate_limited", "throttled")))
+            .block_connection(
+                &id,
+                until,
+                Some((ConnectionState::RateLimited, "throttled")),
+            )
             .await
             .unwrap();
         let c = store.connection(&id).await.unwrap();
-        assert_eq!((c.state.as_str(), c.failure_streak), ("rate_limited", 2));
+        assert_eq!(
+            (c.state, c.failure_streak),
+            (ConnectionState::RateLimited, 2)
+        );
         let blocked = c.blocked_until.unwrap();
         assert_eq!(blocked.timestamp_millis(), until.timestamp_millis());
         let later = until + chrono::Duration::seconds(30);
@@ -484,8 +524,90 @@ async fn budgets_and_the_circuit_breaker_on_both_databases() {
         store.clear_breaker(&id).await.unwrap();
         let c = store.connection(&id).await.unwrap();
         assert_eq!(
-            (c.state.as_str(), c.failure_streak, c.blocked_until),
-            ("healthy", 0, None),
+            (c.state, c.failure_streak, c.blocked_until),
+            (ConnectionState::Healthy, 0, None),
+            "{backend}"
+        );
+    }
+}
+
+/// The API's connection list: one tenant's connections and the latest run of each of their
+/// resources, two queries whatever the count, the same on both databases.
+#[tokio::test]
+async fn connections_and_their_last_runs_by_tenant() {
+    for (backend, url) in fresh_databases().await {
+        let store = Store::connect(&url, test_cipher()).await.unwrap();
+        for tenant in ["acme", "globex"] {
+            store.create_tenant(tenant).await.unwrap();
+            store
+                .create_connection(&NewConnection {
+                    id: Some(format!("{tenant}-c")),
+                    tenant: tenant.into(),
+                    provider: "demo".into(),
+                    config: Default::default(),
+                    credentials: Default::default(),
+                    resources: vec!["contacts".into(), "deals".into()],
+                    schedule: None,
+                    full_schedule: None,
+                    timezone: "UTC".into(),
+                })
+                .await
+                .unwrap();
+        }
+        for (run, conn, resource) in [
+            ("r1", "acme-c", "contacts"),
+            ("r2", "acme-c", "contacts"),
+            ("r3", "acme-c", "deals"),
+            ("r4", "globex-c", "contacts"),
+        ] {
+            store
+                .start_run(&NewRun {
+                    id: run,
+                    connection: conn,
+                    resource,
+                    mode: RunMode::Incremental,
+                    reason: "schedule",
+                })
+                .await
+                .unwrap();
+            // A distinct start time each, so "the latest run" is well defined.
+            sqlx::query("UPDATE sync_runs SET started_at = $1 WHERE id = $2")
+                .bind(format!("2026-01-01T00:00:0{}.000Z", &run[1..]))
+                .bind(run)
+                .execute(store.pool())
+                .await
+                .unwrap();
+        }
+        let acme = store.connections(Some("acme")).await.unwrap();
+        assert_eq!(
+            acme.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+            ["acme-c"],
+            "{backend}"
+        );
+        assert_eq!(store.connections(None).await.unwrap().len(), 2, "{backend}");
+        let runs: Vec<(String, String, RunStatus)> = store
+            .last_runs_of_tenant(Some("acme"))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.id, r.resource, r.status))
+            .collect();
+        assert_eq!(
+            runs,
+            [
+                ("r2".to_string(), "contacts".to_string(), RunStatus::Running),
+                ("r3".to_string(), "deals".to_string(), RunStatus::Running)
+            ],
+            "{backend}"
+        );
+        assert_eq!(
+            store.last_runs_of_tenant(None).await.unwrap().len(),
+            3,
+            "{backend}"
+        );
+        assert_eq!(
+            store.last_runs("acme-c").await.unwrap().len(),
+            2,
             "{backend}"
         );
     }

@@ -1,5 +1,6 @@
 //! `tributary-worker`: the worker binary: `run` (the jobs consumer), the spec
-//! tools (`spec check`, `spec run`, `spec schema`), the sandbox provider and `keygen`.
+//! tools (`spec check`, `spec run`, `spec schema`), the sandbox provider, `keygen`,
+//! `rotate-key` and `settings` (the settings table).
 
 mod health;
 mod progress;
@@ -33,6 +34,12 @@ enum Command {
     Run,
     /// Print a new random encryption key (base64, 32 bytes) for TRIBUTARY_ENCRYPTION_KEY.
     Keygen,
+    /// Print the table of TRIBUTARY_* settings (markdown: variable, default, meaning).
+    Settings {
+        /// Instead, rewrite the table between the settings markers of this README.
+        #[arg(long)]
+        readme: Option<std::path::PathBuf>,
+    },
     /// Re-encrypt every stored credential under TRIBUTARY_ENCRYPTION_KEY (the old keys in
     /// TRIBUTARY_ENCRYPTION_OLD_KEYS); safe while workers and the scheduler run.
     RotateKey,
@@ -43,6 +50,25 @@ async fn rotate_key() -> anyhow::Result<u64> {
     let store =
         tributary::store::Store::connect(&settings.database_url, settings.cipher()?).await?;
     Ok(store.reseal_all().await?)
+}
+
+/// The settings table on stdout, or spliced into a README between its markers.
+fn settings_table(readme: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use tributary::config::{settings_table, splice_table, TABLE_BEGIN, TABLE_END};
+    let Some(path) = readme else {
+        print!("{}", settings_table());
+        return Ok(());
+    };
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    let spliced = splice_table(&text).with_context(|| {
+        format!(
+            "{} has no `{TABLE_BEGIN}` ... `{TABLE_END}` markers around its settings table",
+            path.display()
+        )
+    })?;
+    std::fs::write(path, spliced).with_context(|| format!("{}", path.display()))?;
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -81,6 +107,13 @@ fn main() -> ExitCode {
                     eprintln!("re-encrypted {n} connection(s) under the current key; the old keys can be retired once every replica has the new one");
                     ExitCode::SUCCESS
                 }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            },
+            Command::Settings { readme } => match settings_table(readme.as_deref()) {
+                Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     ExitCode::from(1)

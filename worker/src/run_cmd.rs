@@ -5,17 +5,10 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context;
 use tracing::{error, info};
-use tributary::breaker::{Breaker, BreakerSettings};
-use tributary::budget::BudgetSettings;
-use tributary::bus::kafka::ensure_pipeline_topics;
-use tributary::bus::Publisher;
+use tributary::bootstrap::{Services, TopicSetup};
 use tributary::config::Settings;
-use tributary::engine::RunOptions;
-use tributary::store::Store;
-use tributary::sync::worker::{consume, StopSignal, WorkerOptions};
-use tributary::sync::{SyncSettings, Syncer};
+use tributary::sync::worker::{consume, StopSignal};
 
 pub async fn run() -> ExitCode {
     match serve().await {
@@ -30,50 +23,9 @@ pub async fn run() -> ExitCode {
 
 async fn serve() -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
-    let cipher = settings.cipher()?;
-    let store = Store::connect(&settings.database_url, cipher)
-        .await
-        .with_context(|| {
-            format!(
-                "TRIBUTARY_DATABASE_URL {}",
-                redact_url(&settings.database_url)
-            )
-        })?
-        .with_lease(settings.lease);
-    let topics = settings.topics();
-    ensure_pipeline_topics(&settings.kafka_brokers, &topics, settings.jobs_partitions)
-        .await
-        .with_context(|| format!("TRIBUTARY_KAFKA_BROKERS {}", settings.kafka_brokers))?;
-    let publisher = Publisher::new(&settings.kafka_brokers)?;
-    let syncer = Arc::new(Syncer::new(
-        store,
-        publisher,
-        SyncSettings {
-            specs_dir: settings.specs_dir.clone(),
-            topics: topics.clone(),
-            slice_max_pages: settings.slice_max_pages,
-            slice_max_duration: settings.slice_max_duration,
-            emit_remote_data: settings.emit_remote_data,
-            tombstones: settings.tombstones,
-            engine: RunOptions {
-                allow_private_hosts: settings.allow_private_hosts,
-                max_wait: settings.max_wait,
-                breaker: Breaker::new(BreakerSettings {
-                    park_after: settings.park_after,
-                    throttles_to_open: settings.breaker_after,
-                    open: settings.breaker_open,
-                    max_open: settings.breaker_max_open,
-                    ..BreakerSettings::default()
-                }),
-                ..RunOptions::default()
-            },
-            budgets: BudgetSettings {
-                headroom: settings.budget_headroom,
-                ..BudgetSettings::default()
-            },
-            ledger: settings.budget_ledger,
-        },
-    ));
+    let services = Services::start(settings.clone(), TopicSetup::CreateMissing).await?;
+    let topics = services.topics.clone();
+    let syncer = Arc::new(services.syncer());
     if let Some(addr) = &settings.health_addr {
         crate::health::serve(addr).await?;
     }
@@ -84,18 +36,7 @@ async fn serve() -> anyhow::Result<()> {
         topics.jobs(),
         topics.consumer_group()
     );
-    consume(
-        syncer,
-        WorkerOptions {
-            brokers: settings.kafka_brokers.clone(),
-            topics: topics.clone(),
-            session_timeout: settings.session_timeout,
-            concurrency: settings.worker_concurrency,
-            tenant_concurrency: settings.tenant_concurrency,
-        },
-        stop,
-    )
-    .await?;
+    consume(syncer, settings.worker_options(), stop).await?;
     eprintln!("worker stopped");
     Ok(())
 }
@@ -113,15 +54,4 @@ fn watch_signals(stop: StopSignal) -> anyhow::Result<()> {
         stop.stop();
     });
     Ok(())
-}
-
-/// A database URL without its password, for messages.
-pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_string(),
-    }
 }

@@ -261,11 +261,9 @@ fn read_credentials(flag: &str) -> anyhow::Result<Credentials> {
 
 fn run_options(args: &RunArgs, sandboxed: bool) -> anyhow::Result<RunOptions> {
     let since = match &args.since {
-        Some(s) => Some(
-            chrono::DateTime::parse_from_rfc3339(s)
-                .map_err(|e| anyhow!("--since `{s}` is not an RFC 3339 time: {e}"))?
-                .with_timezone(&chrono::Utc),
-        ),
+        Some(s) => Some(tributary::domain::time::parse_stamp(s).ok_or_else(|| {
+            anyhow!("--since `{s}` is not an RFC 3339 time (e.g. 2026-11-28T06:40:12Z)")
+        })?),
         None => None,
     };
     if !(args.max_wait.is_finite() && args.max_wait >= 0.0) {

@@ -86,7 +86,7 @@ async fn a_tenant_throttled_on_everything_does_not_slow_the_others() {
         "{event}"
     );
     let conn = fleet.rig.store.connection(&bad).await.unwrap();
-    assert_eq!(conn.state, "rate_limited");
+    assert_eq!(conn.state, tributary::domain::ConnectionState::RateLimited);
     assert_eq!(
         conn.blocked_until.unwrap().timestamp_millis(),
         resume.timestamp_millis()

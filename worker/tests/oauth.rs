@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tributary::store::RunMode;
+use tributary::domain::RunMode;
 use tributary_e2e::pipeline::{wait_run_end, Rig};
 use tributary_e2e::{fresh_postgres, fresh_sqlite};
 

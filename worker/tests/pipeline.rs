@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tributary::store::RunMode;
+use tributary::domain::{ConnectionState, RunMode, RunStatus};
 use tributary_e2e::broker::Received;
 use tributary_e2e::pipeline::{wait_run_end, Rig};
 use tributary_e2e::{fresh_postgres, fresh_sqlite};
@@ -262,7 +262,7 @@ async fn failed_full_sync_never_deletes(backend: &'static str, url: String) {
     );
     assert_eq!(
         rig.store.run(&broken.run_id).await.unwrap().status,
-        "failed"
+        RunStatus::Failed
     );
 }
 
@@ -559,7 +559,7 @@ async fn invalid_grant_needs_reauth(backend: &'static str, url: String) {
         "{backend}: {flagged}"
     );
     let conn = rig.store.connection(&rig.connection).await.unwrap();
-    assert_eq!(conn.state, "needs_reauth", "{backend}");
+    assert_eq!(conn.state, ConnectionState::NeedsReauth, "{backend}");
     // No further job runs for it: a later job on the same partition (same tenant) proves it was handled.
     let blocked = rig.job(RunMode::Incremental);
     rig.enqueue(&blocked).await;
@@ -592,7 +592,7 @@ async fn invalid_grant_needs_reauth(backend: &'static str, url: String) {
         .await
         .unwrap();
     rig.store
-        .set_connection_state(&rig.connection, "healthy", None)
+        .set_connection_state(&rig.connection, ConnectionState::Healthy, None)
         .await
         .unwrap();
     let again = rig.job(RunMode::Full);
@@ -747,8 +747,8 @@ async fn a_parked_run_resumes_and_completes() {
     assert_eq!(ids.len(), n as usize);
     let conn = rig.store.connection(&rig.connection).await.unwrap();
     assert_eq!(
-        (conn.state.as_str(), conn.failure_streak, conn.blocked_until),
-        ("healthy", 0, None)
+        (conn.state, conn.failure_streak, conn.blocked_until),
+        (ConnectionState::Healthy, 0, None)
     );
     assert_eq!(rig.control.stats().await.unwrap().throttled, 3);
 }

@@ -11,7 +11,7 @@ use rdkafka::Message;
 use tributary::bus::kafka::{commit, ensure_topics, jobs_consumer, ConsumerSettings};
 use tributary::bus::lag::partition_lags;
 use tributary::bus::{Job, JobReason, Publisher, Topics};
-use tributary::store::RunMode;
+use tributary::domain::RunMode;
 use tributary_e2e::broker::{free_port, Broker};
 use tributary_e2e::otlp::{Collector, Received, SpanSeen};
 use tributary_e2e::pipeline::{wait_run_end, Rig};

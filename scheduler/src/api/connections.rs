@@ -1,7 +1,7 @@
 //! Connections: create, show (state and last runs), list, resync, pause, resume,
 //! runs, credentials. Credentials are written, never returned.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -12,11 +12,13 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tributary::bus::{Job, JobReason};
+use tributary::domain::time::stamp;
+use tributary::domain::{ConnectionState, RunCounts, RunMode, RunStatus};
 use tributary::schedule::tick::job_message;
 use tributary::schedule::{parse_timezone, Cadence};
 use tributary::secrets::Credentials;
 use tributary::spec::load_spec;
-use tributary::store::{ConnectionRecord, NewConnection, RunMode};
+use tributary::store::{ConnectionRecord, NewConnection, RunRecord};
 
 use super::tenants::check_id;
 use super::{ApiError, ApiState, Caller};
@@ -181,10 +183,10 @@ async fn visible(
     }
 }
 
-async fn describe(state: &ApiState, conn: &ConnectionRecord) -> Result<Value, ApiError> {
-    let runs = state.store.last_runs(&conn.id).await?;
+/// What the API shows of a connection, given the latest run of each of its resources.
+fn describe(conn: &ConnectionRecord, runs: &[RunRecord]) -> Value {
     let mut last_runs = BTreeMap::new();
-    for r in &runs {
+    for r in runs {
         last_runs.insert(
             r.resource.clone(),
             serde_json::to_value(r).expect("runs serialize"),
@@ -193,23 +195,26 @@ async fn describe(state: &ApiState, conn: &ConnectionRecord) -> Result<Value, Ap
     for res in &conn.resources {
         last_runs.entry(res.clone()).or_insert(Value::Null);
     }
-    let failed = runs.iter().find(|r| r.status == "failed");
-    let (state_name, message) = match conn.state.as_str() {
-        "healthy" if runs.iter().any(|r| r.status == "running") => ("syncing".to_string(), None),
-        "healthy" if failed.is_some() => {
-            ("error".to_string(), failed.and_then(|r| r.error.clone()))
+    let failed = runs.iter().find(|r| r.status == RunStatus::Failed);
+    // A healthy connection shows what its runs are doing: one running, or the latest failed.
+    let (state_name, message) = match conn.state {
+        ConnectionState::Healthy if runs.iter().any(|r| r.status == RunStatus::Running) => {
+            (ConnectionState::Syncing, None)
         }
-        other => (other.to_string(), conn.state_message.clone()),
+        ConnectionState::Healthy if failed.is_some() => {
+            (ConnectionState::Error, failed.and_then(|r| r.error.clone()))
+        }
+        other => (other, conn.state_message.clone()),
     };
-    let mut totals = tributary::store::RunCounts::default();
-    for r in &runs {
+    let mut totals = RunCounts::default();
+    for r in runs {
         totals.created += r.counts.created;
         totals.updated += r.counts.updated;
         totals.deleted += r.counts.deleted;
         totals.dead_lettered += r.counts.dead_lettered;
         totals.records += r.counts.records;
     }
-    Ok(json!({
+    json!({
         "id": conn.id,
         "tenant": conn.tenant,
         "provider": conn.provider,
@@ -224,10 +229,10 @@ async fn describe(state: &ApiState, conn: &ConnectionRecord) -> Result<Value, Ap
         "resume_at": conn
             .blocked_until
             .filter(|t| *t > chrono::Utc::now())
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            .map(stamp),
         "last_runs": last_runs,
         "counts": totals,
-    }))
+    })
 }
 
 pub async fn show(
@@ -236,9 +241,11 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let conn = visible(&state, &caller, &id).await?;
-    Ok(Json(describe(&state, &conn).await?))
+    let runs = state.store.last_runs(&conn.id).await?;
+    Ok(Json(describe(&conn, &runs)))
 }
 
+/// Two queries whatever the number of connections: the connections, then their last runs.
 pub async fn list(
     caller: Caller,
     State(state): State<Arc<ApiState>>,
@@ -247,11 +254,15 @@ pub async fn list(
         Caller::Admin => None,
         Caller::Tenant(t) => Some(t.as_str()),
     };
-    let mut out = Vec::new();
-    for id in state.store.connection_ids(tenant).await? {
-        let conn = state.store.connection(&id).await?;
-        out.push(describe(&state, &conn).await?);
+    let connections = state.store.connections(tenant).await?;
+    let mut runs: HashMap<String, Vec<RunRecord>> = HashMap::new();
+    for r in state.store.last_runs_of_tenant(tenant).await? {
+        runs.entry(r.connection.clone()).or_default().push(r);
     }
+    let out: Vec<Value> = connections
+        .iter()
+        .map(|c| describe(c, runs.get(&c.id).map_or(&[][..], Vec::as_slice)))
+        .collect();
     Ok(Json(json!({"connections": out})))
 }
 
@@ -283,11 +294,11 @@ pub async fn resync(
             ))
         })?
     };
-    if conn.state == "paused" || conn.state == "needs_reauth" {
+    if conn.state.is_halted() {
         return Err(ApiError::conflict(format!(
             "connection `{id}` is {}; {}",
             conn.state,
-            if conn.state == "paused" {
+            if conn.state == ConnectionState::Paused {
                 "resume it first"
             } else {
                 "update its credentials first"
@@ -342,9 +353,11 @@ pub async fn pause(
     let conn = visible(&state, &caller, &id).await?;
     state
         .store
-        .set_connection_state(&conn.id, "paused", None)
+        .set_connection_state(&conn.id, ConnectionState::Paused, None)
         .await?;
-    Ok(Json(json!({"id": conn.id, "state": "paused"})))
+    Ok(Json(
+        json!({"id": conn.id, "state": ConnectionState::Paused}),
+    ))
 }
 
 pub async fn resume(
@@ -353,16 +366,18 @@ pub async fn resume(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let conn = visible(&state, &caller, &id).await?;
-    if conn.state == "needs_reauth" {
+    if conn.state == ConnectionState::NeedsReauth {
         return Err(ApiError::conflict(format!(
             "connection `{id}` needs new credentials: PUT /v1/connections/{id}/credentials"
         )));
     }
     state
         .store
-        .set_connection_state(&conn.id, "healthy", None)
+        .set_connection_state(&conn.id, ConnectionState::Healthy, None)
         .await?;
-    Ok(Json(json!({"id": conn.id, "state": "healthy"})))
+    Ok(Json(
+        json!({"id": conn.id, "state": ConnectionState::Healthy}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -400,10 +415,10 @@ pub async fn replace_credentials(
         .store
         .store_credentials(&conn.id, &credentials)
         .await?;
-    if conn.state == "needs_reauth" {
+    if conn.state == ConnectionState::NeedsReauth {
         state
             .store
-            .set_connection_state(&conn.id, "healthy", None)
+            .set_connection_state(&conn.id, ConnectionState::Healthy, None)
             .await?;
     }
     tracing::info!(connection = %id, "credentials replaced");

@@ -60,7 +60,7 @@ pub struct Exhausted {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AcquireError {
-    #[error("{}: no request before {}", .0.reason, .0.until.to_rfc3339())]
+    #[error("{}: no request before {}", .0.reason, crate::domain::time::human(.0.until))]
     Exhausted(Exhausted),
     #[error("{0}")]
     Ledger(#[from] LedgerError),

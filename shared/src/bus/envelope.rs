@@ -3,14 +3,14 @@
 //! Each event knows how to become the Kafka message that carries it (topic, key,
 //! headers), so the sync stages never assemble envelopes by hand.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::job::Job;
 use super::kafka::{OutMessage, Topics};
-use crate::store::{RunCounts, RunMode};
+use crate::domain::{RunCounts, RunMode};
 
 /// The run an event belongs to: the fields every envelope repeats.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,7 +38,7 @@ impl RunRef {
 
 /// Event times as every envelope writes them.
 pub fn event_time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+    crate::domain::time::stamp(t)
 }
 
 /// The unified model a change event carries.

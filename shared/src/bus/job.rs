@@ -5,7 +5,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::kafka::OutMessage;
-use crate::store::RunMode;
+
+use crate::domain::RunMode;
 use crate::telemetry::{exporting_spans, traceparent_of_current_span};
 
 pub const JOB_SCHEMA_VERSION: u32 = 1;

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::store::StoredFingerprint;
+use crate::domain::StoredFingerprint;
 
 /// Hash of a JSON value that does not depend on key order.
 fn feed(h: &mut Sha256, v: &Value) {

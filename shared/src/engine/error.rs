@@ -71,7 +71,7 @@ pub enum ErrorKind {
     #[error("evaluating `{what}` failed: {message}")]
     Evaluation { what: &'static str, message: String },
     /// Not a failure: the job should park (checkpoint, come back at `until`).
-    #[error("rate limited until {}: {reason}", .until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))]
+    #[error("rate limited until {}: {reason}", crate::domain::time::human(*.until))]
     RateLimited {
         until: chrono::DateTime<chrono::Utc>,
         reason: String,

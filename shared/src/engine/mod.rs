@@ -16,7 +16,6 @@ use std::time::{Duration, Instant, SystemTime};
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use rand::SeedableRng;
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
@@ -24,6 +23,9 @@ pub use error::{EngineError, ErrorKind};
 pub use event::{ignore_events, EngineEvent, Observer};
 
 use crate::breaker::Breaker;
+/// Where a run is in the pages (domain vocabulary; re-exported where the engine uses it).
+pub use crate::domain::PageState;
+
 use crate::budget::{AcquireError, Budget};
 use crate::http::auth::{without_url, Authenticator, TokenSink};
 use crate::http::guard;
@@ -33,18 +35,6 @@ use crate::secrets::Credentials;
 use crate::spec::compile::{CompiledSpec, Plan, CREDENTIAL_FIELDS, ENGINE_SETTINGS};
 use crate::telemetry::{metrics, OwnedLabels};
 use request::PreparedRequest;
-
-/// Where a run is in the pages: what the next request asks for. Stored as a
-/// checkpoint so a run can resume where it stopped.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum PageState {
-    First,
-    Cursor { cursor: String },
-    Url { url: String },
-    Offset { offset: u64 },
-    Page { page: u64 },
-}
 
 /// One page of raw provider records.
 #[derive(Debug, Clone)]

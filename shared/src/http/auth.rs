@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use chrono::{Duration as ChronoDuration, Utc};
 use futures::future::BoxFuture;
 use minijinja::Value as Ctx;
 use reqwest::header::{HeaderName, HeaderValue};
@@ -404,8 +404,7 @@ impl Authenticator {
         creds.set("access_token", access);
         creds.set(
             "expires_at",
-            (Utc::now() + ChronoDuration::seconds(expires_in))
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            crate::domain::time::human(Utc::now() + ChronoDuration::seconds(expires_in)),
         );
         if let Some(rt) = rotated {
             creds.set("refresh_token", rt);
@@ -420,11 +419,9 @@ impl Authenticator {
 fn expires_soon(creds: &Credentials, margin_seconds: u64) -> bool {
     match creds
         .get("expires_at")
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .and_then(crate::domain::time::parse_stamp)
     {
-        Some(at) => {
-            at.with_timezone(&Utc) - ChronoDuration::seconds(margin_seconds as i64) <= Utc::now()
-        }
+        Some(at) => at - ChronoDuration::seconds(margin_seconds as i64) <= Utc::now(),
         // Without an expiry we trust the token until the provider answers 401.
         None => false,
     }

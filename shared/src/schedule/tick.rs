@@ -4,12 +4,14 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use tracing::{warn, Instrument};
 
 use super::cadence::{jitter, next_due, parse_timezone, Cadence};
 use crate::bus::{BusError, Job, JobReason, OutMessage, Publisher, Topics};
-use crate::store::{DueSchedule, RunMode, Store, StoreError};
+use crate::domain::time::stamp;
+use crate::domain::RunMode;
+use crate::store::{DueSchedule, Store, StoreError};
 
 pub use crate::bus::job::job_message;
 
@@ -63,10 +65,6 @@ pub struct Scheduler {
     settings: ScheduleSettings,
 }
 
-fn text(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
 impl Scheduler {
     pub fn new(
         store: Store,
@@ -102,10 +100,10 @@ impl Scheduler {
         let key = format!("{}/{}", due.connection, due.resource);
         let j = jitter(&key, cadence.period(tz), self.settings.max_jitter);
         let next = next_due(&cadence, tz, now, j).ok_or("the schedule has no next occurrence")?;
-        let full_due = due.next_full_at.as_str() <= text(now).as_str();
+        let full_due = due.next_full_at.as_str() <= stamp(now).as_str();
         let next_full = if full_due {
             let jf = jitter(&key, full.period(tz), self.settings.max_jitter);
-            text(
+            stamp(
                 next_due(&full, tz, now, jf)
                     .ok_or("the full-sync schedule has no next occurrence")?,
             )
@@ -113,7 +111,7 @@ impl Scheduler {
             due.next_full_at.clone()
         };
         Ok((
-            text(next),
+            stamp(next),
             next_full,
             if full_due {
                 RunMode::Full
@@ -149,12 +147,8 @@ impl Scheduler {
 
     async fn enqueue_due(&self, now: DateTime<Utc>) -> Result<TickReport, TickError> {
         let mut report = TickReport::default();
-        let now_text = text(now);
         loop {
-            let due = self
-                .store
-                .due_schedules(&now_text, self.settings.batch)
-                .await?;
+            let due = self.store.due_schedules(now, self.settings.batch).await?;
             if due.is_empty() {
                 return Ok(report);
             }

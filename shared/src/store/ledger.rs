@@ -200,3 +200,29 @@ impl Ledger for StoreLedger {
         })
     }
 }
+
+/// Rate budgets are short-lived bookkeeping, written on every request: not worth a WAL
+/// flush each, so on PostgreSQL their tables are unlogged. After a database crash they
+/// start empty: spacing resumes at once, but a day's counts restart.
+///
+/// Not a migration: `SET UNLOGGED` is PostgreSQL's alone and the migrations are one
+/// portable set that SQLite runs too. Idempotent (a table already unlogged is left alone).
+pub(super) async fn unlog_budget_tables(pool: &sqlx::AnyPool) -> Result<(), sqlx::Error> {
+    for table in ["rate_budgets", "rate_budget_days", "rate_budget_slots"] {
+        let logged = sqlx::query(
+            "SELECT 1 AS one FROM pg_class WHERE relname = $1 AND relpersistence = 'p'",
+        )
+        .bind(table)
+        .fetch_optional(pool)
+        .await?
+        .is_some();
+        if logged {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "ALTER TABLE {table} SET UNLOGGED"
+            )))
+            .execute(pool)
+            .await?;
+        }
+    }
+    Ok(())
+}

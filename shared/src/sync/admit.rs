@@ -53,7 +53,8 @@ pub fn position(job: &Job, checkpoint: &Checkpoint) -> Position {
 
 /// Pure: connections whose jobs do not run until someone acts.
 fn inactive_reason(conn: &ConnectionRecord) -> Option<String> {
-    matches!(conn.state.as_str(), "paused" | "needs_reauth")
+    conn.state
+        .is_halted()
         .then(|| format!("connection `{}` is {}", conn.id, conn.state))
 }
 
@@ -159,7 +160,7 @@ impl Syncer {
                 id: &job.run_id,
                 connection: &job.connection,
                 resource: &job.resource,
-                mode: job.mode.as_str(),
+                mode: job.mode,
                 reason: job.reason.as_str(),
             })
             .await?;
@@ -174,7 +175,7 @@ impl Syncer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::RunMode;
+    use crate::domain::RunMode;
 
     fn checkpoint(run: Option<&str>, slice: i64) -> Checkpoint {
         Checkpoint {

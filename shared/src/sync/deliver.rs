@@ -12,8 +12,9 @@ use tracing::Instrument;
 use super::process::PageOutcome;
 use super::{SyncError, Syncer};
 use crate::bus::{Job, OutMessage};
+use crate::domain::RunMode;
 use crate::engine::PageState;
-use crate::store::{Checkpoint, RunMode, SliceCommit};
+use crate::store::{Checkpoint, SliceCommit};
 
 /// How far a slice has come.
 pub struct SliceProgress {

@@ -3,13 +3,14 @@
 //! parked for a rate limit, or stopped for re-authorization. Every status event and
 //! breaker update a slice makes on its way out is here.
 
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 
 use super::admit::Admitted;
 use super::{SliceOutcome, SyncError, Syncer};
 use crate::breaker::BreakerState;
 use crate::bus::envelope::{RunRef, StatusKind};
 use crate::bus::{Job, StatusEvent};
+use crate::domain::ConnectionState;
 use crate::engine::{EngineError, ErrorKind};
 use crate::store::ConnectionRecord;
 use crate::telemetry::{self, Labels};
@@ -115,7 +116,11 @@ impl Syncer {
         reason: String,
     ) -> Result<SliceOutcome, SyncError> {
         self.store
-            .set_connection_state(&admitted.conn.id, "needs_reauth", Some(&reason))
+            .set_connection_state(
+                &admitted.conn.id,
+                ConnectionState::NeedsReauth,
+                Some(&reason),
+            )
             .await?;
         let event = StatusEvent::new(&admitted.run, StatusKind::NeedsReauth, Utc::now())
             .with_reason(&reason);
@@ -145,10 +150,14 @@ impl Syncer {
         let message = format!(
             "{}; resuming at {}",
             why.reason,
-            until.to_rfc3339_opts(SecondsFormat::Secs, true)
+            crate::domain::time::human(until)
         );
         self.store
-            .block_connection(&conn.id, until, Some(("rate_limited", &message)))
+            .block_connection(
+                &conn.id,
+                until,
+                Some((ConnectionState::RateLimited, &message)),
+            )
             .await?;
         let mut next = job.continuation();
         next.not_before = Some(until);
@@ -190,7 +199,7 @@ impl Syncer {
         };
         if self
             .breaker()
-            .closes_on_page(&state, conn.state == "rate_limited")
+            .closes_on_page(&state, conn.state == ConnectionState::RateLimited)
         {
             self.store.clear_breaker(&conn.id).await?;
         }

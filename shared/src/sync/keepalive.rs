@@ -5,11 +5,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 use tracing::{info, warn};
 
 use super::StoreTokens;
 use crate::budget::{Budget, BudgetOwner};
+use crate::domain::ConnectionState;
 use crate::engine::{Connection, ConnectionRuntime, RunOptions};
 use crate::http::auth::AuthError;
 use crate::http::guard;
@@ -40,10 +41,9 @@ pub async fn refresh_idle(
             },
             _ => continue,
         };
-        let before = (Utc::now() - chrono::Duration::hours(i64::from(days) * 12))
-            .to_rfc3339_opts(SecondsFormat::Millis, true);
+        let before = Utc::now() - chrono::Duration::hours(i64::from(days) * 12);
         for id in store
-            .idle_connections(&[spec.name().to_string()], &before)
+            .idle_connections(&[spec.name().to_string()], before)
             .await?
         {
             let conn = store.connection(&id).await?;
@@ -81,7 +81,7 @@ pub async fn refresh_idle(
                 }
                 Err(AuthError::InvalidGrant(reason)) => {
                     store
-                        .set_connection_state(&id, "needs_reauth", Some(&reason))
+                        .set_connection_state(&id, ConnectionState::NeedsReauth, Some(&reason))
                         .await?;
                     warn!(connection = %id, "idle connection needs re-authorization");
                 }

@@ -16,72 +16,33 @@ mod finish;
 pub mod keepalive;
 pub mod process;
 mod read;
+mod settings;
 mod tokens;
 pub mod worker;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use chrono::Utc;
 use tracing::Instrument;
 
 use crate::breaker::Breaker;
-use crate::budget::{BudgetSettings, Ledger, LedgerError, MemoryLedger};
+use crate::budget::{Ledger, LedgerError, MemoryLedger};
 use crate::bus::envelope::RunRef;
-use crate::bus::{Job, Publisher, Topics};
-use crate::engine::{Page, RunOptions};
+use crate::bus::{Job, Publisher};
+use crate::domain::{RunCounts, RunMode};
+use crate::engine::Page;
 use crate::spec::{load_spec, CompiledSpec};
-use crate::store::{RunCounts, RunMode, Store, StoreError, StoreLedger};
+use crate::store::{Store, StoreError, StoreLedger};
 use crate::telemetry::{self, Labels};
 use admit::{Admitted, Verdict};
 use deliver::{PageCommit, SliceBounds, SliceProgress};
 use process::{process_page, sweep, PageContext};
 
+pub use crate::domain::LedgerChoice;
+pub use settings::SyncSettings;
 pub use tokens::StoreTokens;
-
-/// How slices behave.
-#[derive(Debug, Clone)]
-pub struct SyncSettings {
-    pub specs_dir: PathBuf,
-    pub topics: Topics,
-    pub slice_max_pages: u32,
-    pub slice_max_duration: Duration,
-    pub emit_remote_data: bool,
-    pub tombstones: bool,
-    pub engine: RunOptions,
-    pub budgets: BudgetSettings,
-    pub ledger: LedgerChoice,
-}
-
-/// Where rate budgets are kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LedgerChoice {
-    /// The state store when it is PostgreSQL (shared by a fleet), memory on SQLite (one process).
-    #[default]
-    Auto,
-    Store,
-    Memory,
-}
-
-impl SyncSettings {
-    /// Defaults for everything but where specs are and what topics are called.
-    pub fn new(specs_dir: PathBuf, topics: Topics) -> Self {
-        SyncSettings {
-            specs_dir,
-            topics,
-            slice_max_pages: 50,
-            slice_max_duration: Duration::from_secs(30),
-            emit_remote_data: true,
-            tombstones: false,
-            engine: RunOptions::default(),
-            budgets: BudgetSettings::default(),
-            ledger: LedgerChoice::Auto,
-        }
-    }
-}
 
 /// Infrastructure failures: the job is not done and must be delivered again.
 #[derive(Debug, thiserror::Error)]

@@ -13,9 +13,9 @@ use serde_json::Value;
 use crate::bus::envelope::{Change as EventChange, ModelRef, RecordFailure, RunRef};
 use crate::bus::{ChangeEvent, DeadLetter, Op, OutMessage, Topics};
 use crate::changes::{self, Change};
+use crate::domain::{RunCounts, StoredFingerprint};
 use crate::mapping::normalize::{normalize, primary_key, UnifiedRecord};
 use crate::spec::compile::{CompiledResource, Plan};
-use crate::store::{RunCounts, StoredFingerprint};
 
 /// Everything processing a page needs to know besides the page.
 pub struct PageContext<'a> {
@@ -156,35 +156,7 @@ fn dead_letter(ctx: &PageContext<'_>, page: u32, failure: RecordFailure, out: &m
 fn updated_at(plan: &Plan, raw: &Value) -> Option<DateTime<Utc>> {
     let expr = plan.records.updated_at.as_ref()?;
     let value = expr.eval_json(raw).ok().flatten()?;
-    parse_record_time(&value)
-}
-
-/// A provider's updated-at value: RFC 3339 (with or without a colon in the offset), a
-/// plain `YYYY-MM-DD HH:MM:SS` in UTC, or epoch seconds or milliseconds.
-fn parse_record_time(v: &Value) -> Option<DateTime<Utc>> {
-    match v {
-        Value::String(s) => DateTime::parse_from_rfc3339(s)
-            .or_else(|_| DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z"))
-            .map(|t| t.with_timezone(&Utc))
-            .ok()
-            .or_else(|| {
-                chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S")
-                    .ok()
-                    .map(|n| n.and_utc())
-            })
-            .or_else(|| s.parse::<i64>().ok().and_then(epoch)),
-        Value::Number(n) => n.as_i64().and_then(epoch),
-        _ => None,
-    }
-}
-
-/// Seconds or milliseconds since the epoch, told apart by size.
-fn epoch(n: i64) -> Option<DateTime<Utc>> {
-    if n > 100_000_000_000 {
-        DateTime::from_timestamp_millis(n)
-    } else {
-        DateTime::from_timestamp(n, 0)
-    }
+    crate::domain::time::parse_provider(&value)
 }
 
 /// The deletion sweep of a completed full run: `unseen` are the stored records no run
@@ -230,9 +202,9 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::domain::RunMode;
     use crate::spec::compile::{compile, CompiledSpec};
     use crate::spec::load::parse_spec;
-    use crate::store::RunMode;
 
     const SPEC: &str = r#"spec_version: 1
 name: demo
@@ -380,22 +352,6 @@ resources:
         assert_eq!(messages.len(), 2, "a delete and its tombstone");
         assert_eq!(body(&messages[0])["op"], "deleted");
         assert!(messages[1].payload.is_none());
-    }
-
-    #[test]
-    fn provider_times_in_every_documented_shape() {
-        let t: DateTime<Utc> = "2026-11-03T10:00:00Z".parse().unwrap();
-        for v in [
-            json!("2026-11-03T10:00:00Z"),
-            json!("2026-11-03T11:00:00+0100"),
-            json!("2026-11-03 10:00:00"),
-            json!(t.timestamp()),
-            json!(t.timestamp_millis()),
-            json!(t.timestamp().to_string()),
-        ] {
-            assert_eq!(parse_record_time(&v), Some(t), "{v}");
-        }
-        assert_eq!(parse_record_time(&json!(true)), None);
     }
 
     #[test]

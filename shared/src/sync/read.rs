@@ -19,12 +19,12 @@ use super::{StoreTokens, SyncError, Syncer};
 use crate::budget::{Budget, BudgetOwner};
 use crate::bus::Job;
 use crate::changes;
+use crate::domain::{RunMode, StoredFingerprint};
 use crate::engine::{
     ignore_events, Connection, ConnectionRuntime, EngineError, Page, ResourceRun, RunOptions,
 };
 use crate::spec::compile::{CompiledResource, Plan};
 use crate::spec::CompiledSpec;
-use crate::store::{RunMode, StoredFingerprint};
 
 /// What the pages of one slice are read with.
 pub struct Reading {

@@ -59,6 +59,18 @@ pub struct WorkerOptions {
     pub tenant_concurrency: Option<usize>,
 }
 
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            brokers: "127.0.0.1:9092".into(),
+            topics: Topics::new("tributary"),
+            session_timeout: Duration::from_secs(10),
+            concurrency: 8,
+            tenant_concurrency: None,
+        }
+    }
+}
+
 /// Asks a worker loop to stop taking jobs and drain.
 #[derive(Debug, Default, Clone)]
 pub struct StopSignal {

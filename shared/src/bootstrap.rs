@@ -1,0 +1,107 @@
+//! One startup for every process that syncs: settings -> state store (migrations
+//! applied) -> the pipeline's topics -> publisher, then the syncer and the scheduler built
+//! from the same settings. Used by `tributary-worker run`, `tributary-scheduler run` and
+//! the standalone mode.
+
+use crate::bus::kafka::ensure_pipeline_topics;
+use crate::bus::{BusError, Publisher, Topics};
+use crate::config::{ConfigError, Settings};
+use crate::schedule::tick::Scheduler;
+use crate::store::{Store, StoreError};
+use crate::sync::Syncer;
+
+/// How the pipeline's topics come to exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicSetup {
+    /// Create the missing ones (jobs topics with `jobs_partitions` partitions).
+    CreateMissing,
+    /// The caller created them (e.g. on an embedded mock cluster).
+    Existing,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("TRIBUTARY_DATABASE_URL {url}")]
+    Store {
+        url: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("TRIBUTARY_KAFKA_BROKERS {brokers}")]
+    Broker {
+        brokers: String,
+        #[source]
+        source: BusError,
+    },
+}
+
+/// What a process needs to sync: the store, the topic names and a publisher.
+#[derive(Clone)]
+pub struct Services {
+    pub settings: Settings,
+    pub store: Store,
+    pub topics: Topics,
+    pub publisher: Publisher,
+}
+
+impl Services {
+    /// Connect everything the settings name, in order; each failure names its variable.
+    pub async fn start(settings: Settings, setup: TopicSetup) -> Result<Services, BootstrapError> {
+        let store = Store::connect(&settings.database_url, settings.cipher()?)
+            .await
+            .map_err(|source| BootstrapError::Store {
+                url: redact_url(&settings.database_url),
+                source,
+            })?
+            .with_lease(settings.lease);
+        let topics = settings.topics();
+        let broker_error = |source| BootstrapError::Broker {
+            brokers: settings.kafka_brokers.clone(),
+            source,
+        };
+        if setup == TopicSetup::CreateMissing {
+            ensure_pipeline_topics(&settings.kafka_brokers, &topics, settings.jobs_partitions)
+                .await
+                .map_err(broker_error)?;
+        }
+        let publisher = Publisher::new(&settings.kafka_brokers).map_err(broker_error)?;
+        Ok(Services {
+            settings,
+            store,
+            topics,
+            publisher,
+        })
+    }
+
+    /// The slice runner, on the settings' sync settings.
+    pub fn syncer(&self) -> Syncer {
+        Syncer::new(
+            self.store.clone(),
+            self.publisher.clone(),
+            self.settings.sync_settings(),
+        )
+    }
+
+    /// The scheduler, on the settings' schedule settings.
+    pub fn scheduler(&self) -> Scheduler {
+        Scheduler::new(
+            self.store.clone(),
+            self.publisher.clone(),
+            self.topics.clone(),
+            self.settings.schedule.clone(),
+        )
+    }
+}
+
+/// A database URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,14 @@
+//! What was last published for a record: compared with a new read to tell created,
+//! updated and unchanged apart, and swept by a completed full run.
+
+use std::collections::BTreeMap;
+
+/// A record's last published state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredFingerprint {
+    pub record_id: String,
+    /// Order-independent hash of the whole unified record.
+    pub hash: String,
+    /// Hash per top-level field (names the changed fields of an update).
+    pub field_hashes: BTreeMap<String, String>,
+}

@@ -1,0 +1,269 @@
+//! Fingerprints (what was last published for each record), the slice commit that writes
+//! them with the run's counters and checkpoint in one transaction, and the deletion
+//! sweep's candidates.
+//!
+//! "Seen after this run started" is ordered by the (connection, resource)'s sequence
+//! (`checkpoints.seq`), not by clocks: a run takes a value when it starts (`start_seq`),
+//! every slice commit takes a new one and stamps the records it saw with it (`seen_seq`).
+//! A record whose `seen_seq` is at least the run's `start_seq` was seen after the run
+//! started (by any run), so the run's sweep leaves it alone, whatever two workers' clocks say.
+
+use chrono::{DateTime, Utc};
+
+use super::checkpoints::next_seq;
+use super::{corrupt, placeholders, Store, StoreError, RELEASE_LEASE};
+use crate::domain::time::{now_stamp, stamp};
+use crate::domain::{PageState, RunCounts, RunStatus, StoredFingerprint};
+
+/// What one slice commits (see `Store::commit_slice`).
+pub struct SliceCommit<'a> {
+    pub connection: &'a str,
+    pub resource: &'a str,
+    pub run_id: &'a str,
+    /// Slices committed including this one.
+    pub slice: i64,
+    pub seen: &'a [StoredFingerprint],
+    /// Records seen but not fingerprinted (dead-lettered): kept, marked seen by this run.
+    pub touched: &'a [String],
+    pub deleted: &'a [String],
+    /// Where the next slice starts (None with `finished_since`).
+    pub next: Option<&'a PageState>,
+    pub run_max_updated: Option<DateTime<Utc>>,
+    /// Set when the run completed: the new incremental start (may itself be None).
+    pub finished_since: Option<Option<DateTime<Utc>>>,
+    pub counts: RunCounts,
+}
+
+#[derive(sqlx::FromRow)]
+struct FingerprintRow {
+    record_id: String,
+    hash: String,
+    field_hashes: String,
+}
+
+impl TryFrom<FingerprintRow> for StoredFingerprint {
+    type Error = StoreError;
+    fn try_from(row: FingerprintRow) -> Result<Self, StoreError> {
+        Ok(StoredFingerprint {
+            field_hashes: serde_json::from_str(&row.field_hashes)
+                .map_err(corrupt("field hashes"))?,
+            record_id: row.record_id,
+            hash: row.hash,
+        })
+    }
+}
+
+/// Rows per multi-row INSERT and values per IN list (well under both databases' limits
+/// on bound parameters).
+const INSERT_CHUNK: usize = 200;
+const IN_CHUNK: usize = 500;
+
+impl Store {
+    /// Stored fingerprints of these records.
+    pub async fn fingerprints(
+        &self,
+        connection: &str,
+        resource: &str,
+        ids: &[String],
+    ) -> Result<Vec<StoredFingerprint>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(IN_CHUNK) {
+            let sql = format!(
+                "SELECT record_id, hash, field_hashes FROM fingerprints WHERE connection = $1 AND resource = $2 AND record_id IN ({})",
+                placeholders(3, chunk.len())
+            );
+            let mut q = sqlx::query_as::<_, FingerprintRow>(sqlx::AssertSqlSafe(sql))
+                .bind(connection)
+                .bind(resource);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                out.push(row.try_into()?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Everything one slice learned, in one transaction: fingerprints of the records
+    /// it saw (marked seen by this run, at a new sequence value), the run's counters and
+    /// where the next slice starts. Called only after the broker acknowledged the slice's
+    /// events. The run must have been started (`start_run`).
+    pub async fn commit_slice(&self, c: &SliceCommit<'_>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let t = now_stamp();
+        let seq = next_seq(&mut tx, c.connection, c.resource).await?;
+        write_seen(&mut tx, c, seq, &t).await?;
+        for chunk in c.deleted.chunks(IN_CHUNK) {
+            let sql = format!(
+                "DELETE FROM fingerprints WHERE connection = $1 AND resource = $2 AND record_id IN ({})",
+                placeholders(3, chunk.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(c.connection)
+                .bind(c.resource);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        self.advance_run(&mut tx, c, &t).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The checkpoint, the lease and the run's counters after a slice.
+    async fn advance_run(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        c: &SliceCommit<'_>,
+        t: &str,
+    ) -> Result<(), StoreError> {
+        match c.finished_since {
+            // The run completed: its high-water mark becomes the next incremental start,
+            // and its lease is released.
+            Some(since) => {
+                sqlx::query(
+                    "UPDATE checkpoints SET run_id = NULL, mode = NULL, slice = $1, page_state = NULL, run_max_updated = NULL,
+                       since = $2, updated_at = $3 WHERE connection = $4 AND resource = $5",
+                )
+                .bind(c.slice)
+                .bind(since.map(stamp))
+                .bind(t)
+                .bind(c.connection)
+                .bind(c.resource)
+                .execute(&mut **tx)
+                .await?;
+                sqlx::query(RELEASE_LEASE)
+                    .bind(c.run_id)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            // More to come: where the next slice starts, and the lease renewed.
+            None => {
+                let page_state = c
+                    .next
+                    .map(|p| serde_json::to_string(p).expect("page state serializes"));
+                sqlx::query(
+                    "UPDATE checkpoints SET slice = $1, page_state = $2, run_max_updated = $3, updated_at = $4
+                     WHERE connection = $5 AND resource = $6 AND run_id = $7",
+                )
+                .bind(c.slice)
+                .bind(page_state)
+                .bind(c.run_max_updated.map(stamp))
+                .bind(t)
+                .bind(c.connection)
+                .bind(c.resource)
+                .bind(c.run_id)
+                .execute(&mut **tx)
+                .await?;
+                sqlx::query("UPDATE schedules SET lease_expires_at = $1 WHERE lease_run_id = $2")
+                    .bind(self.lease_until())
+                    .bind(c.run_id)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        let status = if c.finished_since.is_some() {
+            RunStatus::Completed
+        } else {
+            RunStatus::Running
+        };
+        sqlx::query(
+            "UPDATE sync_runs SET slices = slices + $1, pages = pages + $2, records = records + $3, created = created + $4,
+               updated = updated + $5, deleted = deleted + $6, dead_lettered = dead_lettered + $7, status = $8,
+               finished_at = CASE WHEN $9 THEN $10 ELSE finished_at END
+             WHERE id = $11",
+        )
+        .bind(c.counts.slices)
+        .bind(c.counts.pages)
+        .bind(c.counts.records)
+        .bind(c.counts.created)
+        .bind(c.counts.updated)
+        .bind(c.counts.deleted)
+        .bind(c.counts.dead_lettered)
+        .bind(status.as_str())
+        .bind(status == RunStatus::Completed)
+        .bind(t)
+        .bind(c.run_id)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Records the run did not see and nobody saw after it started: the candidates of a
+    /// completed full sync's sweep. A run started before migration 0006 (no `start_seq`)
+    /// sweeps nothing; the next full run does.
+    pub async fn unseen(
+        &self,
+        connection: &str,
+        resource: &str,
+        run_id: &str,
+    ) -> Result<Vec<StoredFingerprint>, StoreError> {
+        let rows: Vec<FingerprintRow> = sqlx::query_as(
+            "SELECT record_id, hash, field_hashes FROM fingerprints
+             WHERE connection = $1 AND resource = $2 AND seen_run <> $3
+               AND seen_seq < (SELECT start_seq FROM sync_runs WHERE id = $4)
+             ORDER BY record_id",
+        )
+        .bind(connection)
+        .bind(resource)
+        .bind(run_id)
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(StoredFingerprint::try_from).collect()
+    }
+}
+
+/// Fingerprints of what the slice saw (upserted) and of what it only touched (dead
+/// letters: kept, re-marked), stamped with this run and this commit's sequence value.
+async fn write_seen(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    c: &SliceCommit<'_>,
+    seq: i64,
+    t: &str,
+) -> Result<(), StoreError> {
+    const COLUMNS: usize = 8;
+    for chunk in c.seen.chunks(INSERT_CHUNK) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| format!("({})", placeholders(i * COLUMNS + 1, COLUMNS)))
+            .collect();
+        let sql = format!(
+            "INSERT INTO fingerprints (connection, resource, record_id, hash, field_hashes, seen_run, seen_seq, updated_at)
+             VALUES {}
+             ON CONFLICT (connection, resource, record_id) DO UPDATE SET hash = excluded.hash, field_hashes = excluded.field_hashes,
+               seen_run = excluded.seen_run, seen_seq = excluded.seen_seq, updated_at = excluded.updated_at",
+            rows.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for f in chunk {
+            q = q
+                .bind(c.connection)
+                .bind(c.resource)
+                .bind(&f.record_id)
+                .bind(&f.hash)
+                .bind(serde_json::to_string(&f.field_hashes).expect("map serializes"))
+                .bind(c.run_id)
+                .bind(seq)
+                .bind(t);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    for chunk in c.touched.chunks(IN_CHUNK) {
+        let sql = format!(
+            "UPDATE fingerprints SET seen_run = $1, seen_seq = $2 WHERE connection = $3 AND resource = $4 AND record_id IN ({})",
+            placeholders(5, chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(c.run_id)
+            .bind(seq)
+            .bind(c.connection)
+            .bind(c.resource);
+        for id in chunk {
+            q = q.bind(id);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
