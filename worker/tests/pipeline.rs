@@ -1,5 +1,9 @@
 //! The sync pipeline end to end: a tansu broker process, PostgreSQL and SQLite,
 //! the sandbox provider and worker processes from the real binary.
+//!
+//! Process-level tier: needs tansu and PostgreSQL (see the README), so it runs only with the
+//! `process-tests` feature.
+#![cfg(feature = "process-tests")]
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
