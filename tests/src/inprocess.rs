@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, DefaultProducerContext, Producer};
 use tokio::task::JoinHandle;
 use tributary::bus::{Job, JobReason, Publisher, Topics};
 use tributary::mapping::models::model_names;
@@ -39,7 +40,7 @@ pub struct InProcess {
     pub connection: String,
     /// The client that owns the mock cluster (it lives as long as this client). Declared
     /// last so it is dropped last: clients go before the broker they talk to.
-    _cluster_owner: BaseProducer,
+    cluster_owner: BaseProducer,
 }
 
 impl InProcess {
@@ -50,7 +51,7 @@ impl InProcess {
 
     /// Like `start`, with a chance to adjust the sandbox profile first.
     pub async fn start_with(count: u64, adjust: impl FnOnce(&mut Profile)) -> InProcess {
-        let owner = mock_cluster_owner();
+        let owner = mockcluster_owner();
         let cluster = owner
             .client()
             .mock_cluster()
@@ -89,8 +90,17 @@ impl InProcess {
             control,
             tenant,
             connection,
-            _cluster_owner: owner,
+            cluster_owner: owner,
         }
+    }
+
+    /// The mock cluster itself, for tests that take its broker down and up
+    /// (`broker_down`, `broker_up`) or slow it (`broker_round_trip_time`).
+    pub fn cluster(&self) -> MockCluster<'_, DefaultProducerContext> {
+        self.cluster_owner
+            .client()
+            .mock_cluster()
+            .expect("the owner has a mock cluster")
     }
 
     /// The sync settings a worker of this rig runs with (specs from `provider-specs/`,
@@ -160,7 +170,7 @@ impl InProcess {
 /// A client owning a one-broker mock cluster whose consumer groups form at once: by default
 /// the mock broker waits 3 s for more members before a new group's first assignment (as a
 /// real broker's `group.initial.rebalance.delay.ms` does), which every test would pay.
-fn mock_cluster_owner() -> BaseProducer {
+fn mockcluster_owner() -> BaseProducer {
     let owner: BaseProducer = ClientConfig::new()
         .set("test.mock.num.brokers", "1")
         .create()
