@@ -13,8 +13,8 @@ use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, DefaultProducerContext, Producer};
 use tokio::task::JoinHandle;
+use tributary::bus::kafka::pipeline_topics;
 use tributary::bus::{Job, JobReason, Publisher, Topics};
-use tributary::mapping::models::model_names;
 use tributary::sandbox::{Profile, SandboxHandle};
 use tributary::store::{RunMode, Store};
 use tributary::sync::worker::{consume, StopSignal, WorkerError, WorkerOptions};
@@ -51,7 +51,7 @@ impl InProcess {
 
     /// Like `start`, with a chance to adjust the sandbox profile first.
     pub async fn start_with(count: u64, adjust: impl FnOnce(&mut Profile)) -> InProcess {
-        let owner = mockcluster_owner();
+        let owner = mock_cluster_owner();
         let cluster = owner
             .client()
             .mock_cluster()
@@ -60,13 +60,7 @@ impl InProcess {
         let topics = fresh_topics();
         // The mock cluster does not implement CreateTopics (`ensure_pipeline_topics`):
         // topics are made through its own API, with the partitions the worker would give them.
-        let mut wanted = vec![
-            (topics.jobs(), JOBS_PARTITIONS),
-            (topics.urgent_jobs(), JOBS_PARTITIONS),
-            (topics.status(), 1),
-            (topics.dead_letters(), 1),
-        ];
-        wanted.extend(model_names().map(|m| (topics.model(m), 3)));
+        let wanted = pipeline_topics(&topics, JOBS_PARTITIONS);
         for (name, partitions) in &wanted {
             cluster
                 .create_topic(name, *partitions, 1)
@@ -170,7 +164,7 @@ impl InProcess {
 /// A client owning a one-broker mock cluster whose consumer groups form at once: by default
 /// the mock broker waits 3 s for more members before a new group's first assignment (as a
 /// real broker's `group.initial.rebalance.delay.ms` does), which every test would pay.
-fn mockcluster_owner() -> BaseProducer {
+fn mock_cluster_owner() -> BaseProducer {
     let owner: BaseProducer = ClientConfig::new()
         .set("test.mock.num.brokers", "1")
         .create()

@@ -155,6 +155,19 @@ impl Rig {
     }
 }
 
+/// The JSON values of these messages (tombstones left out).
+pub fn values(events: &[Received]) -> Vec<&Value> {
+    events.iter().filter_map(|r| r.value.as_ref()).collect()
+}
+
+/// The values of these messages that belong to sync run `run`.
+pub fn of_run<'a>(events: &'a [Received], run: &str) -> Vec<&'a Value> {
+    values(events)
+        .into_iter()
+        .filter(|v| v["sync_run"] == run)
+        .collect()
+}
+
 /// Waits for the run's final status event and returns it.
 pub fn wait_run_end(statuses: &mut TopicReader, run_id: &str, timeout: Duration) -> Value {
     let is_end = |r: &Received| {

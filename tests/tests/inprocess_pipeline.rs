@@ -14,23 +14,12 @@ use serde_json::{json, Value};
 use tributary::store::RunMode;
 use tributary_e2e::broker::{Received, TopicReader};
 use tributary_e2e::inprocess::InProcess;
-use tributary_e2e::pipeline::wait_run_end;
+use tributary_e2e::pipeline::{of_run, values, wait_run_end};
 use tributary_e2e::{check_event_schema, repo_root};
 
 /// Generous for a run of a few pages; the first one includes the mock cluster's initial
 /// rebalance delay (3 s) before the worker's group gets its partitions.
 const WAIT: Duration = Duration::from_secs(60);
-
-fn values(events: &[Received]) -> Vec<&Value> {
-    events.iter().filter_map(|r| r.value.as_ref()).collect()
-}
-
-fn of_run<'a>(events: &'a [Received], run: &str) -> Vec<&'a Value> {
-    values(events)
-        .into_iter()
-        .filter(|v| v["sync_run"] == run)
-        .collect()
-}
 
 fn ids(answer: &Value, key: &str) -> HashSet<String> {
     answer[key]
