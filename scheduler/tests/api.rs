@@ -1,5 +1,9 @@
 //! The control API, from the real binary: tenant isolation, credentials never in
 //! a response or a log line, bad input answered with a 4xx and a message.
+//!
+//! Process-level tier: needs tansu (see the README), so it runs only with the
+//! `process-tests` feature.
+#![cfg(feature = "process-tests")]
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -452,22 +456,5 @@ async fn isolation_secrecy_and_bad_input() {
     for secret in [SECRET, REFRESH, "cs-SECRET-9"] {
         assert!(!bodies.contains(secret), "a response carried {secret}");
         assert!(!log.contains(secret), "a log line carried {secret}");
-    }
-}
-
-#[test]
-fn the_committed_openapi_document_is_valid_json_and_lists_every_route() {
-    let doc: Value = serde_json::from_str(
-        &std::fs::read_to_string(repo_root().join("scheduler/openapi.json")).unwrap(),
-    )
-    .unwrap();
-    let paths = doc["paths"].as_object().unwrap();
-    let source = std::fs::read_to_string(repo_root().join("scheduler/src/api/mod.rs")).unwrap();
-    for line in source
-        .lines()
-        .filter(|l| l.trim_start().starts_with(".route(\""))
-    {
-        let path = line.split('"').nth(1).unwrap();
-        assert!(paths.contains_key(path), "openapi.json lacks {path}");
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod broker;
 pub mod fleet;
+pub mod inprocess;
 pub mod otlp;
 pub mod pipeline;
 
@@ -152,14 +153,16 @@ impl SandboxControl {
     }
 }
 
-/// Databases the state-store suites run on: a fresh SQLite file and a fresh
-/// PostgreSQL database (127.0.0.1:5432, user postgres; override with
-/// TRIBUTARY_TEST_POSTGRES_URL pointing at a server's `postgres` database).
+/// Databases the state-store suites run on: a fresh SQLite file and, in the process-level
+/// tier (feature `process-tests`), a fresh PostgreSQL database too (127.0.0.1:5432, user
+/// postgres; override with TRIBUTARY_TEST_POSTGRES_URL pointing at a server's `postgres`
+/// database). Without the feature no test reaches for a PostgreSQL server.
 pub async fn fresh_databases() -> Vec<(&'static str, String)> {
-    vec![
-        ("sqlite", fresh_sqlite()),
-        ("postgres", fresh_postgres().await),
-    ]
+    let mut databases = vec![("sqlite", fresh_sqlite())];
+    if cfg!(feature = "process-tests") {
+        databases.push(("postgres", fresh_postgres().await));
+    }
+    databases
 }
 
 pub fn fresh_sqlite() -> String {
@@ -199,9 +202,7 @@ pub fn test_cipher() -> tributary::secrets::crypto::Cipher {
 /// Check a published message value against a committed event schema
 /// (`shared/schemas/events/<name>.v1.json`); the error lists every violation.
 pub fn check_event_schema(name: &str, value: &Value) -> Result<(), String> {
-    let path = repo_root().join(format!("shared/schemas/events/{name}.v1.json"));
-    let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let validator = jsonschema::validator_for(&schema).unwrap();
+    let validator = event_validator(name);
     let errors: Vec<String> = validator
         .iter_errors(value)
         .map(|e| format!("{}: {e}", e.instance_path()))
@@ -211,6 +212,26 @@ pub fn check_event_schema(name: &str, value: &Value) -> Result<(), String> {
     } else {
         Err(errors.join("; "))
     }
+}
+
+/// The compiled validator of an event schema, compiled once per process (suites check
+/// every event they read).
+fn event_validator(name: &str) -> std::sync::Arc<jsonschema::Validator> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<jsonschema::Validator>>>> = OnceLock::new();
+    let mut cache = CACHE.get_or_init(Default::default).lock().unwrap();
+    cache
+        .entry(name.to_string())
+        .or_insert_with(|| {
+            let path = repo_root().join(format!("shared/schemas/events/{name}.v1.json"));
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let schema: Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            Arc::new(jsonschema::validator_for(&schema).unwrap())
+        })
+        .clone()
 }
 
 /// Every row of every table as text (for "no secret in plain text" checks).

@@ -53,43 +53,11 @@ impl Rig {
         let store = Store::connect(&database_url, Cipher::from_base64(&key, &[]).unwrap())
             .await
             .unwrap();
-        let mut profile =
-            Profile::load(&repo_root().join("provider-specs/sandbox/hubspot.yaml")).unwrap();
-        profile.resources.get_mut("contacts").unwrap().count = count;
-        profile.rate_limit = None;
-        adjust(&mut profile);
-        let sandbox = sandbox::start(profile, "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
+        let sandbox = contacts_sandbox(count, adjust).await;
         let control = SandboxControl::new(sandbox.base_url());
         let tenant = "acme".to_string();
-        store.create_tenant(&tenant).await.unwrap();
-        let connection = store
-            .create_connection(&NewConnection {
-                id: None,
-                tenant: tenant.clone(),
-                provider: "hubspot".into(),
-                config: json!({"base_url": sandbox.base_url(), "token_url": format!("{}/oauth/v1/token", sandbox.base_url())})
-                    .as_object()
-                    .unwrap()
-                    .clone(),
-                credentials: serde_json::from_value(json!({
-                    "refresh_token": "sandbox-hubspot-refresh",
-                    "client_id": "sandbox-client",
-                    "client_secret": "sandbox-client-secret"
-                }))
-                .unwrap(),
-                resources: vec!["contacts".into()],
-                schedule: None,
-                full_schedule: None,
-                timezone: "UTC".into(),
-            })
-            .await
-            .unwrap();
-        let topics = Topics::new(&format!(
-            "t{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..10]
-        ));
+        let connection = oauth_contacts_connection(&store, &tenant, &sandbox).await;
+        let topics = fresh_topics();
         let publisher = Publisher::new(&broker.addr).unwrap();
         Rig {
             backend,
@@ -188,6 +156,19 @@ impl Rig {
     }
 }
 
+/// The JSON values of these messages (tombstones left out).
+pub fn values(events: &[Received]) -> Vec<&Value> {
+    events.iter().filter_map(|r| r.value.as_ref()).collect()
+}
+
+/// The values of these messages that belong to sync run `run`.
+pub fn of_run<'a>(events: &'a [Received], run: &str) -> Vec<&'a Value> {
+    values(events)
+        .into_iter()
+        .filter(|v| v["sync_run"] == run)
+        .collect()
+}
+
 /// Waits for the run's final status event and returns it.
 pub fn wait_run_end(statuses: &mut TopicReader, run_id: &str, timeout: Duration) -> Value {
     let is_end = |r: &Received| {
@@ -206,6 +187,58 @@ pub fn wait_run_end(statuses: &mut TopicReader, run_id: &str, timeout: Duration)
         .value
         .clone()
         .unwrap()
+}
+
+/// The HubSpot-shaped sandbox serving `count` contacts, with no rate limit, after `adjust`.
+pub async fn contacts_sandbox(count: u64, adjust: impl FnOnce(&mut Profile)) -> SandboxHandle {
+    let mut profile =
+        Profile::load(&repo_root().join("provider-specs/sandbox/hubspot.yaml")).unwrap();
+    profile.resources.get_mut("contacts").unwrap().count = count;
+    profile.rate_limit = None;
+    adjust(&mut profile);
+    sandbox::start(profile, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+/// Creates `tenant` and its OAuth connection to the HubSpot-shaped `sandbox` (contacts);
+/// returns the connection's id.
+pub async fn oauth_contacts_connection(
+    store: &Store,
+    tenant: &str,
+    sandbox: &SandboxHandle,
+) -> String {
+    store.create_tenant(tenant).await.unwrap();
+    store
+        .create_connection(&NewConnection {
+            id: None,
+            tenant: tenant.to_string(),
+            provider: "hubspot".into(),
+            config: json!({"base_url": sandbox.base_url(), "token_url": format!("{}/oauth/v1/token", sandbox.base_url())})
+                .as_object()
+                .unwrap()
+                .clone(),
+            credentials: serde_json::from_value(json!({
+                "refresh_token": "sandbox-hubspot-refresh",
+                "client_id": "sandbox-client",
+                "client_secret": "sandbox-client-secret"
+            }))
+            .unwrap(),
+            resources: vec!["contacts".into()],
+            schedule: None,
+            full_schedule: None,
+            timezone: "UTC".into(),
+        })
+        .await
+        .unwrap()
+}
+
+/// Topic names of their own (a random prefix), so tests sharing a broker keep apart.
+pub fn fresh_topics() -> Topics {
+    Topics::new(&format!(
+        "t{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    ))
 }
 
 pub struct WorkerProcess {

@@ -1,5 +1,9 @@
 //! Scheduling ticks on both databases: replicas never double-enqueue, leases keep
 //! one job in flight, an expired lease is enqueued again, paused connections wait.
+//!
+//! Process-level tier: needs tansu and PostgreSQL (see the README), so it runs only with the
+//! `process-tests` feature.
+#![cfg(feature = "process-tests")]
 
 use std::collections::HashSet;
 use std::time::Duration;

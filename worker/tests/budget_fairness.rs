@@ -1,6 +1,10 @@
 //! Fairness under throttling: a tenant whose provider answers 429 to everything opens its
 //! circuit, parks (connection `rate_limited`, `connection.rate_limited` event) and does not
 //! slow the other tenants of the same workers and app budget.
+//!
+//! Process-level tier: needs tansu and PostgreSQL (see the README), so it runs only with the
+//! `process-tests` feature.
+#![cfg(feature = "process-tests")]
 
 use chrono::{DateTime, Utc};
 use tributary_e2e::check_event_schema;

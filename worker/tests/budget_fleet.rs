@@ -1,5 +1,9 @@
 //! Rate budgets across a fleet: three worker processes share one provider app's budget
 //! (kept in PostgreSQL) and never send more than it, while using most of it.
+//!
+//! Process-level tier: needs tansu and PostgreSQL (see the README), so it runs only with the
+//! `process-tests` feature.
+#![cfg(feature = "process-tests")]
 
 use tributary_e2e::fleet::{completed_at, Fleet, PAGE, R};
 

@@ -1,6 +1,10 @@
 //! OAuth across the fleet: one refresh per expiry for many concurrent jobs over
 //! several worker processes; a rotated refresh token survives a crash right after
 //! the token endpoint answered.
+//!
+//! Process-level tier: needs tansu and PostgreSQL (see the README), so it runs only with the
+//! `process-tests` feature.
+#![cfg(feature = "process-tests")]
 
 use std::time::{Duration, Instant};
 

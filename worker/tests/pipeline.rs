@@ -1,28 +1,20 @@
 //! The sync pipeline end to end: a tansu broker process, PostgreSQL and SQLite,
 //! the sandbox provider and worker processes from the real binary.
+//!
+//! Process-level tier: needs tansu and PostgreSQL (see the README), so it runs only with the
+//! `process-tests` feature.
+#![cfg(feature = "process-tests")]
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use tributary::domain::{ConnectionState, RunMode, RunStatus};
-use tributary_e2e::broker::Received;
-use tributary_e2e::pipeline::{wait_run_end, Rig};
+use tributary_e2e::pipeline::{of_run, values, wait_run_end, Rig};
 use tributary_e2e::{fresh_postgres, fresh_sqlite};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_tributary-worker");
 const LONG: Duration = Duration::from_secs(90);
-
-fn values(events: &[Received]) -> Vec<&Value> {
-    events.iter().filter_map(|r| r.value.as_ref()).collect()
-}
-
-fn of_run<'a>(events: &'a [Received], run: &str) -> Vec<&'a Value> {
-    values(events)
-        .into_iter()
-        .filter(|v| v["sync_run"] == run)
-        .collect()
-}
 
 /// First sync: N created; k changed and d removed: incremental gives exactly k
 /// updated, the next full sync exactly d deleted; a replayed job adds no ids.

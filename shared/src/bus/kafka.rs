@@ -218,12 +218,9 @@ pub async fn ensure_topics(brokers: &str, topics: &[(String, i32)]) -> Result<()
     Ok(())
 }
 
-/// Create every topic the pipeline uses (jobs, urgent jobs, status, dead letters, one per model).
-pub async fn ensure_pipeline_topics(
-    brokers: &str,
-    topics: &Topics,
-    jobs_partitions: i32,
-) -> Result<(), BusError> {
+/// Every topic the pipeline uses (jobs, urgent jobs, status, dead letters, one per model)
+/// with its number of partitions.
+pub fn pipeline_topics(topics: &Topics, jobs_partitions: i32) -> Vec<(String, i32)> {
     let mut wanted = vec![
         (topics.jobs(), jobs_partitions),
         (topics.urgent_jobs(), jobs_partitions),
@@ -231,7 +228,16 @@ pub async fn ensure_pipeline_topics(
         (topics.dead_letters(), 1),
     ];
     wanted.extend(crate::mapping::models::model_names().map(|m| (topics.model(m), 3)));
-    ensure_topics(brokers, &wanted).await
+    wanted
+}
+
+/// Create every topic the pipeline uses (`pipeline_topics`).
+pub async fn ensure_pipeline_topics(
+    brokers: &str,
+    topics: &Topics,
+    jobs_partitions: i32,
+) -> Result<(), BusError> {
+    ensure_topics(brokers, &pipeline_topics(topics, jobs_partitions)).await
 }
 
 /// Settings of the jobs consumer.
