@@ -351,48 +351,14 @@ impl ResourceRun {
         page: u32,
         req: &PreparedRequest,
     ) -> Result<(reqwest::header::HeaderMap, Value, usize), ErrorKind> {
-        let rate = &self.spec.spec.rate_limit;
-        let mut rng = rand::rngs::StdRng::from_os_rng();
-        let mut transient_failures: u32 = 0;
-        let mut throttles: u32 = 0;
-        let mut throttled_for = Duration::ZERO;
-        let mut stale_token: Option<String> = None;
-        let mut refreshed_after_401 = false;
-        let mut attempt: u32 = 0;
-        let auth_statuses = self
-            .spec
-            .spec
-            .errors
-            .auth_statuses
-            .clone()
-            .unwrap_or_else(|| vec![401]);
+        let mut tries = Tries::new();
         loop {
-            let acquired = self
-                .budget
-                .acquire(self.options.breaker.settings.park_after, |w, scope| {
-                    (self.observer)(&EngineEvent::Waiting {
-                        page,
-                        wait: w,
-                        reason: format!("{scope} request budget"),
-                    })
-                })
-                .await;
-            let _permit = match acquired {
-                Ok(p) => p,
-                Err(AcquireError::Exhausted(e)) => {
-                    return Err(ErrorKind::RateLimited {
-                        until: e.until,
-                        reason: e.reason,
-                        throttled: false,
-                    })
-                }
-                Err(AcquireError::Ledger(e)) => return Err(ErrorKind::Ledger(e)),
-            };
+            let _permit = self.acquire_budget(page).await?;
             let token_url =
                 |u: &str| guard::checked_url(u, &self.spec.hosts, self.options.allow_private_hosts);
             let (parts, refreshed) = self
                 .auth
-                .parts(&self.http, &token_url, stale_token.as_deref())
+                .parts(&self.http, &token_url, tries.stale_token.as_deref())
                 .await?;
             if let Some(r) = refreshed {
                 (self.observer)(&EngineEvent::TokenRefreshed {
@@ -401,115 +367,180 @@ impl ResourceRun {
                 });
             }
             let sent_token = parts.oauth_token.clone();
-            attempt += 1;
-            let (status, headers, bytes) = match self.exchange(page, req, parts, attempt).await {
-                Ok(r) => r,
+            tries.attempt += 1;
+            let answer = match self.exchange(page, req, parts, tries.attempt).await {
+                Ok((status, headers, bytes)) => Answer::new(status, headers, bytes),
                 Err(e) => {
                     let reason = without_url(&e);
-                    self.retry_or_fail(page, req, &mut transient_failures, reason, &mut rng)
+                    self.retry_or_fail(page, req, &mut tries.transient, reason, &mut tries.rng)
                         .await?;
                     continue;
                 }
             };
-            if let Some(wait) = wait::exhausted_wait(&headers, rate, SystemTime::now()) {
+            let rate = &self.spec.spec.rate_limit;
+            if let Some(wait) = wait::exhausted_wait(&answer.headers, rate, SystemTime::now()) {
                 self.budget
                     .hold_scope(SystemTime::now() + wait.min(self.options.max_wait))
                     .await?;
             }
-            let json: Option<Value> = serde_json::from_slice(&bytes).ok();
-            let throttled = rate.throttle_statuses.contains(&status.as_u16())
-                || (status.as_u16() >= 400
-                    && self.spec.throttle_body.as_ref().is_some_and(|p| {
-                        json.as_ref()
-                            .is_some_and(|j| truthy(&p.eval_json(j).unwrap_or(None)))
-                    }));
-            if throttled {
-                metrics().throttled(&self.labels.labels());
-                let (asked, source) =
-                    wait::throttle_wait(&headers, rate, throttles, SystemTime::now(), &mut rng);
-                throttles += 1;
-                let wait = wait::within_ceiling(asked, self.options.max_wait).map_err(|asked| {
-                    ErrorKind::WaitTooLong {
-                        asked,
-                        ceiling: self.options.max_wait,
-                        origin: source.as_str(),
+            match self.classify(&answer) {
+                Verdict::Throttled => self.throttled(page, &answer, &mut tries).await?,
+                Verdict::Unauthorized => {
+                    if !tries.refreshed_after_401 && self.auth.can_refresh().await {
+                        // One refresh and one retry; the token a 401 answered is stale.
+                        tries.refreshed_after_401 = true;
+                        tries.stale_token = sent_token;
+                    } else {
+                        return Err(self.refused(req, &answer, true));
                     }
-                })?;
-                if throttled_for + wait > self.options.max_wait {
-                    return Err(ErrorKind::ThrottleStorm {
-                        waited: throttled_for + wait,
-                        ceiling: self.options.max_wait,
-                    });
                 }
-                throttled_for += wait;
-                let until = SystemTime::now() + wait;
-                // Every request of this connection waits, on every replica.
-                self.budget.hold_connection(until).await?;
-                if self.options.breaker.should_park(wait, throttles) {
-                    return Err(ErrorKind::RateLimited {
-                        until: until.into(),
-                        reason: format!(
-                            "throttled {throttles} time(s) in a row ({status}, wait from {})",
-                            source.as_str()
-                        ),
-                        throttled: true,
-                    });
+                Verdict::ServerError => {
+                    let reason = format!(
+                        "{}{}",
+                        answer.status,
+                        self.error_message(answer.json.as_ref(), &answer.headers)
+                            .map(|m| format!(" ({m})"))
+                            .unwrap_or_default()
+                    );
+                    self.retry_or_fail(page, req, &mut tries.transient, reason, &mut tries.rng)
+                        .await?;
                 }
+                Verdict::Refused => return Err(self.refused(req, &answer, false)),
+                Verdict::Page => return answer.into_page(),
+            }
+        }
+    }
+
+    /// Wait for this request's place in the budgets; a long wait parks the job instead.
+    async fn acquire_budget(&self, page: u32) -> Result<crate::budget::BudgetPermit, ErrorKind> {
+        let acquired = self
+            .budget
+            .acquire(self.options.breaker.settings.park_after, |w, scope| {
                 (self.observer)(&EngineEvent::Waiting {
                     page,
-                    wait,
-                    reason: format!("throttled ({status}, {})", source.as_str()),
-                });
-                // The next acquire waits out the hold just placed.
-                continue;
+                    wait: w,
+                    reason: format!("{scope} request budget"),
+                })
+            })
+            .await;
+        match acquired {
+            Ok(p) => Ok(p),
+            Err(AcquireError::Exhausted(e)) => Err(ErrorKind::RateLimited {
+                until: e.until,
+                reason: e.reason,
+                throttled: false,
+            }),
+            Err(AcquireError::Ledger(e)) => Err(ErrorKind::Ledger(e)),
+        }
+    }
+
+    /// What an answer means, in the order the spec's rules apply.
+    fn classify(&self, answer: &Answer) -> Verdict {
+        let status = answer.status.as_u16();
+        let throttle_body = || {
+            self.spec.throttle_body.as_ref().is_some_and(|p| {
+                answer
+                    .json
+                    .as_ref()
+                    .is_some_and(|j| truthy(&p.eval_json(j).unwrap_or(None)))
+            })
+        };
+        let auth_statuses = self.spec.spec.errors.auth_statuses.as_deref();
+        if self
+            .spec
+            .spec
+            .rate_limit
+            .throttle_statuses
+            .contains(&status)
+            || (status >= 400 && throttle_body())
+        {
+            Verdict::Throttled
+        } else if auth_statuses.unwrap_or(&[401]).contains(&status) {
+            Verdict::Unauthorized
+        } else if answer.status.is_server_error() {
+            Verdict::ServerError
+        } else if !answer.status.is_success() {
+            Verdict::Refused
+        } else {
+            Verdict::Page
+        }
+    }
+
+    /// The provider throttled: hold the connection on every replica for the wait it
+    /// asks (within the ceiling), or park the job when the breaker says so.
+    async fn throttled(
+        &self,
+        page: u32,
+        answer: &Answer,
+        tries: &mut Tries,
+    ) -> Result<(), ErrorKind> {
+        metrics().throttled(&self.labels.labels());
+        let rate = &self.spec.spec.rate_limit;
+        let (asked, source) = wait::throttle_wait(
+            &answer.headers,
+            rate,
+            tries.throttles,
+            SystemTime::now(),
+            &mut tries.rng,
+        );
+        tries.throttles += 1;
+        let ceiling = self.options.max_wait;
+        let wait =
+            wait::within_ceiling(asked, ceiling).map_err(|asked| ErrorKind::WaitTooLong {
+                asked,
+                ceiling,
+                origin: source.as_str(),
+            })?;
+        if tries.throttled_for + wait > ceiling {
+            return Err(ErrorKind::ThrottleStorm {
+                waited: tries.throttled_for + wait,
+                ceiling,
+            });
+        }
+        tries.throttled_for += wait;
+        let until = SystemTime::now() + wait;
+        // Every request of this connection waits, on every replica.
+        self.budget.hold_connection(until).await?;
+        let status = answer.status;
+        if self.options.breaker.should_park(wait, tries.throttles) {
+            return Err(ErrorKind::RateLimited {
+                until: until.into(),
+                reason: format!(
+                    "throttled {} time(s) in a row ({status}, wait from {})",
+                    tries.throttles,
+                    source.as_str()
+                ),
+                throttled: true,
+            });
+        }
+        (self.observer)(&EngineEvent::Waiting {
+            page,
+            wait,
+            reason: format!("throttled ({status}, {})", source.as_str()),
+        });
+        // The next acquire waits out the hold just placed.
+        Ok(())
+    }
+
+    /// A 4xx the request cannot get past (or a 401 after its one refresh).
+    fn refused(&self, req: &PreparedRequest, answer: &Answer, unauthorized: bool) -> ErrorKind {
+        let (method, path) = (req.method_name(), req.path_for_errors());
+        let status = answer.status.as_u16();
+        let message = self.error_message(answer.json.as_ref(), &answer.headers);
+        if unauthorized {
+            ErrorKind::Unauthorized {
+                method,
+                path,
+                status,
+                message,
             }
-            if auth_statuses.contains(&status.as_u16()) {
-                if !refreshed_after_401 && self.auth.can_refresh().await {
-                    // One refresh and one retry; the token a 401 answered is stale.
-                    refreshed_after_401 = true;
-                    stale_token = sent_token;
-                    continue;
-                }
-                return Err(ErrorKind::Unauthorized {
-                    method: req.method_name(),
-                    path: req.path_for_errors(),
-                    status: status.as_u16(),
-                    message: self.error_message(json.as_ref(), &headers),
-                });
+        } else {
+            ErrorKind::Status {
+                method,
+                path,
+                status,
+                message,
             }
-            if status.is_server_error() {
-                let reason = format!(
-                    "{status}{}",
-                    self.error_message(json.as_ref(), &headers)
-                        .map(|m| format!(" ({m})"))
-                        .unwrap_or_default()
-                );
-                self.retry_or_fail(page, req, &mut transient_failures, reason, &mut rng)
-                    .await?;
-                continue;
-            }
-            if !status.is_success() {
-                return Err(ErrorKind::Status {
-                    method: req.method_name(),
-                    path: req.path_for_errors(),
-                    status: status.as_u16(),
-                    message: self.error_message(json.as_ref(), &headers),
-                });
-            }
-            let len = bytes.len();
-            return match json {
-                Some(body) => Ok((headers, body, len)),
-                None => {
-                    let message = serde_json::from_slice::<Value>(&bytes)
-                        .err()
-                        .map(|e| e.to_string())
-                        .unwrap_or_default();
-                    Err(ErrorKind::NotJson {
-                        message,
-                        snippet: snippet(&bytes),
-                    })
-                }
-            };
         }
     }
 
@@ -651,4 +682,83 @@ fn snippet(bytes: &[u8]) -> String {
     text.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
+}
+
+/// What one request has been through so far, across its attempts.
+struct Tries {
+    rng: rand::rngs::StdRng,
+    /// 5xx, timeouts and connection errors so far.
+    transient: u32,
+    /// Throttles in a row.
+    throttles: u32,
+    throttled_for: Duration,
+    /// The token a 401 answered: the next attempt refreshes past it.
+    stale_token: Option<String>,
+    refreshed_after_401: bool,
+    attempt: u32,
+}
+
+impl Tries {
+    fn new() -> Self {
+        Tries {
+            rng: rand::rngs::StdRng::from_os_rng(),
+            transient: 0,
+            throttles: 0,
+            throttled_for: Duration::ZERO,
+            stale_token: None,
+            refreshed_after_401: false,
+            attempt: 0,
+        }
+    }
+}
+
+/// One HTTP answer, its body parsed once.
+struct Answer {
+    status: reqwest::StatusCode,
+    headers: reqwest::header::HeaderMap,
+    bytes: bytes::Bytes,
+    json: Option<Value>,
+}
+
+impl Answer {
+    fn new(
+        status: reqwest::StatusCode,
+        headers: reqwest::header::HeaderMap,
+        bytes: bytes::Bytes,
+    ) -> Self {
+        let json = serde_json::from_slice(&bytes).ok();
+        Answer {
+            status,
+            headers,
+            bytes,
+            json,
+        }
+    }
+
+    /// A 2xx answer as a page body, or why it is not JSON.
+    fn into_page(self) -> Result<(reqwest::header::HeaderMap, Value, usize), ErrorKind> {
+        let len = self.bytes.len();
+        match self.json {
+            Some(body) => Ok((self.headers, body, len)),
+            None => {
+                let message = serde_json::from_slice::<Value>(&self.bytes)
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
+                Err(ErrorKind::NotJson {
+                    message,
+                    snippet: snippet(&self.bytes),
+                })
+            }
+        }
+    }
+}
+
+/// What an answer calls for.
+enum Verdict {
+    Throttled,
+    Unauthorized,
+    ServerError,
+    Refused,
+    Page,
 }
