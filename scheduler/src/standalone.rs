@@ -5,6 +5,7 @@
 //! the topics at the address it prints.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use anyhow::{anyhow, Context};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use tributary::bootstrap::{Services, TopicSetup};
@@ -143,11 +145,9 @@ async fn start_demos(
     Ok((sandboxes, summary))
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
-    let started = Instant::now();
-    // Broker.
+/// librdkafka's mock cluster with the pipeline's topics (it cannot create them on request).
+fn mock_broker() -> anyhow::Result<(MockCluster<'static, DefaultProducerContext>, Topics)> {
     let cluster = MockCluster::new(1).context("cannot start librdkafka's mock cluster")?;
-    let brokers = cluster.bootstrap_servers();
     // The names the demo settings give them (the defaults).
     let topics = Settings::default().topics();
     let mut names = vec![
@@ -162,13 +162,61 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .create_topic(t, 3, 1)
             .with_context(|| format!("creating topic {t}"))?;
     }
-    // State.
+    Ok((cluster, topics))
+}
+
+/// A new SQLite database under `--data-dir` (the demo starts from nothing each time).
+fn fresh_database(args: &Args) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("--data-dir {}", args.data_dir.display()))?;
     let db = args.data_dir.join("tributary.db");
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
+    Ok(db)
+}
+
+/// The control API on `--api-addr`, with a fresh admin token.
+async fn serve_api(args: &Args, services: &Services) -> anyhow::Result<(SocketAddr, String)> {
+    let admin_token = format!(
+        "demo-admin-{}",
+        &Cipher::generate_key()[..12].replace(['/', '+', '='], "x")
+    );
+    let state = Arc::new(api::ApiState {
+        store: services.store.clone(),
+        publisher: services.publisher.clone(),
+        topics: services.topics.clone(),
+        specs_dir: args.specs_dir.clone(),
+        admin_token: admin_token.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind(&args.api_addr)
+        .await
+        .with_context(|| format!("--api-addr {}", args.api_addr))?;
+    let api_addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, api::router(state)).await });
+    Ok((api_addr, admin_token))
+}
+
+/// A few updates and one new record in each demo provider's first resource.
+async fn change_providers(http: &reqwest::Client, sandboxes: &[SandboxHandle], demos: &[Demo]) {
+    for (sbx, demo) in sandboxes.iter().zip(demos) {
+        let _ = http
+            .post(format!(
+                "{}/_sandbox/resources/{}/mutate",
+                sbx.base_url(),
+                demo.resources[0]
+            ))
+            .json(&json!({"update": 2, "create": 1}))
+            .send()
+            .await;
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let (cluster, topics) = mock_broker()?;
+    let brokers = cluster.bootstrap_servers();
+    let db = fresh_database(&args)?;
     let services =
         Services::start(demo_settings(&args, &brokers, &db), TopicSetup::Existing).await?;
     let (store, publisher) = (services.store.clone(), services.publisher.clone());
@@ -189,23 +237,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             async move { consume(syncer, options, stop).await },
         ));
     }
-    // API.
-    let admin_token = format!(
-        "demo-admin-{}",
-        &Cipher::generate_key()[..12].replace(['/', '+', '='], "x")
-    );
-    let state = Arc::new(api::ApiState {
-        store: store.clone(),
-        publisher: publisher.clone(),
-        topics: topics.clone(),
-        specs_dir: args.specs_dir.clone(),
-        admin_token: admin_token.clone(),
-    });
-    let listener = tokio::net::TcpListener::bind(&args.api_addr)
-        .await
-        .with_context(|| format!("--api-addr {}", args.api_addr))?;
-    let api_addr = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, api::router(state)).await });
+    let (api_addr, admin_token) = serve_api(&args, &services).await?;
     banner(&Banner {
         brokers: &brokers,
         topics: &topics,
@@ -235,17 +267,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         round += 1;
         // Every 10 s the providers change a little, so updates (and, on full syncs, deletes) flow too.
         if round.is_multiple_of(5) {
-            for (sbx, demo) in sandboxes.iter().zip(&demos) {
-                let _ = http
-                    .post(format!(
-                        "{}/_sandbox/resources/{}/mutate",
-                        sbx.base_url(),
-                        demo.resources[0]
-                    ))
-                    .json(&json!({"update": 2, "create": 1}))
-                    .send()
-                    .await;
-            }
+            change_providers(&http, &sandboxes, &demos).await;
         }
         let counts = watcher.poll();
         println!("[{:>4}s] {}", started.elapsed().as_secs(), render(&counts));
