@@ -60,31 +60,21 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let mut won = Vec::new();
         for (due, run_id, next_run_at, next_full_at) in claims {
-            let q = match &due.lease_run_id {
-                None => sqlx::query(
-                    "UPDATE schedules SET lease_run_id = $1, lease_expires_at = $2, next_run_at = $3, next_full_at = $4
-                     WHERE connection = $5 AND resource = $6 AND next_run_at = $7 AND lease_run_id IS NULL",
-                )
-                .bind(run_id)
-                .bind(&lease_until)
-                .bind(next_run_at)
-                .bind(next_full_at)
-                .bind(&due.connection)
-                .bind(&due.resource)
-                .bind(&due.next_run_at),
-                Some(old) => sqlx::query(
-                    "UPDATE schedules SET lease_run_id = $1, lease_expires_at = $2, next_run_at = $3, next_full_at = $4
-                     WHERE connection = $5 AND resource = $6 AND next_run_at = $7 AND lease_run_id = $8",
-                )
-                .bind(run_id)
-                .bind(&lease_until)
-                .bind(next_run_at)
-                .bind(next_full_at)
-                .bind(&due.connection)
-                .bind(&due.resource)
-                .bind(&due.next_run_at)
-                .bind(old),
-            };
+            // Compare-and-set on the schedule as it was read: the same due time and the
+            // same lease holder (none, or the expired one being taken over).
+            let q = sqlx::query(
+                "UPDATE schedules SET lease_run_id = $1, lease_expires_at = $2, next_run_at = $3, next_full_at = $4
+                 WHERE connection = $5 AND resource = $6 AND next_run_at = $7
+                   AND lease_run_id IS NOT DISTINCT FROM $8",
+            )
+            .bind(run_id)
+            .bind(&lease_until)
+            .bind(next_run_at)
+            .bind(next_full_at)
+            .bind(&due.connection)
+            .bind(&due.resource)
+            .bind(&due.next_run_at)
+            .bind(due.lease_run_id.as_deref());
             won.push(q.execute(&mut *tx).await?.rows_affected() == 1);
         }
         tx.commit().await?;
