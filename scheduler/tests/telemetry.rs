@@ -1,6 +1,7 @@
 //! The scheduler's telemetry, from the real binary: a resync's `enqueue` span starts the
 //! run's trace and the job message carries it (`traceparent` in the JSON and as a header);
 //! `/metrics` on the API address serves Prometheus text without a token.
+#![cfg(feature = "process-tests")]
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
