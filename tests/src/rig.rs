@@ -10,7 +10,7 @@ use futures::FutureExt;
 use serde_json::Value;
 use tributary::bus::{Job, JobReason, Publisher, Topics};
 use tributary::domain::RunMode;
-use tributary::store::Store;
+use tributary::store::{ConnectionRecord, Store};
 use tributary_sandbox::{Profile, SandboxHandle};
 
 use crate::broker::TopicReader;
@@ -97,6 +97,14 @@ pub trait PipelineRig {
             let end = wait_run_end(statuses, &job.run_id, timeout);
             (job, end)
         }
+    }
+
+    /// The rig's connection as the store holds it now.
+    fn stored_connection(&self) -> impl Future<Output = ConnectionRecord> {
+        let lane = self.lane();
+        lane.store
+            .connection(&lane.connection)
+            .map(|found| found.expect("the rig's connection is stored"))
     }
 
     /// The change events of `crm.contact`.

@@ -89,13 +89,7 @@ async fn rotated_token_survives_a_crash(backend: &'static str, url: String) {
     until(&rig, "the refresh", |s| s.refreshes == 1).await;
     until(&rig, "the first page request", |s| s.data_requests >= 1).await;
     first.kill();
-    let stored = rig
-        .lane
-        .store
-        .connection(&rig.lane.connection)
-        .await
-        .unwrap()
-        .credentials;
+    let stored = rig.stored_connection().await.credentials;
     let rotated = stored.get("refresh_token").unwrap().to_string();
     assert_ne!(
         rotated, "sandbox-hubspot-refresh",

@@ -385,12 +385,7 @@ async fn invalid_grant_needs_reauth(backend: &'static str, url: String) {
             .contains("invalid_grant"),
         "{backend}: {flagged}"
     );
-    let conn = rig
-        .lane
-        .store
-        .connection(&rig.lane.connection)
-        .await
-        .unwrap();
+    let conn = rig.stored_connection().await;
     assert_eq!(conn.state, ConnectionState::NeedsReauth, "{backend}");
     // No further job runs for it: a later job on the same partition (same tenant) proves it was handled.
     let blocked = rig.job(RunMode::Incremental);
@@ -581,12 +576,7 @@ async fn a_parked_run_resumes_and_completes() {
         .map(|v| v["record_id"].as_str().unwrap())
         .collect();
     assert_eq!(ids.len(), n as usize);
-    let conn = rig
-        .lane
-        .store
-        .connection(&rig.lane.connection)
-        .await
-        .unwrap();
+    let conn = rig.stored_connection().await;
     assert_eq!(
         (conn.state, conn.failure_streak, conn.blocked_until),
         (ConnectionState::Healthy, 0, None)
