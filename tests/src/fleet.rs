@@ -13,6 +13,7 @@ use tributary_sandbox::{self as sandbox, Profile, SandboxHandle};
 
 use crate::broker::TopicReader;
 use crate::pipeline::{wait_group_settled, Rig, WorkerProcess};
+use crate::rig::PipelineRig;
 use crate::{fresh_postgres, repo_root, SandboxControl};
 
 pub const LONG: Duration = Duration::from_secs(120);
@@ -90,13 +91,13 @@ impl Fleet {
                 ])
             })
             .collect();
-        wait_group_settled(&workers, &self.rig.topics.jobs(), 1);
+        wait_group_settled(&workers, &self.rig.lane.topics.jobs(), 1);
         workers
     }
 
     /// A tenant with one static-token connection to `base_url`.
     pub async fn tenant(&self, name: &str, base_url: &str) -> String {
-        let store = &self.rig.store;
+        let store = &self.rig.lane.store;
         store.create_tenant(name).await.unwrap();
         self.rig
             .static_connection(name, &format!("{name}-hubspot"), base_url)

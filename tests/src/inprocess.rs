@@ -14,16 +14,14 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, DefaultProducerContext, Producer};
 use tokio::task::JoinHandle;
 use tributary::bus::kafka::pipeline_topics;
-use tributary::bus::{Job, JobReason, Publisher, Topics};
-use tributary::domain::RunMode;
 use tributary::store::Store;
 use tributary::sync::worker::{consume, StopSignal, WorkerError, WorkerOptions};
 use tributary::sync::{SyncSettings, Syncer};
-use tributary_sandbox::{Profile, SandboxHandle};
+use tributary_sandbox::Profile;
 
-use crate::broker::TopicReader;
-use crate::pipeline::{contacts_sandbox, fresh_topics, oauth_contacts_connection};
-use crate::{fresh_sqlite, repo_root, test_cipher, SandboxControl};
+use crate::pipeline::fresh_topics;
+use crate::rig::{Lane, PipelineRig};
+use crate::{fresh_sqlite, repo_root, test_cipher};
 
 /// Partitions of the jobs topics (as `TRIBUTARY_JOBS_PARTITIONS` in the process rig).
 const JOBS_PARTITIONS: i32 = 3;
@@ -31,14 +29,7 @@ const JOBS_PARTITIONS: i32 = 3;
 /// A mock cluster, a SQLite store and a HubSpot-shaped sandbox with one OAuth
 /// connection (tenant `acme`, resource `contacts`). Workers are started with `worker`.
 pub struct InProcess {
-    pub brokers: String,
-    pub store: Store,
-    pub topics: Topics,
-    pub publisher: Publisher,
-    pub sandbox: SandboxHandle,
-    pub control: SandboxControl,
-    pub tenant: String,
-    pub connection: String,
+    pub lane: Lane,
     /// The client that owns the mock cluster (it lives as long as this client). Declared
     /// last so it is dropped last: clients go before the broker they talk to.
     cluster_owner: BaseProducer,
@@ -71,20 +62,8 @@ impl InProcess {
         let store = Store::connect(&fresh_sqlite(), test_cipher())
             .await
             .unwrap();
-        let sandbox = contacts_sandbox(count, adjust).await;
-        let control = SandboxControl::new(sandbox.base_url());
-        let tenant = "acme".to_string();
-        let connection = oauth_contacts_connection(&store, &tenant, &sandbox).await;
-        let publisher = Publisher::new(&brokers).unwrap();
         InProcess {
-            brokers,
-            store,
-            topics,
-            publisher,
-            sandbox,
-            control,
-            tenant,
-            connection,
+            lane: Lane::start(brokers, topics, store, count, adjust).await,
             cluster_owner: owner,
         }
     }
@@ -102,7 +81,7 @@ impl InProcess {
     /// loopback providers allowed), before a test's adjustments.
     pub fn settings(&self) -> SyncSettings {
         let mut settings =
-            SyncSettings::new(repo_root().join("provider-specs"), self.topics.clone());
+            SyncSettings::new(repo_root().join("provider-specs"), self.lane.topics.clone());
         settings.engine.allow_private_hosts = true;
         settings
     }
@@ -113,13 +92,13 @@ impl InProcess {
         let mut settings = self.settings();
         adjust(&mut settings);
         let syncer = Arc::new(Syncer::new(
-            self.store.clone(),
-            self.publisher.clone(),
+            self.lane.store.clone(),
+            self.lane.publisher.clone(),
             settings,
         ));
         let options = WorkerOptions {
-            brokers: self.brokers.clone(),
-            topics: self.topics.clone(),
+            brokers: self.lane.brokers.clone(),
+            topics: self.lane.topics.clone(),
             // Short, because after a group's last member leaves, the mock broker holds the
             // next member's join for the session timeout less one second (a real broker
             // empties the group at once); heartbeats go every second.
@@ -134,31 +113,11 @@ impl InProcess {
             task: Some(task),
         }
     }
+}
 
-    pub fn job(&self, mode: RunMode) -> Job {
-        Job::new_run(
-            &self.tenant,
-            &self.connection,
-            "contacts",
-            mode,
-            JobReason::Schedule,
-        )
-    }
-
-    pub async fn enqueue(&self, job: &Job) {
-        self.publisher.enqueue(&self.topics, job).await.unwrap();
-    }
-
-    pub fn events(&self) -> TopicReader {
-        TopicReader::new(&self.brokers, &self.topics.model("crm.contact"))
-    }
-
-    pub fn statuses(&self) -> TopicReader {
-        TopicReader::new(&self.brokers, &self.topics.status())
-    }
-
-    pub fn dead_letters(&self) -> TopicReader {
-        TopicReader::new(&self.brokers, &self.topics.dead_letters())
+impl PipelineRig for InProcess {
+    fn lane(&self) -> &Lane {
+        &self.lane
     }
 }
 

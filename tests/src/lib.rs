@@ -2,10 +2,14 @@
 //! sandbox control from tests.
 
 pub mod broker;
+pub mod engine;
 pub mod fleet;
 pub mod inprocess;
 pub mod otlp;
 pub mod pipeline;
+pub mod rig;
+pub mod spec_run;
+pub mod stories;
 
 use std::path::PathBuf;
 
@@ -18,6 +22,31 @@ pub fn repo_root() -> PathBuf {
         .parent()
         .expect("tests/ has a parent")
         .to_path_buf()
+}
+
+/// A connection of `tenant` to `provider` reading `contacts`, with no schedule (times in
+/// UTC); `config` and `credentials` are JSON objects. Set `id` on the result to choose it.
+pub fn new_connection(
+    tenant: &str,
+    provider: &str,
+    config: Value,
+    credentials: Value,
+) -> tributary::store::NewConnection {
+    tributary::store::NewConnection {
+        id: None,
+        tenant: tenant.to_string(),
+        provider: provider.to_string(),
+        config: match config {
+            Value::Object(map) => map,
+            other => panic!("a connection's config is a JSON object, not {other}"),
+        },
+        credentials: serde_json::from_value(credentials)
+            .expect("the credentials are a JSON object of strings"),
+        resources: vec!["contacts".into()],
+        schedule: None,
+        full_schedule: None,
+        timezone: "UTC".into(),
+    }
 }
 
 /// A provider test case: `tests/providers/<provider>.yaml`.

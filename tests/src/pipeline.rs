@@ -5,27 +5,21 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tributary::bus::{Job, JobReason, Publisher, Topics};
-use tributary::domain::RunMode;
+use tributary::bus::Topics;
 use tributary::secrets::crypto::Cipher;
 use tributary::store::{NewConnection, Store};
 use tributary_sandbox::{self as sandbox, Profile, SandboxHandle};
 
 use crate::broker::{Broker, Received, TopicReader};
-use crate::{repo_root, SandboxControl};
+use crate::rig::{Lane, PipelineRig};
+use crate::{new_connection, repo_root};
 
 pub struct Rig {
     pub backend: &'static str,
     pub broker: Broker,
     pub database_url: String,
     pub key: String,
-    pub store: Store,
-    pub topics: Topics,
-    pub publisher: Publisher,
-    pub sandbox: SandboxHandle,
-    pub control: SandboxControl,
-    pub tenant: String,
-    pub connection: String,
+    pub lane: Lane,
     worker_bin: String,
 }
 
@@ -53,24 +47,13 @@ impl Rig {
         let store = Store::connect(&database_url, Cipher::from_base64(&key, &[]).unwrap())
             .await
             .unwrap();
-        let sandbox = contacts_sandbox(count, adjust).await;
-        let control = SandboxControl::new(sandbox.base_url());
-        let tenant = "acme".to_string();
-        let connection = oauth_contacts_connection(&store, &tenant, &sandbox).await;
-        let topics = fresh_topics();
-        let publisher = Publisher::new(&broker.addr).unwrap();
+        let lane = Lane::start(broker.addr.clone(), fresh_topics(), store, count, adjust).await;
         Rig {
             backend,
             broker,
             database_url,
             key,
-            store,
-            topics,
-            publisher,
-            sandbox,
-            control,
-            tenant,
-            connection,
+            lane,
             worker_bin: worker_bin.to_string(),
         }
     }
@@ -89,7 +72,7 @@ impl Rig {
             .env("TRIBUTARY_DATABASE_URL", &self.database_url)
             .env("TRIBUTARY_ENCRYPTION_KEY", &self.key)
             .env("TRIBUTARY_SPECS_DIR", repo_root().join("provider-specs"))
-            .env("TRIBUTARY_TOPIC_PREFIX", &self.topics.prefix)
+            .env("TRIBUTARY_TOPIC_PREFIX", &self.lane.topics.prefix)
             .env("TRIBUTARY_ALLOW_PRIVATE_HOSTS", "1")
             .env("TRIBUTARY_KAFKA_SESSION_TIMEOUT_MS", "6000")
             .env("TRIBUTARY_JOBS_PARTITIONS", "3")
@@ -107,52 +90,32 @@ impl Rig {
 
     /// Another connection of the rig's tenant, on the same sandbox, with a static token.
     pub async fn add_static_connection(&self, id: &str) -> String {
-        self.static_connection(&self.tenant, id, &self.sandbox.base_url())
+        self.static_connection(&self.lane.tenant, id, &self.lane.sandbox.base_url())
             .await
     }
 
     /// A connection of `tenant` (which must exist) to the HubSpot-shaped sandbox at
     /// `base_url`, with a static token.
     pub async fn static_connection(&self, tenant: &str, id: &str, base_url: &str) -> String {
-        self.store
+        self.lane
+            .store
             .create_connection(&NewConnection {
                 id: Some(id.to_string()),
-                tenant: tenant.to_string(),
-                provider: "hubspot".into(),
-                config: json!({ "base_url": base_url }).as_object().unwrap().clone(),
-                credentials: serde_json::from_value(
+                ..new_connection(
+                    tenant,
+                    "hubspot",
+                    json!({ "base_url": base_url }),
                     json!({"access_token": "sandbox-hubspot-token"}),
                 )
-                .unwrap(),
-                resources: vec!["contacts".into()],
-                schedule: None,
-                full_schedule: None,
-                timezone: "UTC".into(),
             })
             .await
             .unwrap()
     }
+}
 
-    pub fn job(&self, mode: RunMode) -> Job {
-        Job::new_run(
-            &self.tenant,
-            &self.connection,
-            "contacts",
-            mode,
-            JobReason::Schedule,
-        )
-    }
-
-    pub async fn enqueue(&self, job: &Job) {
-        self.publisher.enqueue(&self.topics, job).await.unwrap();
-    }
-
-    pub fn events(&self) -> TopicReader {
-        TopicReader::new(&self.broker.addr, &self.topics.model("crm.contact"))
-    }
-
-    pub fn statuses(&self) -> TopicReader {
-        TopicReader::new(&self.broker.addr, &self.topics.status())
+impl PipelineRig for Rig {
+    fn lane(&self) -> &Lane {
+        &self.lane
     }
 }
 
@@ -210,25 +173,16 @@ pub async fn oauth_contacts_connection(
 ) -> String {
     store.create_tenant(tenant).await.unwrap();
     store
-        .create_connection(&NewConnection {
-            id: None,
-            tenant: tenant.to_string(),
-            provider: "hubspot".into(),
-            config: json!({"base_url": sandbox.base_url(), "token_url": format!("{}/oauth/v1/token", sandbox.base_url())})
-                .as_object()
-                .unwrap()
-                .clone(),
-            credentials: serde_json::from_value(json!({
+        .create_connection(&new_connection(
+            tenant,
+            "hubspot",
+            json!({"base_url": sandbox.base_url(), "token_url": format!("{}/oauth/v1/token", sandbox.base_url())}),
+            json!({
                 "refresh_token": "sandbox-hubspot-refresh",
                 "client_id": "sandbox-client",
                 "client_secret": "sandbox-client-secret"
-            }))
-            .unwrap(),
-            resources: vec!["contacts".into()],
-            schedule: None,
-            full_schedule: None,
-            timezone: "UTC".into(),
-        })
+            }),
+        ))
         .await
         .unwrap()
 }

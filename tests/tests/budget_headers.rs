@@ -2,14 +2,10 @@
 //! spec, a "0 remaining" answer holds requests until the announced reset, so a
 //! provider with a small window is never pushed over it.
 
-use std::sync::Arc;
-
-use futures::StreamExt;
 use serde_json::json;
-use tributary::budget::{Budget, BudgetOwner};
-use tributary::engine::{ignore_events, Connection, ConnectionRuntime, ResourceRun, RunOptions};
-use tributary::http::auth::DiscardTokens;
+use tributary::engine::{ignore_events, Connection, RunOptions};
 use tributary::spec::load_spec;
+use tributary_e2e::engine::read_resource;
 use tributary_sandbox::{self as sandbox, Profile};
 
 fn repo(path: &str) -> std::path::PathBuf {
@@ -55,37 +51,10 @@ async fn remaining_and_reset_headers_hold_requests_until_the_window_resets() {
         page_size: Some(3),
         ..RunOptions::default()
     };
-    let budget = Budget::local(
-        &spec.spec.rate_limit,
-        &BudgetOwner {
-            provider: "pipedrive".into(),
-            connection: "test".into(),
-            app: None,
-        },
-    );
-    let runtime = ConnectionRuntime::new(
-        &spec,
-        &connection,
-        &options,
-        Arc::new(DiscardTokens),
-        budget,
-    )
-    .unwrap();
-    let run = ResourceRun::new(
-        spec.clone(),
-        "persons",
-        &connection,
-        &runtime,
-        options,
-        ignore_events(),
-    )
-    .unwrap();
-    let pages = run.pages();
-    futures::pin_mut!(pages);
-    let mut records = 0;
-    while let Some(page) = pages.next().await {
-        records += page.unwrap().records.len();
-    }
+    let (records, _, error) =
+        read_resource(&spec, &connection, "persons", options, ignore_events()).await;
+    assert!(error.is_none(), "{error:?}");
+    let records = records.len();
     assert_eq!(records, 40);
     let stats = sandbox_stats(&sbx.base_url()).await;
     assert!(stats["data_requests"].as_u64().unwrap() >= 14, "{stats}");

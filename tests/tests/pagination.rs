@@ -4,14 +4,12 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use futures::StreamExt;
 use serde_json::{json, Value};
 use tributary::engine::{
-    ignore_events, Connection, ConnectionRuntime, EngineError, EngineEvent, ErrorKind, ResourceRun,
-    RunOptions,
+    ignore_events, Connection, EngineError, EngineEvent, ErrorKind, RunOptions,
 };
-use tributary::http::auth::DiscardTokens;
 use tributary::spec::{load_spec, CompiledSpec};
+use tributary_e2e::engine::read_resource;
 use tributary_sandbox::{self as sandbox, Profile, SandboxHandle};
 
 fn fixture(name: &str) -> PathBuf {
@@ -52,37 +50,7 @@ async fn read_all(
     resource: &str,
     options: RunOptions,
 ) -> (Vec<Value>, usize, Option<EngineError>) {
-    let runtime = ConnectionRuntime::new(
-        spec,
-        connection,
-        &options,
-        Arc::new(DiscardTokens),
-        test_budget(spec),
-    )
-    .unwrap();
-    let run = ResourceRun::new(
-        spec.clone(),
-        resource,
-        connection,
-        &runtime,
-        options,
-        ignore_events(),
-    )
-    .unwrap();
-    let pages = run.pages();
-    futures::pin_mut!(pages);
-    let mut records = Vec::new();
-    let mut count = 0;
-    while let Some(page) = pages.next().await {
-        match page {
-            Ok(p) => {
-                count += 1;
-                records.extend(p.records);
-            }
-            Err(e) => return (records, count, Some(e)),
-        }
-    }
-    (records, count, None)
+    read_resource(spec, connection, resource, options, ignore_events()).await
 }
 
 async fn sandbox_ids(sbx: &SandboxHandle, resource: &str) -> Vec<Value> {
@@ -171,26 +139,15 @@ async fn transient_failures_are_retried_and_reported() {
         .unwrap();
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = events.clone();
-    let opts = options();
-    let runtime = ConnectionRuntime::new(
+    let (_, _, err) = read_resource(
         &spec,
         &connection,
-        &opts,
-        Arc::new(DiscardTokens),
-        test_budget(&spec),
-    )
-    .unwrap();
-    let run = ResourceRun::new(
-        spec.clone(),
         "offset_items",
-        &connection,
-        &runtime,
-        opts,
+        options(),
         Arc::new(move |e: &EngineEvent| seen.lock().unwrap().push(e.clone())),
     )
-    .unwrap();
-    let pages: Vec<_> = run.pages().collect().await;
-    assert!(pages.iter().all(|p| p.is_ok()));
+    .await;
+    assert!(err.is_none(), "{err:?}");
     let retries = events
         .lock()
         .unwrap()
@@ -214,15 +171,4 @@ async fn a_wrong_key_is_a_401_error_not_a_retry() {
         !err.to_string().contains("wrong"),
         "the key is not echoed: {err}"
     );
-}
-
-fn test_budget(spec: &tributary::spec::CompiledSpec) -> tributary::budget::Budget {
-    tributary::budget::Budget::local(
-        &spec.spec.rate_limit,
-        &tributary::budget::BudgetOwner {
-            provider: spec.name().to_string(),
-            connection: "test".into(),
-            app: None,
-        },
-    )
 }

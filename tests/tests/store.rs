@@ -5,7 +5,7 @@ use tributary::domain::{
     ConnectionState, PageState, RunCounts, RunMode, RunStatus, StoredFingerprint,
 };
 use tributary::store::{NewConnection, NewRun, SliceCommit, Store, StoreError};
-use tributary_e2e::{fresh_databases, test_cipher};
+use tributary_e2e::{fresh_databases, new_connection, test_cipher};
 
 #[tokio::test]
 async fn the_store_round_trips_on_both_databases() {
@@ -21,22 +21,14 @@ async fn the_store_round_trips_on_both_databases() {
             ),
             "{backend}"
         );
-        let creds = serde_json::from_value(
-            json!({"access_token": "at-secret-1", "refresh_token": "rt-secret-1"}),
-        )
-        .unwrap();
+        let creds = json!({"access_token": "at-secret-1", "refresh_token": "rt-secret-1"});
         let id = store
-            .create_connection(&NewConnection {
-                id: None,
-                tenant: "acme".into(),
-                provider: "demo".into(),
-                config: json!({"subdomain": "acme"}).as_object().unwrap().clone(),
-                credentials: creds,
-                resources: vec!["contacts".into()],
-                schedule: None,
-                full_schedule: None,
-                timezone: "UTC".into(),
-            })
+            .create_connection(&new_connection(
+                "acme",
+                "demo",
+                json!({"subdomain": "acme"}),
+                creds,
+            ))
             .await
             .unwrap();
         let c = store.connection(&id).await.unwrap();
@@ -215,17 +207,7 @@ async fn a_concurrent_run_never_makes_records_vanish() {
         let store = Store::connect(&url, test_cipher()).await.unwrap();
         store.create_tenant("acme").await.unwrap();
         let id = store
-            .create_connection(&NewConnection {
-                id: None,
-                tenant: "acme".into(),
-                provider: "demo".into(),
-                config: Default::default(),
-                credentials: Default::default(),
-                resources: vec!["contacts".into()],
-                schedule: None,
-                full_schedule: None,
-                timezone: "UTC".into(),
-            })
+            .create_connection(&new_connection("acme", "demo", json!({}), json!({})))
             .await
             .unwrap();
         let fp = |rid: &str| StoredFingerprint {
@@ -352,17 +334,12 @@ async fn key_rotation_reseals_everything() {
                 before
                     .create_connection(&NewConnection {
                         id: Some(format!("c{i}")),
-                        tenant: "acme".into(),
-                        provider: "demo".into(),
-                        config: Default::default(),
-                        credentials: serde_json::from_value(
+                        ..new_connection(
+                            "acme",
+                            "demo",
+                            json!({}),
                             json!({"refresh_token": format!("rt-{i}")}),
                         )
-                        .unwrap(),
-                        resources: vec!["contacts".into()],
-                        schedule: None,
-                        full_schedule: None,
-                        timezone: "UTC".into(),
                     })
                     .await
                     .unwrap(),
@@ -481,17 +458,7 @@ async fn budgets_and_the_circuit_breaker_on_both_databases() {
         let store = Store::connect(&url, test_cipher()).await.unwrap();
         store.create_tenant("acme").await.unwrap();
         let id = store
-            .create_connection(&NewConnection {
-                id: None,
-                tenant: "acme".into(),
-                provider: "demo".into(),
-                config: serde_json::Map::new(),
-                credentials: Default::default(),
-                resources: vec!["contacts".into()],
-                schedule: None,
-                full_schedule: None,
-                timezone: "UTC".into(),
-            })
+            .create_connection(&new_connection("acme", "demo", json!({}), json!({})))
             .await
             .unwrap();
         assert_eq!(store.record_failure(&id).await.unwrap(), 1);
@@ -542,14 +509,8 @@ async fn connections_and_their_last_runs_by_tenant() {
             store
                 .create_connection(&NewConnection {
                     id: Some(format!("{tenant}-c")),
-                    tenant: tenant.into(),
-                    provider: "demo".into(),
-                    config: Default::default(),
-                    credentials: Default::default(),
                     resources: vec!["contacts".into(), "deals".into()],
-                    schedule: None,
-                    full_schedule: None,
-                    timezone: "UTC".into(),
+                    ..new_connection(tenant, "demo", json!({}), json!({}))
                 })
                 .await
                 .unwrap();

@@ -14,10 +14,10 @@ use tributary::bus::{Job, JobReason, Publisher, Topics};
 use tributary::domain::RunMode;
 use tributary::engine::RunOptions;
 use tributary::mapping::models::model_names;
-use tributary::store::{NewConnection, Store};
+use tributary::store::Store;
 use tributary::sync::{SliceOutcome, SyncSettings, Syncer};
 use tributary_e2e::broker::Broker;
-use tributary_e2e::{fresh_postgres, fresh_sqlite, repo_root, test_cipher};
+use tributary_e2e::{fresh_postgres, fresh_sqlite, new_connection, repo_root, test_cipher};
 
 async fn fetch_and_parse(base: &str, n: usize) -> Duration {
     let t = Instant::now();
@@ -30,23 +30,12 @@ async fn pipeline(backend: &str, url: String, broker: &Broker, base: &str, n: us
     let store = Store::connect(&url, test_cipher()).await.unwrap();
     store.create_tenant("acme").await.unwrap();
     let connection = store
-        .create_connection(&NewConnection {
-            id: None,
-            tenant: "acme".into(),
-            provider: "hubspot".into(),
-            config: serde_json::json!({"base_url": base})
-                .as_object()
-                .unwrap()
-                .clone(),
-            credentials: serde_json::from_value(
-                serde_json::json!({"access_token": "sandbox-hubspot-token"}),
-            )
-            .unwrap(),
-            resources: vec!["contacts".into()],
-            schedule: None,
-            full_schedule: None,
-            timezone: "UTC".into(),
-        })
+        .create_connection(&new_connection(
+            "acme",
+            "hubspot",
+            serde_json::json!({"base_url": base}),
+            serde_json::json!({"access_token": "sandbox-hubspot-token"}),
+        ))
         .await
         .unwrap();
     let topics = Topics::new(&format!("bench{backend}{}", std::process::id()));

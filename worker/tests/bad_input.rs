@@ -4,15 +4,22 @@ use std::path::Path;
 use std::process::Output;
 
 use serde_json::json;
+use tributary_e2e::spec_run::SpecRun;
 use tributary_e2e::{repo_root, SandboxControl};
 use tributary_sandbox::{self as sandbox, Profile, SandboxHandle};
 
+const WORKER: &str = env!("CARGO_BIN_EXE_tributary-worker");
+
 fn worker(args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_tributary-worker"))
+    std::process::Command::new(WORKER)
         .current_dir(repo_root())
         .args(args)
         .output()
         .expect("run tributary-worker")
+}
+
+fn spec_run(run: &SpecRun) -> Output {
+    run.command(WORKER).output().expect("run tributary-worker")
 }
 
 fn stderr(out: &Output) -> String {
@@ -106,30 +113,14 @@ async fn hubspot_sandbox() -> (SandboxHandle, SandboxControl) {
 }
 
 async fn run_contacts(sbx: &SandboxHandle, token: &str, extra: &[&str]) -> Output {
-    let config = json!({"base_url": sbx.base_url()}).to_string();
-    let creds = json!({"access_token": token}).to_string();
-    let mut args = vec![
-        "spec",
-        "run",
-        "provider-specs/hubspot.yaml",
-        "--resource",
-        "contacts",
-        "--config",
-        &config,
-        "--credentials",
-        &creds,
-        "--allow-private-hosts",
-        "--page-size",
-        "20",
-    ];
-    args.extend_from_slice(extra);
-    let args: Vec<String> = args.into_iter().map(String::from).collect();
-    tokio::task::spawn_blocking(move || {
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        worker(&refs)
-    })
-    .await
-    .unwrap()
+    let run = SpecRun::contacts()
+        .config(&json!({"base_url": sbx.base_url()}))
+        .credentials(&json!({"access_token": token}))
+        .args(&["--allow-private-hosts", "--page-size", "20"])
+        .args(extra);
+    tokio::task::spawn_blocking(move || spec_run(&run))
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -195,32 +186,19 @@ async fn a_429_storm_longer_than_the_ceiling_fails_instead_of_waiting_forever() 
 #[tokio::test]
 async fn hosts_outside_the_allowed_list_or_private_are_refused_before_any_request() {
     let (sbx, control) = hubspot_sandbox().await;
-    let creds = json!({"access_token": "sandbox-hubspot-token"}).to_string();
-    let outside = worker(&[
-        "spec",
-        "run",
-        "provider-specs/hubspot.yaml",
-        "--resource",
-        "contacts",
-        "--config",
-        r#"{"base_url": "https://api.hubapi.com.evil.example"}"#,
-        "--credentials",
-        &creds,
-    ]);
+    let creds = json!({"access_token": "sandbox-hubspot-token"});
+    let outside = spec_run(
+        &SpecRun::contacts()
+            .config(&json!({"base_url": "https://api.hubapi.com.evil.example"}))
+            .credentials(&creds),
+    );
     assert_eq!(outside.status.code(), Some(2));
     assert!(stderr(&outside).contains("is not in the spec's allowed_hosts"));
-    let config = json!({"base_url": sbx.base_url()}).to_string();
-    let private = worker(&[
-        "spec",
-        "run",
-        "provider-specs/hubspot.yaml",
-        "--resource",
-        "contacts",
-        "--config",
-        &config,
-        "--credentials",
-        &creds,
-    ]);
+    let private = spec_run(
+        &SpecRun::contacts()
+            .config(&json!({"base_url": sbx.base_url()}))
+            .credentials(&creds),
+    );
     assert_eq!(private.status.code(), Some(2));
     assert!(stderr(&private).contains("loopback or private address"));
     assert_eq!(
@@ -232,27 +210,13 @@ async fn hosts_outside_the_allowed_list_or_private_are_refused_before_any_reques
 
 #[test]
 fn bad_flags_are_explained() {
-    let out = worker(&[
-        "spec",
-        "run",
-        "provider-specs/hubspot.yaml",
-        "--resource",
-        "contacts",
-        "--config",
-        "{nope",
-    ]);
+    let out = spec_run(&SpecRun::contacts().args(&["--config", "{nope"]));
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--config is not valid JSON"));
-    let out = worker(&[
-        "spec",
-        "run",
-        "provider-specs/hubspot.yaml",
-        "--resource",
-        "tickets",
-    ]);
+    let out = spec_run(&SpecRun::new("provider-specs/hubspot.yaml", "tickets"));
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("has no resource `tickets`; it has: contacts, companies, deals"));
-    let out = worker(&["spec", "run", "provider-specs/nope.yaml", "--resource", "x"]);
+    let out = spec_run(&SpecRun::new("provider-specs/nope.yaml", "x"));
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("provider-specs/nope.yaml: cannot read the spec"));
 }

@@ -9,6 +9,7 @@
 use chrono::{DateTime, Utc};
 use tributary_e2e::check_event_schema;
 use tributary_e2e::fleet::{completed_at, throttling_provider, Fleet, LONG};
+use tributary_e2e::rig::PipelineRig;
 
 const WORKER: &str = env!("CARGO_BIN_EXE_tributary-worker");
 
@@ -17,7 +18,7 @@ async fn a_tenant_throttled_on_everything_does_not_slow_the_others() {
     let records = 190; // 19 requests per tenant, 190 per phase: about 10 s at the budget
     let fleet = Fleet::start(WORKER, records).await;
     let workers = fleet.workers(3);
-    let base = fleet.rig.sandbox.base_url();
+    let base = fleet.rig.lane.sandbox.base_url();
     let (bad_sandbox, bad_control) = throttling_provider().await;
     let mut statuses = fleet.rig.statuses();
 
@@ -64,7 +65,7 @@ async fn a_tenant_throttled_on_everything_does_not_slow_the_others() {
         beside <= alone * 1.10,
         "the throttled tenant slowed the others by more than 10%: {alone:.2}s -> {beside:.2}s"
     );
-    let stats = fleet.rig.control.stats().await.unwrap();
+    let stats = fleet.rig.lane.control.stats().await.unwrap();
     assert_eq!(stats.over_budget, 0, "{stats:?}");
 
     // The throttled connection is parked behind its open circuit, visibly.
@@ -89,7 +90,7 @@ async fn a_tenant_throttled_on_everything_does_not_slow_the_others() {
         resume > Utc::now() + chrono::Duration::seconds(60),
         "{event}"
     );
-    let conn = fleet.rig.store.connection(&bad).await.unwrap();
+    let conn = fleet.rig.lane.store.connection(&bad).await.unwrap();
     assert_eq!(conn.state, tributary::domain::ConnectionState::RateLimited);
     assert_eq!(
         conn.blocked_until.unwrap().timestamp_millis(),

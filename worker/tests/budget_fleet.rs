@@ -6,6 +6,7 @@
 #![cfg(feature = "process-tests")]
 
 use tributary_e2e::fleet::{completed_at, Fleet, PAGE, R};
+use tributary_e2e::rig::PipelineRig;
 
 const WORKER: &str = env!("CARGO_BIN_EXE_tributary-worker");
 
@@ -14,7 +15,7 @@ async fn three_workers_never_exceed_the_app_budget_and_use_most_of_it() {
     let records = 100; // 10 pages of 10 per tenant
     let fleet = Fleet::start(WORKER, records).await;
     let workers = fleet.workers(3);
-    let base = fleet.rig.sandbox.base_url();
+    let base = fleet.rig.lane.sandbox.base_url();
     let mut connections = Vec::new();
     for i in 0..20 {
         let tenant = format!("tenant{i:02}");
@@ -25,7 +26,7 @@ async fn three_workers_never_exceed_the_app_budget_and_use_most_of_it() {
     let runs = fleet.start_runs(&connections).await;
     completed_at(&mut statuses, &runs);
 
-    let stats = fleet.rig.control.stats().await.unwrap();
+    let stats = fleet.rig.lane.control.stats().await.unwrap();
     assert_eq!(
         stats.data_requests,
         20 * (records / PAGE),

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tributary::domain::RunMode;
 use tributary_e2e::pipeline::{wait_run_end, Rig};
+use tributary_e2e::rig::PipelineRig;
 use tributary_e2e::{fresh_postgres, fresh_sqlite};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_tributary-worker");
@@ -20,7 +21,7 @@ const LONG: Duration = Duration::from_secs(120);
 async fn until(rig: &Rig, what: &str, check: impl Fn(&tributary_sandbox::Stats) -> bool) {
     let deadline = Instant::now() + LONG;
     loop {
-        if check(&rig.control.stats().await.unwrap()) {
+        if check(&rig.lane.control.stats().await.unwrap()) {
             return;
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -42,9 +43,12 @@ async fn one_refresh_per_expiry(backend: &'static str, url: String) {
         s.by_resource.get("contacts").copied().unwrap_or(0) >= 40
     })
     .await;
-    let expired_after = rig.control.stats().await.unwrap().refreshes;
+    let expired_after = rig.lane.control.stats().await.unwrap().refreshes;
     reqwest::Client::new()
-        .post(format!("{}/_sandbox/oauth/expire", rig.sandbox.base_url()))
+        .post(format!(
+            "{}/_sandbox/oauth/expire",
+            rig.lane.sandbox.base_url()
+        ))
         .send()
         .await
         .unwrap();
@@ -55,7 +59,7 @@ async fn one_refresh_per_expiry(backend: &'static str, url: String) {
             "{backend}: no job fails: {end}"
         );
     }
-    let stats = rig.control.stats().await.unwrap();
+    let stats = rig.lane.control.stats().await.unwrap();
     assert_eq!(
         expired_after, 1,
         "{backend}: one refresh for the first token, whatever the concurrency"
@@ -73,7 +77,8 @@ async fn rotated_token_survives_a_crash(backend: &'static str, url: String) {
     })
     .await;
     // The first page answers slowly: the worker is killed after the token endpoint answered.
-    rig.control
+    rig.lane
+        .control
         .faults(json!([{"kind": "slow", "delay_ms": 5000, "times": 1}]))
         .await
         .unwrap();
@@ -84,12 +89,7 @@ async fn rotated_token_survives_a_crash(backend: &'static str, url: String) {
     until(&rig, "the refresh", |s| s.refreshes == 1).await;
     until(&rig, "the first page request", |s| s.data_requests >= 1).await;
     first.kill();
-    let stored = rig
-        .store
-        .connection(&rig.connection)
-        .await
-        .unwrap()
-        .credentials;
+    let stored = rig.stored_connection().await.credentials;
     let rotated = stored.get("refresh_token").unwrap().to_string();
     assert_ne!(
         rotated, "sandbox-hubspot-refresh",
@@ -98,14 +98,17 @@ async fn rotated_token_survives_a_crash(backend: &'static str, url: String) {
     assert!(stored.get("access_token").is_some());
     // Force the next job to refresh again: it must use the rotated token.
     reqwest::Client::new()
-        .post(format!("{}/_sandbox/oauth/expire", rig.sandbox.base_url()))
+        .post(format!(
+            "{}/_sandbox/oauth/expire",
+            rig.lane.sandbox.base_url()
+        ))
         .send()
         .await
         .unwrap();
     let _second = rig.worker(&[]);
     let end = wait_run_end(&mut statuses, &job.run_id, LONG);
     assert_eq!(end["type"], "run.completed", "{backend}: {end}");
-    let stats = rig.control.stats().await.unwrap();
+    let stats = rig.lane.control.stats().await.unwrap();
     assert_eq!(
         (stats.refreshes, stats.invalid_grants),
         (2, 0),

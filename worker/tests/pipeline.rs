@@ -11,6 +11,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tributary::domain::{ConnectionState, RunMode, RunStatus};
 use tributary_e2e::pipeline::{of_run, values, wait_run_end, Rig};
+use tributary_e2e::rig::PipelineRig;
+use tributary_e2e::stories::{broken_title_specs, Story};
 use tributary_e2e::{fresh_postgres, fresh_sqlite};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_tributary-worker");
@@ -25,26 +27,10 @@ async fn lifecycle(backend: &'static str, url: String) {
         ("TRIBUTARY_SLICE_MAX_PAGES", "1".into()),
         ("RUST_LOG", "debug,rdkafka=info".into()),
     ]);
-    let mut events = rig.events();
-    let mut statuses = rig.statuses();
+    let mut story = Story::new(&rig, backend, LONG);
 
-    let first = rig.job(RunMode::Full);
-    rig.enqueue(&first).await;
-    let end = wait_run_end(&mut statuses, &first.run_id, LONG);
-    assert_eq!(end["type"], "run.completed", "{backend}: {end}");
-    assert_eq!(end["counts"]["created"], n, "{backend}");
-    assert!(
-        end["counts"]["slices"].as_i64().unwrap() >= 3,
-        "{backend}: bounded slices: {end}"
-    );
-    events.read_until(LONG, "N created events", |all| all.len() >= n as usize);
-    let created = of_run(&events.received, &first.run_id);
-    assert_eq!(created.len(), n as usize, "{backend}");
-    let ids: HashSet<&str> = created
-        .iter()
-        .map(|v| v["record_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids.len(), n as usize, "{backend}: one event per record");
+    let first = story.first_full_sync(n).await;
+    let created = of_run(&story.events.received, &first.run_id);
     let e = created[0];
     for field in [
         "id",
@@ -73,123 +59,35 @@ async fn lifecycle(backend: &'static str, url: String) {
             Some("crm.contact")
         )
     );
-    for v in values(&events.received) {
+    for v in values(&story.events.received) {
         tributary_e2e::check_event_schema("change-event", v)
             .unwrap_or_else(|e| panic!("{backend}: {e}: {v}"));
     }
-    for s in statuses.received.iter().filter_map(|r| r.value.as_ref()) {
+    for s in values(&story.statuses.received) {
         tributary_e2e::check_event_schema("status-event", s)
             .unwrap_or_else(|e| panic!("{backend}: {e}: {s}"));
     }
-    let r = &events.received[0];
-    assert_eq!(
-        r.key,
-        format!(
-            "acme:{}",
-            r.value.as_ref().unwrap()["record_id"].as_str().unwrap()
-        )
-    );
-    assert_eq!(r.header("tenant"), Some("acme"));
-    assert_eq!(r.header("type"), Some("crm.contact.created"));
 
-    // k changed, d removed at the provider.
-    let changed = rig.control.mutate("contacts", 4, 3, 0).await.unwrap();
-    let updated_ids: HashSet<String> = changed["updated"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.to_string())
-        .collect();
-    let deleted_ids: HashSet<String> = changed["deleted"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.to_string())
-        .collect();
-
-    let inc = rig.job(RunMode::Incremental);
-    rig.enqueue(&inc).await;
-    let end = wait_run_end(&mut statuses, &inc.run_id, LONG);
-    assert_eq!(end["type"], "run.completed", "{backend}: {end}");
-    let total = n as usize + 4;
-    events.read_until(LONG, "4 updated events", |all| all.len() >= total);
-    let inc_events = of_run(&events.received, &inc.run_id);
-    assert_eq!(inc_events.len(), 4, "{backend}: exactly k events");
-    for v in &inc_events {
-        assert_eq!(v["op"], "updated");
-        assert!(
-            updated_ids.contains(v["record_id"].as_str().unwrap()),
-            "{backend}: {v}"
-        );
-        assert!(
-            v["changed_fields"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|f| f == "title"),
-            "{backend}: {v}"
-        );
-    }
-
-    let full = rig.job(RunMode::Full);
-    rig.enqueue(&full).await;
-    let end = wait_run_end(&mut statuses, &full.run_id, LONG);
-    assert_eq!(end["counts"]["deleted"], 3, "{backend}: {end}");
-    let total = total + 3;
-    events.read_until(LONG, "3 deleted events", |all| all.len() >= total);
-    for v in values(&events.received) {
+    let (_, total) = story.updates_then_deletes(n).await;
+    for v in values(&story.events.received) {
         tributary_e2e::check_event_schema("change-event", v)
             .unwrap_or_else(|e| panic!("{backend}: {e}: {v}"));
     }
-    let full_events = of_run(&events.received, &full.run_id);
-    assert_eq!(
-        full_events.len(),
-        3,
-        "{backend}: exactly d events, nothing else"
-    );
-    for v in &full_events {
-        assert_eq!(v["op"], "deleted");
-        assert!(v["data"].is_null());
-        assert!(
-            deleted_ids.contains(v["record_id"].as_str().unwrap()),
-            "{backend}: {v}"
-        );
-    }
 
-    // Replaying the first job (same message) emits nothing new: the next run's end
-    // (same partition, same resource lock, later in line) proves it was handled.
-    rig.enqueue(&first).await;
-    let sentinel = rig.job(RunMode::Incremental);
-    rig.enqueue(&sentinel).await;
-    let end = wait_run_end(&mut statuses, &sentinel.run_id, LONG);
-    assert_eq!(end["type"], "run.completed");
-    // Its events, had there been any, were acknowledged before the sentinel's status.
-    let all = values(events.drain_for(Duration::from_millis(500))).len();
-    assert_eq!(all, total, "{backend}: the replay added no events");
-    let run = rig.store.run(&first.run_id).await.unwrap();
-    assert_eq!(
-        run.counts.created, n as i64,
-        "{backend}: the replay did not run again"
-    );
+    story.replay_adds_nothing(&first, n, total).await;
 
     // No credential in plain text: not in the database, the worker's log, or any event.
-    let dump = tributary_e2e::dump_database(&rig.store).await;
+    let dump = tributary_e2e::dump_database(&rig.lane.store).await;
     assert!(dump.contains("conn_"), "{backend}: the dump has content");
     let log = worker.log_text();
-    let mut published: Vec<String> = values(&events.received)
-        .iter()
+    let published: Vec<String> = values(&story.events.received)
+        .into_iter()
+        .chain(values(&story.statuses.received))
         .map(|v| v.to_string())
         .collect();
-    published.extend(
-        statuses
-            .received
-            .iter()
-            .filter_map(|r| r.value.as_ref())
-            .map(|v| v.to_string()),
-    );
     let published = published.join("\n");
     assert!(
-        rig.control.stats().await.unwrap().refreshes >= 1,
+        rig.lane.control.stats().await.unwrap().refreshes >= 1,
         "{backend}: a token was issued and used"
     );
     for secret in [
@@ -213,47 +111,15 @@ async fn lifecycle(backend: &'static str, url: String) {
 async fn failed_full_sync_never_deletes(backend: &'static str, url: String) {
     let rig = Rig::start(backend, url, WORKER, 300).await;
     let _worker = rig.worker(&[("TRIBUTARY_SLICE_MAX_PAGES", "2".into())]);
-    let mut events = rig.events();
-    let mut statuses = rig.statuses();
-    let first = rig.job(RunMode::Full);
-    rig.enqueue(&first).await;
+    let mut story = Story::new(&rig, backend, LONG);
+    let runs = story.failed_full_sync_then_a_complete_one().await;
     assert_eq!(
-        wait_run_end(&mut statuses, &first.run_id, LONG)["type"],
-        "run.completed"
-    );
-    rig.control.mutate("contacts", 0, 5, 0).await.unwrap();
-    // Page 2 onwards fails for good (5xx past the retries).
-    rig.control
-        .faults(json!([{"kind": "status", "status": 500, "page": 2, "times": 0}]))
-        .await
-        .unwrap();
-    let broken = rig.job(RunMode::Full);
-    rig.enqueue(&broken).await;
-    let end = wait_run_end(&mut statuses, &broken.run_id, LONG);
-    assert_eq!(end["type"], "run.failed", "{backend}: {end}");
-    assert!(
-        end["reason"].as_str().unwrap().contains("page 2"),
-        "{backend}: {end}"
-    );
-    rig.control.faults(json!([])).await.unwrap();
-    let fixed = rig.job(RunMode::Full);
-    rig.enqueue(&fixed).await;
-    let end = wait_run_end(&mut statuses, &fixed.run_id, LONG);
-    assert_eq!(end["counts"]["deleted"], 5, "{backend}: {end}");
-    events.read_until(LONG, "the deletes", |all| all.len() >= 305);
-    let deletes: Vec<&Value> = values(&events.received)
-        .into_iter()
-        .filter(|v| v["op"] == "deleted")
-        .collect();
-    assert_eq!(deletes.len(), 5, "{backend}");
-    assert!(
-        deletes
-            .iter()
-            .all(|v| v["sync_run"] == fixed.run_id.as_str()),
-        "{backend}: no delete from the failed run"
-    );
-    assert_eq!(
-        rig.store.run(&broken.run_id).await.unwrap().status,
+        rig.lane
+            .store
+            .run(&runs.broken.run_id)
+            .await
+            .unwrap()
+            .status,
         RunStatus::Failed
     );
 }
@@ -264,7 +130,8 @@ async fn killed_worker_is_resumed(backend: &'static str, url: String) {
     let n = 600;
     let rig = Rig::start(backend, url, WORKER, n).await;
     // Slow pages make the kill land mid-run.
-    rig.control
+    rig.lane
+        .control
         .faults(json!([{"kind": "slow", "delay_ms": 150, "times": 0}]))
         .await
         .unwrap();
@@ -310,7 +177,7 @@ async fn killed_worker_is_resumed(backend: &'static str, url: String) {
     );
     // Resumed from the checkpoint, not from the start: at most the killed slice is read twice.
     let pages = n.div_ceil(100);
-    let requests = rig.control.stats().await.unwrap().by_resource["contacts"];
+    let requests = rig.lane.control.stats().await.unwrap().by_resource["contacts"];
     assert!(
         requests <= pages + 2,
         "{backend}: {requests} page requests for {pages} pages"
@@ -322,7 +189,8 @@ async fn killed_worker_is_resumed(backend: &'static str, url: String) {
 async fn sigterm_drains(backend: &'static str, url: String) {
     let n = 400;
     let rig = Rig::start(backend, url, WORKER, n).await;
-    rig.control
+    rig.lane
+        .control
         .faults(json!([{"kind": "slow", "delay_ms": 100, "times": 0}]))
         .await
         .unwrap();
@@ -393,37 +261,10 @@ async fn sigterm_drains_on_sqlite() {
 /// not stop the sync, and is not swept as deleted later.
 async fn dead_letters(backend: &'static str, url: String) {
     let rig = Rig::start(backend, url, WORKER, 120).await;
-    let specs = std::env::temp_dir().join(format!("tributary-specs-{}", uuid_like()));
-    std::fs::create_dir_all(&specs).unwrap();
-    let spec =
-        std::fs::read_to_string(tributary_e2e::repo_root().join("provider-specs/hubspot.yaml"))
-            .unwrap();
-    // Every 50th contact gets a number as its title, which crm.contact refuses.
-    let broken = spec.replace(
-        "\"title\": $p.jobtitle,",
-        "\"title\": $number(id) % 50 = 0 ? 42 : $p.jobtitle,",
-    );
-    assert_ne!(broken, spec);
-    std::fs::write(specs.join("hubspot.yaml"), broken).unwrap();
+    let specs = broken_title_specs();
     let _worker = rig.worker(&[("TRIBUTARY_SPECS_DIR", specs.display().to_string())]);
-    let mut statuses = rig.statuses();
-    let mut dead =
-        tributary_e2e::broker::TopicReader::new(&rig.broker.addr, &rig.topics.dead_letters());
-    for round in 0..2 {
-        let job = rig.job(RunMode::Full);
-        rig.enqueue(&job).await;
-        let end = wait_run_end(&mut statuses, &job.run_id, LONG);
-        assert_eq!(end["type"], "run.completed", "{backend}: {end}");
-        assert_eq!(end["counts"]["dead_lettered"], 2, "{backend}: {end}");
-        assert_eq!(
-            end["counts"]["deleted"], 0,
-            "{backend}: a dead-lettered record is not deleted: {end}"
-        );
-        if round == 0 {
-            assert_eq!(end["counts"]["created"], 118, "{backend}: {end}");
-        }
-    }
-    dead.read_until(LONG, "4 dead letters", |all| all.len() >= 4);
+    let mut story = Story::new(&rig, backend, LONG);
+    let dead = story.two_syncs_with_dead_letters().await;
     let letter = dead.received[0].value.clone().unwrap();
     tributary_e2e::check_event_schema("dead-letter", &letter)
         .unwrap_or_else(|e| panic!("{backend}: {e}: {letter}"));
@@ -437,17 +278,6 @@ async fn dead_letters(backend: &'static str, url: String) {
         "{backend}: the raw record travels with the error"
     );
     assert!(letter["spec"].as_str().unwrap().ends_with("hubspot.yaml"));
-}
-
-fn uuid_like() -> String {
-    format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -466,11 +296,12 @@ async fn a_resync_runs_ahead_of_a_backlog() {
     use tributary::bus::{Job, JobReason};
     use tributary::schedule::tick::job_message;
     let rig = Rig::start("sqlite", fresh_sqlite(), WORKER, 120).await;
-    rig.control
+    rig.lane
+        .control
         .faults(json!([{"kind": "slow", "delay_ms": 100, "times": 0}]))
         .await
         .unwrap();
-    tributary::bus::kafka::ensure_pipeline_topics(&rig.broker.addr, &rig.topics, 3)
+    tributary::bus::kafka::ensure_pipeline_topics(&rig.broker.addr, &rig.lane.topics, 3)
         .await
         .unwrap();
     let mut statuses = rig.statuses();
@@ -487,9 +318,9 @@ async fn a_resync_runs_ahead_of_a_backlog() {
     }
     let messages: Vec<_> = backlog
         .iter()
-        .map(|j| job_message(&rig.topics.jobs(), j))
+        .map(|j| job_message(&rig.lane.topics.jobs(), j))
         .collect();
-    rig.publisher.publish_all(&messages).await.unwrap();
+    rig.lane.publisher.publish_all(&messages).await.unwrap();
     let urgent_conn = rig.add_static_connection("urgent").await;
     let resync = Job::new_run(
         "acme",
@@ -498,8 +329,9 @@ async fn a_resync_runs_ahead_of_a_backlog() {
         RunMode::Full,
         JobReason::Resync,
     );
-    rig.publisher
-        .publish_all(&[job_message(&rig.topics.urgent_jobs(), &resync)])
+    rig.lane
+        .publisher
+        .publish_all(&[job_message(&rig.lane.topics.urgent_jobs(), &resync)])
         .await
         .unwrap();
     // The backlog is waiting before any worker exists; one job at a time.
@@ -528,7 +360,10 @@ async fn invalid_grant_needs_reauth(backend: &'static str, url: String) {
     let mut statuses = rig.statuses();
     // The provider revokes the grant: the first refresh answers invalid_grant.
     reqwest::Client::new()
-        .post(format!("{}/_sandbox/oauth/revoke", rig.sandbox.base_url()))
+        .post(format!(
+            "{}/_sandbox/oauth/revoke",
+            rig.lane.sandbox.base_url()
+        ))
         .send()
         .await
         .unwrap();
@@ -550,7 +385,7 @@ async fn invalid_grant_needs_reauth(backend: &'static str, url: String) {
             .contains("invalid_grant"),
         "{backend}: {flagged}"
     );
-    let conn = rig.store.connection(&rig.connection).await.unwrap();
+    let conn = rig.stored_connection().await;
     assert_eq!(conn.state, ConnectionState::NeedsReauth, "{backend}");
     // No further job runs for it: a later job on the same partition (same tenant) proves it was handled.
     let blocked = rig.job(RunMode::Incremental);
@@ -569,22 +404,24 @@ async fn invalid_grant_needs_reauth(backend: &'static str, url: String) {
         "run.completed"
     );
     assert!(
-        rig.store.run(&blocked.run_id).await.is_err(),
+        rig.lane.store.run(&blocked.run_id).await.is_err(),
         "{backend}: the blocked job did not run"
     );
     assert_eq!(
-        rig.control.stats().await.unwrap().invalid_grants,
+        rig.lane.control.stats().await.unwrap().invalid_grants,
         1,
         "{backend}: one attempt only"
     );
     // New credentials (what PUT /v1/connections/{id}/credentials does) and it syncs again.
     let fresh = serde_json::from_value(json!({"access_token": "sandbox-hubspot-token"})).unwrap();
-    rig.store
-        .store_credentials(&rig.connection, &fresh)
+    rig.lane
+        .store
+        .store_credentials(&rig.lane.connection, &fresh)
         .await
         .unwrap();
-    rig.store
-        .set_connection_state(&rig.connection, ConnectionState::Healthy, None)
+    rig.lane
+        .store
+        .set_connection_state(&rig.lane.connection, ConnectionState::Healthy, None)
         .await
         .unwrap();
     let again = rig.job(RunMode::Full);
@@ -611,7 +448,7 @@ async fn invalid_grant_needs_reauth_on_sqlite() {
 async fn a_waiting_job_holds_no_worker_slot() {
     use tributary::bus::{Job, JobReason};
     let rig = Rig::start("sqlite", fresh_sqlite(), WORKER, 30).await;
-    tributary::bus::kafka::ensure_pipeline_topics(&rig.broker.addr, &rig.topics, 1)
+    tributary::bus::kafka::ensure_pipeline_topics(&rig.broker.addr, &rig.lane.topics, 1)
         .await
         .unwrap();
     let mut statuses = rig.statuses();
@@ -622,7 +459,7 @@ async fn a_waiting_job_holds_no_worker_slot() {
     // tenant's turn.
     let other_conn = rig.add_static_connection("second").await;
     let other = Job::new_run(
-        &rig.tenant,
+        &rig.lane.tenant,
         &other_conn,
         "contacts",
         RunMode::Full,
@@ -649,11 +486,12 @@ async fn a_waiting_job_holds_no_worker_slot() {
 async fn a_tenant_backlog_leaves_room_for_other_tenants() {
     use tributary::bus::{Job, JobReason};
     let rig = Rig::start("sqlite", fresh_sqlite(), WORKER, 200).await;
-    rig.control
+    rig.lane
+        .control
         .faults(json!([{"kind": "slow", "delay_ms": 150, "times": 0}]))
         .await
         .unwrap();
-    tributary::bus::kafka::ensure_pipeline_topics(&rig.broker.addr, &rig.topics, 1)
+    tributary::bus::kafka::ensure_pipeline_topics(&rig.broker.addr, &rig.lane.topics, 1)
         .await
         .unwrap();
     let mut statuses = rig.statuses();
@@ -661,7 +499,7 @@ async fn a_tenant_backlog_leaves_room_for_other_tenants() {
     for i in 0..4 {
         let id = rig.add_static_connection(&format!("backlog-{i}")).await;
         let job = Job::new_run(
-            &rig.tenant,
+            &rig.lane.tenant,
             &id,
             "contacts",
             RunMode::Full,
@@ -670,9 +508,9 @@ async fn a_tenant_backlog_leaves_room_for_other_tenants() {
         rig.enqueue(&job).await;
         backlog.push(job.run_id);
     }
-    rig.store.create_tenant("globex").await.unwrap();
+    rig.lane.store.create_tenant("globex").await.unwrap();
     let other_conn = rig
-        .static_connection("globex", "globex-contacts", &rig.sandbox.base_url())
+        .static_connection("globex", "globex-contacts", &rig.lane.sandbox.base_url())
         .await;
     let other = Job::new_run(
         "globex",
@@ -707,7 +545,8 @@ async fn a_tenant_backlog_leaves_room_for_other_tenants() {
 async fn a_parked_run_resumes_and_completes() {
     let n = 120;
     let rig = Rig::start("sqlite", fresh_sqlite(), WORKER, n).await;
-    rig.control
+    rig.lane
+        .control
         .faults(json!([{"kind": "throttle", "times": 3, "wait_seconds": 1}]))
         .await
         .unwrap();
@@ -737,10 +576,10 @@ async fn a_parked_run_resumes_and_completes() {
         .map(|v| v["record_id"].as_str().unwrap())
         .collect();
     assert_eq!(ids.len(), n as usize);
-    let conn = rig.store.connection(&rig.connection).await.unwrap();
+    let conn = rig.stored_connection().await;
     assert_eq!(
         (conn.state, conn.failure_streak, conn.blocked_until),
         (ConnectionState::Healthy, 0, None)
     );
-    assert_eq!(rig.control.stats().await.unwrap().throttled, 3);
+    assert_eq!(rig.lane.control.stats().await.unwrap().throttled, 3);
 }

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use tributary_e2e::otlp::{Collector, Received, SpanSeen};
+use tributary_e2e::spec_run::SpecRun;
 use tributary_e2e::{repo_root, SandboxControl};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_tributary-worker");
@@ -73,22 +74,20 @@ fn assert_refreshes(got: &Received) {
 #[tokio::test(flavor = "multi_thread")]
 async fn spec_run_exports_request_and_refresh_spans_and_metrics() {
     let collector = Collector::start().await;
-    let out = tokio::process::Command::new(WORKER)
-        .current_dir(repo_root())
-        .args([
-            "spec",
-            "run",
-            "provider-specs/hubspot.yaml",
-            "--resource",
-            "contacts",
+    let run = SpecRun::contacts()
+        .args(&[
             "--sandbox",
             "provider-specs/sandbox/hubspot.yaml",
             "--page-size",
             "50",
             "--quiet",
-            "--credentials",
-            r#"{"refresh_token": "sandbox-hubspot-refresh", "client_id": "sandbox-client", "client_secret": "sandbox-client-secret"}"#,
         ])
+        .credentials(&serde_json::json!({
+            "refresh_token": "sandbox-hubspot-refresh",
+            "client_id": "sandbox-client",
+            "client_secret": "sandbox-client-secret"
+        }));
+    let out = tokio::process::Command::from(run.command(WORKER))
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint)
         .env_remove("OTEL_SERVICE_NAME")
         .env_remove("OTEL_RESOURCE_ATTRIBUTES")
@@ -124,26 +123,18 @@ async fn a_throttle_is_counted_and_its_retry_is_the_next_attempt() {
         .faults(serde_json::json!([{"kind": "throttle", "times": 1, "wait_seconds": 0.2}]))
         .await
         .unwrap();
-    let config = serde_json::json!({"base_url": sbx.base_url()}).to_string();
-    let out = tokio::process::Command::new(WORKER)
-        .current_dir(repo_root())
-        .args([
-            "spec",
-            "run",
-            "provider-specs/hubspot.yaml",
-            "--resource",
-            "contacts",
-            "--config",
-            &config,
-            "--credentials",
-            r#"{"access_token": "sandbox-hubspot-token"}"#,
+    let run = SpecRun::contacts()
+        .config(&serde_json::json!({"base_url": sbx.base_url()}))
+        .credentials(&serde_json::json!({"access_token": "sandbox-hubspot-token"}))
+        .args(&[
             "--allow-private-hosts",
             "--max-pages",
             "1",
             "--page-size",
             "10",
             "--quiet",
-        ])
+        ]);
+    let out = tokio::process::Command::from(run.command(WORKER))
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint)
         .output()
         .await
@@ -203,10 +194,9 @@ async fn a_throttle_is_counted_and_its_retry_is_the_next_attempt() {
 /// The tests that need a broker (tansu) and worker processes: the process-level tier.
 #[cfg(feature = "process-tests")]
 mod process {
+    use rdkafka::Message;
     use std::collections::HashSet;
     use std::sync::Arc;
-
-    use rdkafka::Message;
     use tributary::bus::kafka::{commit, ensure_topics, jobs_consumer, ConsumerSettings};
     use tributary::bus::lag::partition_lags;
     use tributary::bus::{Job, JobReason, Publisher, Topics};
@@ -214,6 +204,7 @@ mod process {
     use tributary_e2e::broker::{free_port, Broker};
     use tributary_e2e::fresh_sqlite;
     use tributary_e2e::pipeline::{wait_run_end, Rig};
+    use tributary_e2e::rig::PipelineRig;
 
     use super::*;
 
@@ -385,7 +376,7 @@ mod process {
         }
 
         assert_eq!(worker.terminate(), Some(0), "{}", worker.log_text());
-        let topic = rig.topics.model("crm.contact");
+        let topic = rig.lane.topics.model("crm.contact");
         let got = collector
             .wait_for(Duration::from_secs(10), "the sync's spans", |r| {
                 !r.spans_named(&format!("send {topic}")).is_empty()

@@ -1,0 +1,63 @@
+//! The engine alone (no store, no broker) reading one resource page by page, as the
+//! engine-level tests drive it.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use serde_json::Value;
+use tributary::budget::{Budget, BudgetOwner};
+use tributary::engine::{
+    Connection, ConnectionRuntime, EngineError, Observer, ResourceRun, RunOptions,
+};
+use tributary::http::auth::DiscardTokens;
+use tributary::spec::CompiledSpec;
+
+/// A budget of this process alone, from the spec's `rate_limit`, for a connection `test`.
+pub fn local_budget(spec: &CompiledSpec) -> Budget {
+    Budget::local(
+        &spec.spec.rate_limit,
+        &BudgetOwner {
+            provider: spec.name().to_string(),
+            connection: "test".into(),
+            app: None,
+        },
+    )
+}
+
+/// Every page of `resource` (refreshed tokens kept nowhere, engine events to `observer`):
+/// the records read, how many pages, and the error that stopped the run if one did.
+pub async fn read_resource(
+    spec: &Arc<CompiledSpec>,
+    connection: &Connection,
+    resource: &str,
+    options: RunOptions,
+    observer: Observer,
+) -> (Vec<Value>, usize, Option<EngineError>) {
+    let budget = local_budget(spec);
+    let runtime =
+        ConnectionRuntime::new(spec, connection, &options, Arc::new(DiscardTokens), budget)
+            .unwrap();
+    let run = ResourceRun::new(
+        spec.clone(),
+        resource,
+        connection,
+        &runtime,
+        options,
+        observer,
+    )
+    .unwrap();
+    let pages = run.pages();
+    futures::pin_mut!(pages);
+    let mut records = Vec::new();
+    let mut count = 0;
+    while let Some(page) = pages.next().await {
+        match page {
+            Ok(p) => {
+                count += 1;
+                records.extend(p.records);
+            }
+            Err(e) => return (records, count, Some(e)),
+        }
+    }
+    (records, count, None)
+}
