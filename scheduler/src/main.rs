@@ -105,6 +105,9 @@ async fn run() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("TRIBUTARY_KAFKA_BROKERS {}", settings.kafka_brokers))?;
     let publisher = Publisher::new(&settings.kafka_brokers)?;
+    // Readiness (`/readyz`): the store and the broker, checked every few seconds. Ticks and
+    // keepalive passes that fail meanwhile are retried on their next turn.
+    tributary::readiness::spawn_probes(store.clone(), Some(settings.kafka_brokers.clone()));
     let state = Arc::new(api::ApiState {
         store: store.clone(),
         publisher: publisher.clone(),

@@ -183,6 +183,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     session_timeout: Duration::from_secs(6),
                     concurrency: 4,
                     tenant_concurrency: None,
+                    // Several loops share this process (and the embedded broker): dynamic members.
+                    instance_id: None,
                 },
                 stop,
             )

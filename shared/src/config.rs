@@ -37,6 +37,9 @@ pub struct Settings {
     pub session_timeout: Duration,
     pub max_wait: Duration,
     pub health_addr: Option<String>,
+    /// The worker's static consumer-group membership id (`TRIBUTARY_WORKER_INSTANCE_ID`);
+    /// None: host name and process id.
+    pub worker_instance_id: Option<String>,
     pub lease: Duration,
     pub api_addr: String,
     pub admin_token: Option<String>,
@@ -140,6 +143,7 @@ impl Settings {
             )?),
             max_wait: Duration::from_secs_f64(number("TRIBUTARY_MAX_WAIT_SECONDS", 300.0)?),
             health_addr: var("TRIBUTARY_HEALTH_ADDR"),
+            worker_instance_id: var("TRIBUTARY_WORKER_INSTANCE_ID"),
             lease: Duration::from_secs(number("TRIBUTARY_LEASE_SECONDS", 900)?),
             api_addr: var("TRIBUTARY_API_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into()),
             admin_token: var("TRIBUTARY_ADMIN_TOKEN"),

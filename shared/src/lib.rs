@@ -9,6 +9,7 @@ pub mod engine;
 pub mod http;
 pub mod logging;
 pub mod mapping;
+pub mod readiness;
 pub mod sandbox;
 pub mod schedule;
 pub mod secrets;

@@ -3,6 +3,7 @@
 
 pub mod broker;
 pub mod fleet;
+pub mod outage;
 pub mod pipeline;
 
 use std::path::PathBuf;

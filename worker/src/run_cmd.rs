@@ -13,7 +13,7 @@ use tributary::bus::Publisher;
 use tributary::config::Settings;
 use tributary::engine::RunOptions;
 use tributary::store::Store;
-use tributary::sync::worker::{consume, StopSignal, WorkerOptions};
+use tributary::sync::worker::{consume, default_instance_id, StopSignal, WorkerOptions};
 use tributary::sync::{SyncSettings, Syncer};
 
 pub async fn run() -> ExitCode {
@@ -70,13 +70,21 @@ async fn serve() -> anyhow::Result<()> {
             breaker_max_open: settings.breaker_max_open,
         },
     ));
+    tributary::readiness::spawn_probes(
+        syncer.store().clone(),
+        Some(settings.kafka_brokers.clone()),
+    );
     if let Some(addr) = &settings.health_addr {
         crate::health::serve(addr).await?;
     }
+    let instance_id = settings
+        .worker_instance_id
+        .clone()
+        .unwrap_or_else(default_instance_id);
     let stop = StopSignal::default();
     watch_signals(stop.clone())?;
     eprintln!(
-        "worker consuming {} as {}",
+        "worker consuming {} as {} (instance {instance_id})",
         topics.jobs(),
         topics.consumer_group()
     );
@@ -88,6 +96,7 @@ async fn serve() -> anyhow::Result<()> {
             session_timeout: settings.session_timeout,
             concurrency: settings.worker_concurrency,
             tenant_concurrency: settings.tenant_concurrency,
+            instance_id: Some(instance_id),
         },
         stop,
     )
