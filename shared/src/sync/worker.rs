@@ -577,3 +577,42 @@ async fn watch_unowned(consumers: Vec<(Arc<JobsConsumer>, String, String)>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_future_is_caught_with_its_message() {
+        let caught = AssertUnwindSafe(async {
+            let n: Option<u32> = None;
+            n.expect("the value was checked")
+        })
+        .catch_unwind()
+        .await
+        .unwrap_err();
+        assert_eq!(panic_message(caught.as_ref()), "the value was checked");
+        let formatted =
+            std::panic::catch_unwind(|| panic!("page {} of {}", 3, "contacts")).unwrap_err();
+        assert_eq!(panic_message(formatted.as_ref()), "page 3 of contacts");
+    }
+
+    #[test]
+    fn retries_back_off_up_to_the_ceiling_and_never_give_up() {
+        let delays: Vec<Duration> = retry_delays().take(50).collect();
+        assert_eq!(delays.len(), 50, "no attempt limit");
+        assert!(delays[0] >= Duration::from_millis(500));
+        assert!(
+            delays.iter().all(|d| *d <= RETRY_MAX_DELAY * 2),
+            "{delays:?}"
+        );
+        assert!(delays[49] >= RETRY_MAX_DELAY, "{delays:?}");
+    }
+
+    #[test]
+    fn a_stable_instance_id_per_process() {
+        let id = default_instance_id();
+        assert_eq!(id, default_instance_id());
+        assert!(id.ends_with(&format!("-{}", std::process::id())), "{id}");
+    }
+}
