@@ -37,8 +37,8 @@ pub struct Settings {
     pub session_timeout: Duration,
     pub max_wait: Duration,
     pub health_addr: Option<String>,
-    /// The worker's static consumer-group membership id (`TRIBUTARY_WORKER_INSTANCE_ID`);
-    /// None: host name and process id.
+    /// The worker's static consumer-group membership id (`TRIBUTARY_WORKER_INSTANCE_ID`;
+    /// `auto`: host name and process id); None: a dynamic member.
     pub worker_instance_id: Option<String>,
     pub lease: Duration,
     pub api_addr: String,

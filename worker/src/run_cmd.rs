@@ -77,14 +77,17 @@ async fn serve() -> anyhow::Result<()> {
     if let Some(addr) = &settings.health_addr {
         crate::health::serve(addr).await?;
     }
-    let instance_id = settings
-        .worker_instance_id
-        .clone()
-        .unwrap_or_else(default_instance_id);
+    // Static group membership only when asked for: tansu 0.6.0 rebalances a static member
+    // out of its group every session timeout (measured), so the default stays dynamic.
+    let instance_id = match settings.worker_instance_id.as_deref() {
+        Some("auto") => Some(default_instance_id()),
+        Some(id) => Some(id.to_string()),
+        None => None,
+    };
     let stop = StopSignal::default();
     watch_signals(stop.clone())?;
     eprintln!(
-        "worker consuming {} as {} (instance {instance_id})",
+        "worker consuming {} as {} (static member id: {instance_id:?})",
         topics.jobs(),
         topics.consumer_group()
     );
@@ -96,7 +99,7 @@ async fn serve() -> anyhow::Result<()> {
             session_timeout: settings.session_timeout,
             concurrency: settings.worker_concurrency,
             tenant_concurrency: settings.tenant_concurrency,
-            instance_id: Some(instance_id),
+            instance_id,
         },
         stop,
     )

@@ -200,7 +200,8 @@ pub struct ConsumerSettings {
     pub session_timeout: Duration,
     /// Static group membership (`group.instance.id`): one stable id per worker process, so a
     /// consumer that lost the broker for a while rejoins as itself and gets its partitions
-    /// back instead of leaving some behind with a member the broker never expires.
+    /// back instead of leaving some behind with a member the broker never expires. (tansu
+    /// 0.6.0 rebalances a static member out of its group every session timeout: off there.)
     pub instance_id: Option<String>,
 }
 

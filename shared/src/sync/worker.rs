@@ -76,8 +76,8 @@ pub struct WorkerOptions {
     pub instance_id: Option<String>,
 }
 
-/// A stable id for this worker process in the consumer group: `TRIBUTARY_WORKER_INSTANCE_ID`
-/// when set (e.g. a StatefulSet pod name), else the host name and the process id.
+/// A stable id for this worker process in the consumer group (`TRIBUTARY_WORKER_INSTANCE_ID=auto`):
+/// the host name and the process id.
 pub fn default_instance_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -170,20 +170,24 @@ pub async fn consume(
     options: WorkerOptions,
     stop: StopSignal,
 ) -> Result<(), WorkerError> {
-    let settings = |group: String| ConsumerSettings {
+    // Each consumer its own member id (brokers may key static members by id alone).
+    let settings = |group: String, suffix: &str| ConsumerSettings {
         brokers: options.brokers.clone(),
         group,
         session_timeout: options.session_timeout,
-        instance_id: options.instance_id.clone(),
+        instance_id: options
+            .instance_id
+            .as_ref()
+            .map(|id| format!("{id}{suffix}")),
     };
     let topics = &options.topics;
     let scheduled = Arc::new(jobs_consumer(
-        &settings(topics.consumer_group()),
+        &settings(topics.consumer_group(), ""),
         &topics.jobs(),
     )?);
     let urgent_group = format!("{}.urgent", topics.consumer_group());
     let urgent = Arc::new(jobs_consumer(
-        &settings(urgent_group.clone()),
+        &settings(urgent_group.clone(), ".urgent"),
         &topics.urgent_jobs(),
     )?);
     let watch = tokio::spawn(watch_unowned(vec![
@@ -584,13 +588,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_future_is_caught_with_its_message() {
-        let caught = AssertUnwindSafe(async {
-            let n: Option<u32> = None;
-            n.expect("the value was checked")
-        })
-        .catch_unwind()
-        .await
-        .unwrap_err();
+        let missing = std::hint::black_box(None::<u32>);
+        let caught = AssertUnwindSafe(async move { missing.expect("the value was checked") })
+            .catch_unwind()
+            .await
+            .unwrap_err();
         assert_eq!(panic_message(caught.as_ref()), "the value was checked");
         let formatted =
             std::panic::catch_unwind(|| panic!("page {} of {}", 3, "contacts")).unwrap_err();
