@@ -18,15 +18,20 @@ use crate::repo_root;
 /// The `tributary-worker` binary beside this test's executable (`target/<profile>/`).
 /// `cargo test -p tributary-e2e` does not build it: build it first (`.ci/run` does).
 pub fn worker_binary() -> String {
+    binary("tributary-worker")
+}
+
+/// A workspace binary beside this test's executable; see [`worker_binary`].
+pub fn binary(name: &str) -> String {
     let exe = std::env::current_exe().expect("the test executable's path");
     let dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("target/<profile>/deps");
-    let bin = dir.join("tributary-worker");
+    let bin = dir.join(name);
     assert!(
         bin.exists(),
-        "{} is missing: run `cargo build -p tributary-worker` first",
+        "{} is missing: run `cargo build -p {name}` first",
         bin.display()
     );
     bin.display().to_string()

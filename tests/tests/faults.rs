@@ -11,7 +11,7 @@
 //!
 //! They take minutes and stop services, so they are ignored by default; `.ci/run` runs
 //! them alone at the end (`cargo test -p tributary-e2e --test faults -- --ignored
-//! --test-threads=1`, after `cargo build -p tributary-worker`). Each prints a `fault:` line
+//! --test-threads=1`, after `cargo build -p tributary-worker -p tributary-scheduler`). Each prints a `fault:` line
 //! with what it measured.
 
 use std::collections::{HashMap, HashSet};
@@ -23,7 +23,8 @@ use tributary::store::RunMode;
 use tributary_e2e::broker::{free_port, Broker, Received};
 use tributary_e2e::check_event_schema;
 use tributary_e2e::outage::{
-    committed_and_end, signal, small_page_specs, worker_binary, PrivatePostgres, ReadinessWatch,
+    binary, committed_and_end, signal, small_page_specs, worker_binary, PrivatePostgres,
+    ReadinessWatch,
 };
 use tributary_e2e::pipeline::{wait_group_settled, wait_run_end, Rig, WorkerProcess};
 
@@ -290,4 +291,75 @@ async fn broker_frozen_for_30_seconds_mid_sync() {
         Fault::FreezeBroker(Duration::from_secs(30)),
     )
     .await;
+}
+
+/// The scheduler through a store outage and a broker freeze: it keeps running, `/healthz`
+/// stays 200, `/readyz` answers 503 naming what is down, and 200 again once it is back.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "stops shared services: run alone by .ci/run after the rest"]
+async fn the_scheduler_waits_out_store_and_broker_outages() {
+    let pg = PrivatePostgres::start();
+    let url = pg.fresh_database().await;
+    let broker = Broker::start_own();
+    let pid = broker.pid().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let log = std::env::temp_dir().join(format!(
+        "tributary-scheduler-{}.log",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let mut scheduler = std::process::Command::new(binary("tributary-scheduler"))
+        .arg("run")
+        .current_dir(tributary_e2e::repo_root())
+        .env("TRIBUTARY_DATABASE_URL", &url)
+        .env("TRIBUTARY_KAFKA_BROKERS", &broker.addr)
+        .env(
+            "TRIBUTARY_ENCRYPTION_KEY",
+            tributary::secrets::crypto::Cipher::generate_key(),
+        )
+        .env("TRIBUTARY_ADMIN_TOKEN", "fault-test-admin")
+        .env("TRIBUTARY_API_ADDR", &addr)
+        .env("TRIBUTARY_SCHEDULER_TICK_SECONDS", "1")
+        .env(
+            "TRIBUTARY_TOPIC_PREFIX",
+            format!("s{}", &uuid::Uuid::new_v4().simple().to_string()[..10]),
+        )
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let watch = ReadinessWatch::start(vec![addr.clone()]);
+    watch.wait_ready(&addr, Duration::from_secs(60));
+    let http = reqwest::Client::new();
+    for (dependency, lasts) in [("store", 15), ("broker", 15)] {
+        match dependency {
+            "store" => pg.stop(),
+            _ => signal(pid, "STOP"),
+        }
+        // The outage itself: its length is the point.
+        tokio::time::sleep(Duration::from_secs(lasts)).await;
+        assert!(watch.saw_down(&addr, dependency), "{:?}", watch.probes());
+        let live = http
+            .get(format!("http://{addr}/healthz"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(live.status(), 200, "liveness stays up");
+        match dependency {
+            "store" => pg.resume(),
+            _ => signal(pid, "CONT"),
+        }
+        let back = Instant::now();
+        watch.wait_ready(&addr, Duration::from_secs(60));
+        assert!(
+            matches!(scheduler.try_wait(), Ok(None)),
+            "the scheduler exited:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        println!(
+            "fault: scheduler, {dependency} away for {lasts} s: kept running, not ready meanwhile, ready {:.1} s after it came back",
+            back.elapsed().as_secs_f64()
+        );
+    }
+    let _ = scheduler.kill();
+    let _ = scheduler.wait();
 }
