@@ -132,7 +132,7 @@ pub enum WorkerError {
 const RETRY_MAX_DELAY: Duration = Duration::from_secs(5);
 
 /// How often the consumer checks for jobs-topic partitions nobody in the group consumes.
-const UNOWNED_CHECK_EVERY: Duration = Duration::from_secs(30);
+const UNOWNED_CHECK_EVERY: Duration = Duration::from_secs(15);
 
 fn retry_delays() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
@@ -546,9 +546,9 @@ async fn record_panic(syncer: &Syncer, job: &Job, reason: &str) -> Result<(), Sy
 }
 
 /// Every little while, look for jobs-topic partitions that have jobs waiting and no
-/// consumer in the group; warn when one stays so across two checks (a rebalance in
-/// progress leaves partitions unowned for a moment), and report them for readiness
-/// and metrics.
+/// consumer in the group; when one stays so across two checks (a rebalance in progress
+/// leaves partitions unowned for a moment), warn, report them for readiness and metrics,
+/// and rejoin the group so that a new rebalance hands them out.
 async fn watch_unowned(consumers: Vec<(Arc<JobsConsumer>, String, String)>) {
     let mut before: HashMap<String, BTreeSet<i32>> = HashMap::new();
     let mut every = tokio::time::interval(UNOWNED_CHECK_EVERY);
@@ -573,11 +573,26 @@ async fn watch_unowned(consumers: Vec<(Arc<JobsConsumer>, String, String)>) {
                 .intersection(before.get(topic).unwrap_or(&BTreeSet::new()))
                 .copied()
                 .collect();
-            if !stuck.is_empty() {
-                warn!(%topic, %group, partitions = ?stuck, "jobs wait on partitions that no worker in the group consumes; restart a worker (or check the broker's group state) to rebalance");
-            }
             readiness::set_unowned_partitions(topic, &stuck);
-            before.insert(topic.clone(), now);
+            if stuck.is_empty() {
+                before.insert(topic.clone(), now);
+                continue;
+            }
+            warn!(%topic, %group, partitions = ?stuck, "jobs wait on partitions that no worker in the group consumes: rejoining the group to rebalance");
+            // Leaving and joining again starts a new rebalance among the members that answer
+            // (a broker that kept lost members hands their partitions out again). Jobs this
+            // worker runs meanwhile finish; their offsets may not commit, and a redelivery is
+            // skipped as already done or replays under the same event ids.
+            let (c, t) = (consumer.clone(), topic.clone());
+            let rejoined = tokio::task::spawn_blocking(move || {
+                c.unsubscribe();
+                c.subscribe(&[&t])
+            })
+            .await;
+            if let Ok(Err(e)) = rejoined {
+                warn!(%topic, "cannot rejoin the group: {e}");
+            }
+            before.remove(topic);
         }
     }
 }
