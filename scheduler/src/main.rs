@@ -100,6 +100,12 @@ async fn run() -> anyhow::Result<()> {
             .map_err(|e| anyhow!("{name}: {e}"))?;
     }
     let services = Services::start(settings.clone(), TopicSetup::CreateMissing).await?;
+    // Readiness (`/readyz`): the store and the broker, checked every few seconds. Ticks and
+    // keepalive passes that fail meanwhile are retried on their next turn.
+    tributary::readiness::spawn_probes(
+        services.store.clone(),
+        Some(settings.kafka_brokers.clone()),
+    );
     let state = Arc::new(api::ApiState {
         store: services.store.clone(),
         publisher: services.publisher.clone(),

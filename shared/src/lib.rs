@@ -12,6 +12,7 @@ pub mod domain;
 pub mod engine;
 pub mod http;
 pub mod mapping;
+pub mod readiness;
 pub mod schedule;
 pub mod secrets;
 pub mod spec;

@@ -49,6 +49,12 @@ impl Broker {
             broker.wait_ready();
             return broker;
         }
+        Self::start_own()
+    }
+
+    /// A tansu process of this test's own, even when `.ci/run` named a shared broker (fault
+    /// tests freeze it).
+    pub fn start_own() -> Broker {
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(tansu_binary())
@@ -63,6 +69,11 @@ impl Broker {
         };
         broker.wait_ready();
         broker
+    }
+
+    /// The broker's process id, when this test started it.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Ready when it answers a metadata request.

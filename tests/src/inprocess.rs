@@ -104,7 +104,7 @@ impl InProcess {
             // empties the group at once); heartbeats go every second.
             session_timeout: Duration::from_secs(3),
             concurrency: 4,
-            tenant_concurrency: None,
+            ..WorkerOptions::default()
         };
         let stop = StopSignal::default();
         let task = tokio::spawn(consume(syncer, options, stop.clone()));

@@ -6,6 +6,7 @@ pub mod engine;
 pub mod fleet;
 pub mod inprocess;
 pub mod otlp;
+pub mod outage;
 pub mod pipeline;
 pub mod rig;
 pub mod spec_run;

@@ -42,7 +42,26 @@ impl Rig {
         count: u64,
         adjust: impl FnOnce(&mut Profile),
     ) -> Rig {
-        let broker = Broker::start();
+        Self::start_on(
+            Broker::start(),
+            backend,
+            database_url,
+            worker_bin,
+            count,
+            adjust,
+        )
+        .await
+    }
+
+    /// Like `start_with`, on a given broker.
+    pub async fn start_on(
+        broker: Broker,
+        backend: &'static str,
+        database_url: String,
+        worker_bin: &str,
+        count: u64,
+        adjust: impl FnOnce(&mut Profile),
+    ) -> Rig {
         let key = Cipher::generate_key();
         let store = Store::connect(&database_url, Cipher::from_base64(&key, &[]).unwrap())
             .await
@@ -210,6 +229,11 @@ impl WorkerProcess {
     pub fn terminate(&mut self) -> Option<i32> {
         send_sigterm(self.child.id());
         self.child.wait().ok().and_then(|s| s.code())
+    }
+
+    /// Whether the process still runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     pub fn log_text(&self) -> String {

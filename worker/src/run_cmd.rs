@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tracing::{error, info};
 use tributary::bootstrap::{Services, TopicSetup};
 use tributary::config::Settings;
-use tributary::sync::worker::{consume, StopSignal};
+use tributary::sync::worker::{consume, default_instance_id, StopSignal, WorkerOptions};
 
 pub async fn run() -> ExitCode {
     match serve().await {
@@ -26,17 +26,36 @@ async fn serve() -> anyhow::Result<()> {
     let services = Services::start(settings.clone(), TopicSetup::CreateMissing).await?;
     let topics = services.topics.clone();
     let syncer = Arc::new(services.syncer());
+    tributary::readiness::spawn_probes(
+        syncer.store().clone(),
+        Some(settings.kafka_brokers.clone()),
+    );
     if let Some(addr) = &settings.health_addr {
         crate::health::serve(addr).await?;
     }
+    // Static group membership only when asked for: tansu 0.6.0 rebalances a static member
+    // out of its group every session timeout (measured), so the default stays dynamic.
+    let instance_id = match settings.worker.instance_id.as_deref() {
+        Some("auto") => Some(default_instance_id()),
+        Some(id) => Some(id.to_string()),
+        None => None,
+    };
     let stop = StopSignal::default();
     watch_signals(stop.clone())?;
     eprintln!(
-        "worker consuming {} as {}",
+        "worker consuming {} as {} (static member id: {instance_id:?})",
         topics.jobs(),
         topics.consumer_group()
     );
-    consume(syncer, settings.worker_options(), stop).await?;
+    consume(
+        syncer,
+        WorkerOptions {
+            instance_id,
+            ..settings.worker_options()
+        },
+        stop,
+    )
+    .await?;
     eprintln!("worker stopped");
     Ok(())
 }

@@ -437,6 +437,7 @@ mod process {
             brokers: broker.addr.clone(),
             group: topics.consumer_group(),
             session_timeout: Duration::from_secs(6),
+            instance_id: None,
         };
         let consumer = Arc::new(jobs_consumer(&settings, &topics.jobs()).unwrap());
         // The first message arrives once the group has given this consumer the partition.

@@ -32,7 +32,10 @@ pub struct ApiState {
 
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
+        // Liveness: the process runs (it waits out store and broker outages by itself).
         .route("/healthz", get(|| async { "ok\n" }))
+        // Readiness: 503 with a JSON body naming the unreachable dependency.
+        .route("/readyz", get(readyz))
         .route(
             "/metrics",
             get(|| async { tributary::telemetry::prometheus::response() }),
@@ -58,6 +61,17 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .fallback(|| async { ApiError::not_found("no such endpoint; see /openapi.json") })
         .with_state(state)
+}
+
+/// 200 when the store and the broker answer, else 503; the body says which is down.
+async fn readyz() -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
+    let (ready, body) = tributary::readiness::report();
+    let status = if ready {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body))
 }
 
 /// Who is calling.

@@ -6,7 +6,7 @@
 //! are expected to run NTP, and the budget's headroom absorbs the skew.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use futures::future::BoxFuture;
 
@@ -82,7 +82,10 @@ impl Ledger for MemoryLedger {
         interval: i64,
         latest: i64,
     ) -> BoxFuture<'_, Result<Reservation, LedgerError>> {
-        let mut map = self.next_free.lock().expect("ledger");
+        let mut map = self
+            .next_free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let next = map.entry(key.to_string()).or_insert(0);
         let at = (*next).max(now);
         let out = if at > latest {
@@ -95,7 +98,10 @@ impl Ledger for MemoryLedger {
     }
 
     fn hold_until(&self, key: &str, until: i64) -> BoxFuture<'_, Result<(), LedgerError>> {
-        let mut map = self.next_free.lock().expect("ledger");
+        let mut map = self
+            .next_free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let next = map.entry(key.to_string()).or_insert(0);
         *next = (*next).max(until);
         Box::pin(async { Ok(()) })
@@ -107,7 +113,7 @@ impl Ledger for MemoryLedger {
         day: &str,
         limit: i64,
     ) -> BoxFuture<'_, Result<bool, LedgerError>> {
-        let mut days = self.days.lock().expect("ledger");
+        let mut days = self.days.lock().unwrap_or_else(PoisonError::into_inner);
         let used = days.entry((key.to_string(), day.to_string())).or_insert(0);
         let ok = *used < limit;
         if ok {
@@ -124,7 +130,7 @@ impl Ledger for MemoryLedger {
         now: i64,
         lease_until: i64,
     ) -> BoxFuture<'_, Result<Option<u32>, LedgerError>> {
-        let mut slots = self.slots.lock().expect("ledger");
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         let free = (0..max).find(|i| {
             slots
                 .get(&(key.to_string(), *i))
@@ -142,7 +148,7 @@ impl Ledger for MemoryLedger {
         slot: u32,
         holder: &str,
     ) -> BoxFuture<'_, Result<(), LedgerError>> {
-        let mut slots = self.slots.lock().expect("ledger");
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         if slots
             .get(&(key.to_string(), slot))
             .is_some_and(|(h, _)| h == holder)

@@ -1,15 +1,18 @@
 //! Kafka through rdkafka: topic names, topic creation, publishing that waits for
-//! the broker's acknowledgements, and the jobs consumer.
+//! the broker's acknowledgements, and the jobs consumer (static group membership, and a
+//! check for partitions nobody in the group consumes).
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::future::join_all;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
@@ -78,6 +81,9 @@ pub struct OutMessage {
     pub headers: Vec<(&'static str, String)>,
 }
 
+/// How long a message may wait for the broker's acknowledgement (five minutes).
+const PUBLISH_TIMEOUT_MS: &str = "300000";
+
 /// Publishes and waits for acknowledgements.
 #[derive(Clone)]
 pub struct Publisher {
@@ -91,7 +97,10 @@ impl Publisher {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
-            .set("message.timeout.ms", "30000")
+            // A broker that stops answering for a while (a restart, a frozen process) must
+            // not make messages expire: they wait in librdkafka and go out when it is back.
+            // A slice whose publish does fail is retried whole, with the same event ids.
+            .set("message.timeout.ms", PUBLISH_TIMEOUT_MS)
             .create()?;
         Ok(Publisher { producer })
     }
@@ -246,6 +255,11 @@ pub struct ConsumerSettings {
     pub brokers: String,
     pub group: String,
     pub session_timeout: Duration,
+    /// Static group membership (`group.instance.id`): one stable id per worker process, so a
+    /// consumer that lost the broker for a while rejoins as itself and gets its partitions
+    /// back instead of leaving some behind with a member the broker never expires. (tansu
+    /// 0.6.0 rebalances a static member out of its group every session timeout: off there.)
+    pub instance_id: Option<String>,
 }
 
 /// Logs the partitions a worker gets and gives up, so ops (and tests) can see when a
@@ -279,7 +293,11 @@ impl ConsumerContext for RebalanceLog {
 pub type JobsConsumer = StreamConsumer<RebalanceLog>;
 
 pub fn jobs_consumer(settings: &ConsumerSettings, topic: &str) -> Result<JobsConsumer, BusError> {
-    let consumer: JobsConsumer = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    if let Some(id) = &settings.instance_id {
+        config.set("group.instance.id", id);
+    }
+    let consumer: JobsConsumer = config
         .set("bootstrap.servers", &settings.brokers)
         .set("group.id", &settings.group)
         .set("enable.auto.commit", "false")
@@ -317,7 +335,7 @@ struct PartitionOffsets {
 
 impl OffsetTracker {
     pub fn started(&self, topic: &str, partition: i32, offset: i64) {
-        let mut map = self.inner.lock().expect("offsets");
+        let mut map = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         map.entry((topic.to_string(), partition))
             .or_default()
             .in_flight
@@ -326,7 +344,7 @@ impl OffsetTracker {
 
     /// Mark a job finished; returns the offset now safe to commit for its partition.
     pub fn finished(&self, topic: &str, partition: i32, offset: i64) -> i64 {
-        let mut map = self.inner.lock().expect("offsets");
+        let mut map = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let p = map.entry((topic.to_string(), partition)).or_default();
         p.in_flight.remove(&offset);
         p.done_up_to = p.done_up_to.max(offset + 1);
@@ -339,7 +357,7 @@ impl OffsetTracker {
     pub fn in_flight(&self) -> usize {
         self.inner
             .lock()
-            .expect("offsets")
+            .unwrap_or_else(PoisonError::into_inner)
             .values()
             .map(|p| p.in_flight.len())
             .sum()
@@ -359,6 +377,111 @@ pub fn commit(
     Ok(())
 }
 
+/// Asks the broker for its metadata, to tell whether it answers (readiness).
+pub struct BrokerProbe {
+    client: BaseConsumer,
+}
+
+impl BrokerProbe {
+    pub fn new(brokers: &str) -> Result<Self, BusError> {
+        let client: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .create()?;
+        Ok(BrokerProbe { client })
+    }
+
+    /// Whether the broker answered within `timeout` (blocks: call off the async runtime).
+    pub fn reachable(&self, timeout: Duration) -> bool {
+        self.client.fetch_metadata(None, timeout).is_ok()
+    }
+}
+
+/// Partitions of `topic` that have jobs waiting (committed offset of `group` behind the end
+/// of the partition) while no member of the group is assigned them. A group that settled
+/// has none; one that keeps some (tansu after a frozen broker, a member the broker never
+/// expired) leaves those jobs waiting forever, so it is worth saying. Blocks: call off the
+/// async runtime.
+pub fn unowned_partitions(
+    consumer: &JobsConsumer,
+    group: &str,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<i32>, BusError> {
+    let groups = consumer.fetch_group_list(Some(group), timeout)?;
+    let mut owned: HashSet<i32> = HashSet::new();
+    for member in groups.groups().iter().flat_map(|g| g.members()) {
+        if let Some(bytes) = member.assignment() {
+            owned.extend(
+                assigned_partitions(bytes)
+                    .into_iter()
+                    .filter(|(t, _)| t == topic)
+                    .map(|(_, p)| p),
+            );
+        }
+    }
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .filter(|p| !owned.contains(p))
+        .collect();
+    if partitions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut list = TopicPartitionList::new();
+    for p in &partitions {
+        list.add_partition(topic, *p);
+    }
+    let committed = consumer.committed_offsets(list, timeout)?;
+    let mut waiting = Vec::new();
+    for p in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
+        let at = match committed.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o,
+            _ => low,
+        };
+        if high > at {
+            waiting.push(p);
+        }
+    }
+    Ok(waiting)
+}
+
+/// The (topic, partition) pairs of a consumer-protocol assignment (the bytes a group
+/// member was given: version i16, then [topic string, [partition i32]], then user data).
+/// Bytes it cannot read give nothing.
+fn assigned_partitions(bytes: &[u8]) -> Vec<(String, i32)> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, tail) = (b.get(..n)?, b.get(n..)?);
+        *b = tail;
+        Some(head)
+    }
+    fn i16_(b: &mut &[u8]) -> Option<i16> {
+        Some(i16::from_be_bytes(take(b, 2)?.try_into().ok()?))
+    }
+    fn i32_(b: &mut &[u8]) -> Option<i32> {
+        Some(i32::from_be_bytes(take(b, 4)?.try_into().ok()?))
+    }
+    let mut b = bytes;
+    let mut out = Vec::new();
+    let read = (|| -> Option<()> {
+        i16_(&mut b)?;
+        for _ in 0..i32_(&mut b)?.max(0) {
+            let len = usize::try_from(i16_(&mut b)?).ok()?;
+            let topic = String::from_utf8_lossy(take(&mut b, len)?).into_owned();
+            for _ in 0..i32_(&mut b)?.max(0) {
+                out.push((topic.clone(), i32_(&mut b)?));
+            }
+        }
+        Some(())
+    })();
+    if read.is_none() {
+        return Vec::new();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,6 +496,24 @@ mod tests {
         assert_eq!(t.finished("jobs", 0, 10), 11, "11 still runs");
         assert_eq!(t.finished("jobs", 0, 11), 13);
         assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn reads_a_member_assignment() {
+        let mut b = vec![0, 1]; // version
+        b.extend(1i32.to_be_bytes()); // one topic
+        b.extend(6i16.to_be_bytes());
+        b.extend(b"t.jobs");
+        b.extend(2i32.to_be_bytes());
+        b.extend(0i32.to_be_bytes());
+        b.extend(4i32.to_be_bytes());
+        b.extend((-1i32).to_be_bytes()); // no user data
+        assert_eq!(
+            assigned_partitions(&b),
+            vec![("t.jobs".to_string(), 0), ("t.jobs".to_string(), 4)]
+        );
+        assert!(assigned_partitions(&b[..9]).is_empty(), "cut short");
+        assert!(assigned_partitions(&[]).is_empty());
     }
 
     #[test]

@@ -96,6 +96,10 @@ entries! {
     TRIBUTARY_MAX_WAIT_SECONDS: Seconds => sync.engine.max_wait;
     /// worker: serve `GET /healthz` there, e.g. `0.0.0.0:8081`
     TRIBUTARY_HEALTH_ADDR: OptText => health_addr, shown "(off)";
+    /// worker: static consumer-group membership (`group.instance.id`), one stable id per
+    /// process (`auto`: host name and process id); unset: an ordinary dynamic member (on
+    /// tansu 0.6.0 static members are rebalanced every session timeout, so it stays off there)
+    TRIBUTARY_WORKER_INSTANCE_ID: OptText => worker.instance_id, shown "(off)";
     /// scheduler: where the API (and its `/healthz`) listens
     TRIBUTARY_API_ADDR: Text => api_addr;
     /// bearer token of the host product

@@ -77,6 +77,10 @@ pub enum StoreError {
     Corrupt { what: &'static str, message: String },
 }
 
+/// How long a query waits for a pooled connection before it fails (and is retried by
+/// its caller): short, so an unreachable database shows within seconds.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Where state lives.
 #[derive(Clone)]
 pub struct Store {
@@ -109,6 +113,12 @@ impl Store {
             return Err(StoreError::Url(url.to_string()));
         }
         let mut options = AnyPoolOptions::new().max_connections(if postgres { 16 } else { 1 });
+        if postgres {
+            // A database that went away is noticed in seconds (the caller retries with
+            // backoff and reports not-ready), not after sqlx's default 30 s wait. (SQLite's
+            // single connection is shared by every job of the process: it keeps the default.)
+            options = options.acquire_timeout(ACQUIRE_TIMEOUT);
+        }
         if sqlite {
             // One writer at a time is SQLite's model; waiting beats failing with SQLITE_BUSY.
             options = options.after_connect(|conn, _| {

@@ -73,6 +73,19 @@ impl Syncer {
         Ok(SliceOutcome::Failed(reason))
     }
 
+    /// A job's slice panicked (a bug): its run fails (which releases the lease and ends
+    /// the checkpoint's run, so its continuations are skipped), with the panic as reason.
+    pub async fn fail_panicked(&self, job: &Job, reason: &str) -> Result<(), SyncError> {
+        let provider = match self.store.connection(&job.connection).await {
+            Ok(c) => c.provider,
+            Err(crate::store::StoreError::NotFound { .. }) => String::new(),
+            Err(e) => return Err(e.into()),
+        };
+        self.fail(&RunRef::of(job, &provider), job, reason.to_string())
+            .await
+            .map(|_| ())
+    }
+
     /// The engine stopped the slice: re-authorization, a rate limit (park), an
     /// infrastructure error (retried), or a failure (perhaps one towards the circuit).
     pub(super) async fn on_engine_error(

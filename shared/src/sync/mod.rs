@@ -104,6 +104,10 @@ impl Syncer {
         &self.store
     }
 
+    pub fn publisher(&self) -> &Publisher {
+        &self.publisher
+    }
+
     pub fn settings(&self) -> &SyncSettings {
         &self.settings
     }
