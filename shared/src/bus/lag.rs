@@ -15,18 +15,25 @@ use crate::telemetry::metrics;
 
 const BROKER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Report the lag of `consumers`' partitions every `every`, until the consumers are
-/// dropped (the reporter holds no strong reference, so it never keeps one in its group).
+/// Report the lag of `consumers`' partitions every `every`, until `stop` fires (its sender
+/// is dropped) or the consumers are dropped. The reporter holds the consumers weakly
+/// between rounds, so it never keeps one in its group; a round in progress when `stop`
+/// fires finishes first, so once the returned task has ended the reporter holds none (the
+/// caller may then close them while their broker is still there).
 pub fn spawn_lag_reporter(
     consumers: &[Arc<JobsConsumer>],
     every: Duration,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
 ) -> tokio::task::JoinHandle<()> {
     let consumers: Vec<Weak<JobsConsumer>> = consumers.iter().map(Arc::downgrade).collect();
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            ticks.tick().await;
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = &mut stop => return,
+            }
             let weak = consumers.clone();
             // The broker calls block; they run off the async threads.
             let round = tokio::task::spawn_blocking(move || {

@@ -207,11 +207,18 @@ pub async fn consume(
     )?);
     // Consumer lag of both jobs topics as a metric (it holds the consumers weakly and ends
     // with them).
-    crate::bus::lag::spawn_lag_reporter(&[scheduled.clone(), urgent.clone()], LAG_EVERY);
-    let watch = tokio::spawn(watch_unowned(vec![
-        (scheduled.clone(), topics.consumer_group(), topics.jobs()),
-        (urgent.clone(), urgent_group, topics.urgent_jobs()),
-    ]));
+    let (stop_lag, lag_stopped) = tokio::sync::oneshot::channel::<()>();
+    let consumers = [scheduled.clone(), urgent.clone()];
+    let lag = crate::bus::lag::spawn_lag_reporter(&consumers, LAG_EVERY, lag_stopped);
+    drop(consumers);
+    let (stop_watch, watch_stopped) = tokio::sync::oneshot::channel::<()>();
+    let watch = tokio::spawn(watch_unowned(
+        vec![
+            (scheduled.clone(), topics.consumer_group(), topics.jobs()),
+            (urgent.clone(), urgent_group, topics.urgent_jobs()),
+        ],
+        watch_stopped,
+    ));
     let ctx = TaskContext {
         syncer,
         tracker: OffsetTracker::default(),
@@ -289,7 +296,12 @@ pub async fn consume(
             warn!("a job task ended abnormally: {e}");
         }
     }
-    watch.abort();
+    // The helper tasks hold the consumers too: they end here, so the consumers close below,
+    // while the broker is still there (a consumer closed later, by a task the runtime
+    // drops after its broker is gone, waits forever for its leave-group answer).
+    drop((stop_watch, stop_lag));
+    let _ = watch.await;
+    let _ = lag.await;
     scheduled.unsubscribe();
     urgent.unsubscribe();
     drop(scheduled);
@@ -526,12 +538,20 @@ async fn fail_panicked(syncer: &Syncer, job: &Job, reason: &str, stop: &StopSign
 /// consumer in the group; when one stays so across two checks (a rebalance in progress
 /// leaves partitions unowned for a moment), warn, report them for readiness and metrics,
 /// and rejoin the group so that a new rebalance hands them out.
-async fn watch_unowned(consumers: Vec<(Arc<JobsConsumer>, String, String)>) {
+/// It ends when `stop` fires (its sender dropped), after any check in progress, so that
+/// it no longer holds the consumers once its task has ended.
+async fn watch_unowned(
+    consumers: Vec<(Arc<JobsConsumer>, String, String)>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
     let mut before: HashMap<String, BTreeSet<i32>> = HashMap::new();
     let mut every = tokio::time::interval(UNOWNED_CHECK_EVERY);
     every.tick().await;
     loop {
-        every.tick().await;
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = &mut stop => return,
+        }
         for (consumer, group, topic) in &consumers {
             let (c, g, t) = (consumer.clone(), group.clone(), topic.clone());
             let found = tokio::task::spawn_blocking(move || {
