@@ -205,20 +205,7 @@ pub async fn consume(
         &settings(urgent_group.clone(), ".urgent"),
         &topics.urgent_jobs(),
     )?);
-    // Consumer lag of both jobs topics as a metric (it holds the consumers weakly and ends
-    // with them).
-    let (stop_lag, lag_stopped) = tokio::sync::oneshot::channel::<()>();
-    let consumers = [scheduled.clone(), urgent.clone()];
-    let lag = crate::bus::lag::spawn_lag_reporter(&consumers, LAG_EVERY, lag_stopped);
-    drop(consumers);
-    let (stop_watch, watch_stopped) = tokio::sync::oneshot::channel::<()>();
-    let watch = tokio::spawn(watch_unowned(
-        vec![
-            (scheduled.clone(), topics.consumer_group(), topics.jobs()),
-            (urgent.clone(), urgent_group, topics.urgent_jobs()),
-        ],
-        watch_stopped,
-    ));
+    let helpers = Helpers::start(&scheduled, &urgent, topics, urgent_group);
     let ctx = TaskContext {
         syncer,
         tracker: OffsetTracker::default(),
@@ -296,18 +283,54 @@ pub async fn consume(
             warn!("a job task ended abnormally: {e}");
         }
     }
-    // The helper tasks hold the consumers too: they end here, so the consumers close below,
-    // while the broker is still there (a consumer closed later, by a task the runtime
-    // drops after its broker is gone, waits forever for its leave-group answer).
-    drop((stop_watch, stop_lag));
-    let _ = watch.await;
-    let _ = lag.await;
+    helpers.stop().await;
     scheduled.unsubscribe();
     urgent.unsubscribe();
     drop(scheduled);
     drop(urgent);
     info!("worker stopped");
     Ok(())
+}
+
+/// The tasks beside the loop that read the consumers: the lag reporter (metrics) and the
+/// unowned-partition watch.
+struct Helpers {
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Helpers {
+    fn start(
+        scheduled: &Arc<JobsConsumer>,
+        urgent: &Arc<JobsConsumer>,
+        topics: &Topics,
+        urgent_group: String,
+    ) -> Helpers {
+        let (stop_lag, lag_stopped) = tokio::sync::oneshot::channel::<()>();
+        let consumers = [scheduled.clone(), urgent.clone()];
+        let lag = crate::bus::lag::spawn_lag_reporter(&consumers, LAG_EVERY, lag_stopped);
+        let (stop_watch, watch_stopped) = tokio::sync::oneshot::channel::<()>();
+        let watched = vec![
+            (scheduled.clone(), topics.consumer_group(), topics.jobs()),
+            (urgent.clone(), urgent_group, topics.urgent_jobs()),
+        ];
+        let watch = tokio::spawn(watch_unowned(watched, watch_stopped));
+        Helpers {
+            stops: vec![stop_lag, stop_watch],
+            tasks: vec![lag, watch],
+        }
+    }
+
+    /// The helpers hold the consumers too: they end here (after any broker call in
+    /// progress), so the loop closes the consumers while the broker is still there. A
+    /// consumer closed later, by a task the runtime drops after its broker is gone, waits
+    /// forever for its leave-group answer.
+    async fn stop(self) {
+        drop(self.stops);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
 }
 
 /// Collect finished tasks. A panic is caught inside each task (so its job is failed and
