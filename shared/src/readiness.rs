@@ -98,7 +98,20 @@ pub fn report() -> (bool, Value) {
 
 /// Check the store (a `SELECT 1`) and, when `brokers` is given, the broker (a metadata
 /// request) every [`PROBE_EVERY`], for the life of the process.
+///
+/// The store is probed on PostgreSQL only: SQLite is a file beside the process with one
+/// connection shared by every job, which a probe would only compete for. Jobs still report
+/// a failing SQLite store through [`set_ready`].
 pub fn spawn_probes(store: crate::store::Store, brokers: Option<String>) {
+    if store.is_postgres() {
+        spawn_store_probe(store);
+    }
+    if let Some(brokers) = brokers {
+        spawn_broker_probe(brokers);
+    }
+}
+
+fn spawn_store_probe(store: crate::store::Store) {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(PROBE_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -113,26 +126,26 @@ pub fn spawn_probes(store: crate::store::Store, brokers: Option<String>) {
             set_ready(STORE, up);
         }
     });
-    if let Some(brokers) = brokers {
-        tokio::spawn(async move {
-            let probe = match crate::bus::kafka::BrokerProbe::new(&brokers) {
-                Ok(p) => std::sync::Arc::new(p),
-                Err(e) => {
-                    warn!("cannot probe the broker at {brokers}: {e}");
-                    return;
-                }
-            };
-            let mut every = tokio::time::interval(PROBE_EVERY);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                every.tick().await;
-                let p = probe.clone();
-                let up = tokio::task::spawn_blocking(move || p.reachable(PROBE_EVERY * 2))
-                    .await
-                    .unwrap_or(false);
-                set_ready(BROKER, up);
-            }
+}
+
+/// The broker check blocks (a metadata request), so it runs on a thread of its own rather
+/// than borrowing the runtime's blocking pool every few seconds.
+fn spawn_broker_probe(brokers: String) {
+    let probe = match crate::bus::kafka::BrokerProbe::new(&brokers) {
+        Ok(p) => p,
+        Err(e) => {
+            warn!("cannot probe the broker at {brokers}: {e}");
+            return;
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("broker-probe".into())
+        .spawn(move || loop {
+            std::thread::sleep(PROBE_EVERY);
+            set_ready(BROKER, probe.reachable(PROBE_EVERY * 2));
         });
+    if let Err(e) = spawned {
+        warn!("cannot start the broker probe: {e}");
     }
 }
 
