@@ -187,7 +187,9 @@ async fn killed_worker_is_resumed(backend: &'static str, url: String) {
 /// SIGTERM drains: the slice checkpoints, its continuation is enqueued, exit 0; a
 /// new worker finishes the run.
 async fn sigterm_drains(backend: &'static str, url: String) {
-    let n = 400;
+    // Twenty slow pages (about 2 s) so the signal, sent once the first page's events
+    // are read, lands well before the last page even on a loaded machine.
+    let n = 2000;
     let rig = Rig::start(backend, url, WORKER, n).await;
     rig.lane
         .control
