@@ -559,4 +559,49 @@ mod tests {
             r#"{"id":"<id 3>","a":"x@@y","next":"<cursor>"}"#
         );
     }
+
+    /// A sandbox of two pages recorded by the engine, then 1,050 records generated from it
+    /// (rounded up to eleven pages): every id once, in order, and the run ends on the last.
+    #[tokio::test]
+    async fn generated_pages_read_like_the_recorded_ones() {
+        let sbx = crate::pipeline::contacts_sandbox(200, |_| {}).await;
+        let recorder = Replay::start(&sbx.base_url());
+        let text = std::fs::read_to_string(crate::repo_root().join("provider-specs/hubspot.yaml"))
+            .unwrap();
+        let mut doc: Value = serde_yaml_ng::from_str(&text).unwrap();
+        doc.as_object_mut().unwrap().remove("rate_limit");
+        let spec = std::env::temp_dir().join(format!("replay-test-{}.yaml", std::process::id()));
+        std::fs::write(&spec, serde_yaml_ng::to_string(&doc).unwrap()).unwrap();
+        let credentials = serde_json::json!({"access_token": "sandbox-hubspot-token"});
+        assert_eq!(recorder.warm(&spec, "contacts", credentials.clone()).await, 200);
+        assert_eq!(recorder.page_keys().len(), 2);
+        let (misses, hits) = (recorder.misses(), recorder.hits());
+        assert_eq!(recorder.warm(&spec, "contacts", credentials.clone()).await, 200);
+        assert_eq!(recorder.misses(), misses, "the second read came from memory");
+        assert_eq!(recorder.hits(), hits + 2);
+
+        let generated = Replay::synthetic(&recorder, 1_050);
+        let http = reqwest::Client::new();
+        assert_eq!(generated.fetch_and_parse(&http).await, (11, 1_100));
+        assert_eq!(generated.warm(&spec, "contacts", credentials).await, 1_100);
+        let last = generated.page_keys().pop().unwrap();
+        let page: Value = http
+            .get(format!("{}{last}", generated.base_url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let ids: Vec<&str> = page["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids.first(), Some(&"1001"));
+        assert_eq!(ids.last(), Some(&"1100"));
+        assert_eq!(page["results"][0]["properties"]["hs_object_id"], "1001");
+        assert!(page.get("paging").is_none(), "the last page has no next cursor");
+    }
 }
