@@ -573,11 +573,21 @@ mod tests {
         let spec = std::env::temp_dir().join(format!("replay-test-{}.yaml", std::process::id()));
         std::fs::write(&spec, serde_yaml_ng::to_string(&doc).unwrap()).unwrap();
         let credentials = serde_json::json!({"access_token": "sandbox-hubspot-token"});
-        assert_eq!(recorder.warm(&spec, "contacts", credentials.clone()).await, 200);
+        assert_eq!(
+            recorder.warm(&spec, "contacts", credentials.clone()).await,
+            200
+        );
         assert_eq!(recorder.page_keys().len(), 2);
         let (misses, hits) = (recorder.misses(), recorder.hits());
-        assert_eq!(recorder.warm(&spec, "contacts", credentials.clone()).await, 200);
-        assert_eq!(recorder.misses(), misses, "the second read came from memory");
+        assert_eq!(
+            recorder.warm(&spec, "contacts", credentials.clone()).await,
+            200
+        );
+        assert_eq!(
+            recorder.misses(),
+            misses,
+            "the second read came from memory"
+        );
         assert_eq!(recorder.hits(), hits + 2);
 
         let generated = Replay::synthetic(&recorder, 1_050);
@@ -602,6 +612,9 @@ mod tests {
         assert_eq!(ids.first(), Some(&"1001"));
         assert_eq!(ids.last(), Some(&"1100"));
         assert_eq!(page["results"][0]["properties"]["hs_object_id"], "1001");
-        assert!(page.get("paging").is_none(), "the last page has no next cursor");
+        assert!(
+            page.get("paging").is_none(),
+            "the last page has no next cursor"
+        );
     }
 }
