@@ -111,6 +111,7 @@ async fn main() {
     let (syncer, job) = syncer(&broker, &replay.base_url()).await;
     let before = replay.served().len();
     common::reset_peak_rss("self");
+    let rss_before = common::rss_mib("self").unwrap_or(0.0);
     let cpu = common::self_cpu();
     let t = Instant::now();
     let outcome = syncer.run_job(&job, &AtomicBool::new(false)).await.unwrap();
@@ -147,7 +148,7 @@ async fn main() {
         parts[9].1 / parts[0].1
     );
     println!(
-        "  CPU of this process per 100,000 records: {:.2} s; peak RSS during the run {:.0} MiB",
+        "  CPU of this process per 100,000 records: {:.2} s; peak RSS during the run {:.0} MiB ({rss_before:.0} MiB resident at its start)",
         cpu * 100_000.0 / total as f64,
         common::peak_rss_mib("self").unwrap_or(0.0)
     );

@@ -133,7 +133,9 @@ fn job(tenant: &str, connection: &str) -> Job {
 #[tokio::main]
 async fn main() {
     let per = bench_records(5_000);
-    let rig = Rig::start("postgres", fresh_postgres().await, WORKER, per).await;
+    let url = fresh_postgres().await;
+    println!("{}", common::postgres_note(&url).await);
+    let rig = Rig::start("postgres", url, WORKER, per).await;
     ensure_pipeline_topics(&rig.broker.addr, &rig.lane.topics, 3)
         .await
         .unwrap();
@@ -167,6 +169,7 @@ async fn main() {
 
     let (pid, store) = (worker.id(), &rig.lane.store);
     common::reset_peak_rss(&pid.to_string());
+    let rss_before = common::rss_mib(&pid.to_string()).unwrap_or(0.0);
     let before = Cpu::now(pid, rig.broker.pid(), store).await;
     let t = Instant::now();
     let mut runs = Vec::new();
@@ -217,5 +220,5 @@ async fn main() {
             b * per_100k
         ))
     );
-    println!("  worker peak RSS during the runs: {peak:.0} MiB");
+    println!("  worker peak RSS during the runs: {peak:.0} MiB ({rss_before:.0} MiB resident at their start)");
 }

@@ -105,7 +105,7 @@ async fn pipeline(
 
 #[tokio::main]
 async fn main() {
-    let n = bench_records(100_000);
+    let n = bench_records(20_000);
     let broker = Broker::start();
     let sbx = tributary_e2e::pipeline::contacts_sandbox(n, |_| {}).await;
     let specs = unbudgeted_specs();
@@ -126,10 +126,14 @@ async fn main() {
         ("sqlite", fresh_sqlite()),
         ("postgres", fresh_postgres().await),
     ] {
+        if backend == "postgres" {
+            println!("{}", common::postgres_note(&url).await);
+        }
         let fetched = fetch_and_parse(&replay, n).await;
         let topics = topics(&broker, backend).await;
         let events = topics.model("crm.contact");
         common::reset_peak_rss("self");
+        let rss_before = common::rss_mib("self").unwrap_or(0.0);
         let (cpu, served) = (common::self_cpu(), common::thread_cpu(replay.thread_id()));
         let full = pipeline(url, &broker, topics, specs.clone(), &replay.base_url(), n).await;
         let cpu = common::self_cpu() - cpu;
@@ -154,7 +158,7 @@ async fn main() {
             rate(n, full) / lower
         );
         println!(
-            "  CPU of this process per 100,000 records: {:.2} s (of which the replay server's thread {:.2} s); peak RSS during the run {peak:.0} MiB",
+            "  CPU of this process per 100,000 records: {:.2} s (of which the replay server's thread {:.2} s); peak RSS during the run {peak:.0} MiB ({rss_before:.0} MiB resident at its start)",
             cpu * per,
             served * per
         );

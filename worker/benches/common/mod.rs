@@ -90,8 +90,17 @@ pub fn thread_cpu(tid: u32) -> f64 {
 
 /// VmHWM (peak resident memory) of a process, in MiB; `pid` may be `self`.
 pub fn peak_rss_mib(pid: &str) -> Option<f64> {
+    status_mib(pid, "VmHWM:")
+}
+
+/// VmRSS (resident memory now) of a process, in MiB.
+pub fn rss_mib(pid: &str) -> Option<f64> {
+    status_mib(pid, "VmRSS:")
+}
+
+fn status_mib(pid: &str, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }
@@ -190,4 +199,17 @@ pub async fn produce(brokers: &str, messages: &[OutMessage], streams: usize) -> 
     });
     futures::future::join_all(sends).await;
     t.elapsed()
+}
+
+/// A line on the PostgreSQL server's autovacuum: with it off, no table is ever analyzed,
+/// and the planner keeps the plans it made for empty tables (the fingerprints lookup then
+/// reads every fingerprint of the connection), so a bench's PostgreSQL figures depend on it.
+pub async fn postgres_note(url: &str) -> String {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    let on: String = sqlx::query_scalar("SHOW autovacuum")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    format!("PostgreSQL autovacuum: {on}")
 }
