@@ -69,10 +69,17 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let sql = format!(
-            "SELECT record_id, hash, field_hashes FROM fingerprints WHERE connection = $1 AND resource = $2 AND record_id IN {}",
-            self.json_ids(3)
-        );
+        let sql = if self.is_postgres() {
+            format!(
+                "SELECT f.record_id, f.hash, f.field_hashes FROM json_array_elements_text($3::json) AS ids(id)
+                 CROSS JOIN LATERAL (SELECT record_id, hash, field_hashes FROM fingerprints
+                   WHERE connection = $1 AND resource = $2 AND record_id = ids.id OFFSET 0) AS f"
+            )
+        } else {
+            "SELECT record_id, hash, field_hashes FROM fingerprints
+             WHERE connection = $1 AND resource = $2 AND record_id IN (SELECT value FROM json_each($3))"
+                .to_string()
+        };
         let rows: Vec<FingerprintRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(connection)
             .bind(resource)
@@ -82,12 +89,27 @@ impl Store {
         rows.into_iter().map(StoredFingerprint::try_from).collect()
     }
 
-    /// `(SELECT ...)`: the ids of the JSON array bound at `$param`, as the database expands it.
-    fn json_ids(&self, param: usize) -> String {
+    /// `<table alias> ... WHERE <the rows of these ids>`: the rows of the (connection,
+    /// resource) at `$conn`, `$res` whose ids are in the JSON array at `$ids`, for an UPDATE
+    /// (`FROM`) or a DELETE (`USING`) of `fingerprints AS f`.
+    ///
+    /// On PostgreSQL each id is one probe of the primary key (a lateral lookup the planner
+    /// cannot flatten), then the row by its ctid. Written as `record_id IN (...)`, a cached
+    /// generic plan made while the table had no statistics scans every row of the
+    /// connection per statement (it believes `connection = $1` matches one row), which made
+    /// a page's cost grow with what was stored.
+    fn rows_of_ids(&self, join: &str, conn: usize, res: usize, ids: usize) -> String {
         if self.is_postgres() {
-            format!("(SELECT value FROM json_array_elements_text(${param}::json) AS value)")
+            format!(
+                "{join} (SELECT h.ctid AS hit FROM json_array_elements_text(${ids}::json) AS ids(id)
+                   CROSS JOIN LATERAL (SELECT ctid FROM fingerprints
+                     WHERE connection = ${conn} AND resource = ${res} AND record_id = ids.id OFFSET 0) AS h) AS x
+                 WHERE f.ctid = x.hit"
+            )
         } else {
-            format!("(SELECT value FROM json_each(${param}))")
+            format!(
+                "WHERE f.connection = ${conn} AND f.resource = ${res} AND f.record_id IN (SELECT value FROM json_each(${ids}))"
+            )
         }
     }
 
@@ -117,8 +139,8 @@ impl Store {
         self.write_seen(&mut tx, c, seq, &t).await?;
         if !c.deleted.is_empty() {
             let sql = format!(
-                "DELETE FROM fingerprints WHERE connection = $1 AND resource = $2 AND record_id IN {}",
-                self.json_ids(3)
+                "DELETE FROM fingerprints AS f {}",
+                self.rows_of_ids("USING", 1, 2, 3)
             );
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(c.connection)
@@ -294,8 +316,8 @@ impl Store {
         }
         if !c.touched.is_empty() {
             let sql = format!(
-                "UPDATE fingerprints SET seen_run = $1, seen_seq = $2 WHERE connection = $3 AND resource = $4 AND record_id IN {}",
-                self.json_ids(5)
+                "UPDATE fingerprints AS f SET seen_run = $1, seen_seq = $2 {}",
+                self.rows_of_ids("FROM", 3, 4, 5)
             );
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(c.run_id)
