@@ -54,10 +54,15 @@ impl Window {
             .collect()
     }
 
-    fn add(&self, page: u32, seen: &[StoredFingerprint]) {
+    /// The page's new and changed fingerprints (an unchanged one is the stored row).
+    fn add(&self, page: u32, outcome: &PageOutcome) {
+        let unchanged: std::collections::HashSet<usize> =
+            outcome.unchanged.iter().copied().collect();
         let mut window = self.lock();
-        for fp in seen {
-            window.insert(fp.record_id.clone(), (page, fp.clone()));
+        for (i, fp) in outcome.seen.iter().enumerate() {
+            if !unchanged.contains(&i) {
+                window.insert(fp.record_id.clone(), (page, fp.clone()));
+            }
         }
     }
 
@@ -122,7 +127,7 @@ impl Syncer {
                 .in_scope(|| process_page(&ctx, number, records, &stored))
         });
         record_page_metrics(&step.admitted.run, &outcome);
-        window.add(number, &outcome.seen);
+        window.add(number, &outcome);
         Ok(Processed {
             number,
             outcome,
@@ -139,5 +144,48 @@ fn cpu_bound<T>(work: impl FnOnce() -> T) -> T {
             tokio::task::block_in_place(work)
         }
         _ => work(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp(id: &str, hash: &str) -> StoredFingerprint {
+        StoredFingerprint {
+            record_id: id.into(),
+            hash: hash.into(),
+            field_hashes: Default::default(),
+        }
+    }
+
+    fn outcome(seen: Vec<StoredFingerprint>, unchanged: Vec<usize>) -> PageOutcome {
+        PageOutcome {
+            seen,
+            unchanged,
+            ..PageOutcome::default()
+        }
+    }
+
+    #[test]
+    fn the_window_answers_for_records_in_flight_until_their_page_is_committed() {
+        let window = Window::default();
+        window.add(1, &outcome(vec![fp("a", "a1"), fp("b", "b1")], vec![1]));
+        window.add(2, &outcome(vec![fp("a", "a2")], vec![]));
+        let ids = ["a".to_string(), "b".to_string()];
+        let pending = window.pending(&ids);
+        assert_eq!(pending["a"].hash, "a2", "the later page's version");
+        assert!(
+            !pending.contains_key("b"),
+            "an unchanged record is the stored row"
+        );
+        window.committed(1);
+        assert_eq!(
+            window.pending(&ids)["a"].hash,
+            "a2",
+            "page 1's commit leaves page 2's version"
+        );
+        window.committed(2);
+        assert!(window.pending(&ids).is_empty());
     }
 }
