@@ -70,11 +70,10 @@ impl Store {
             return Ok(Vec::new());
         }
         let sql = if self.is_postgres() {
-            format!(
-                "SELECT f.record_id, f.hash, f.field_hashes FROM json_array_elements_text($3::json) AS ids(id)
-                 CROSS JOIN LATERAL (SELECT record_id, hash, field_hashes FROM fingerprints
-                   WHERE connection = $1 AND resource = $2 AND record_id = ids.id OFFSET 0) AS f"
-            )
+            "SELECT f.record_id, f.hash, f.field_hashes FROM json_array_elements_text($3::json) AS ids(id)
+             CROSS JOIN LATERAL (SELECT record_id, hash, field_hashes FROM fingerprints
+               WHERE connection = $1 AND resource = $2 AND record_id = ids.id OFFSET 0) AS f"
+                .to_string()
         } else {
             "SELECT record_id, hash, field_hashes FROM fingerprints
              WHERE connection = $1 AND resource = $2 AND record_id IN (SELECT value FROM json_each($3))"
