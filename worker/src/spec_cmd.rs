@@ -344,7 +344,9 @@ async fn print_records(
             (EXIT_RUN_FAILED, anyhow!(e).context(after))
         })?;
         for (i, raw) in page.records.into_iter().enumerate() {
-            match primary_key(&raw, pk).and_then(|id| normalize(resource, id, raw)) {
+            let normalized = primary_key(&raw, pk)
+                .and_then(|id| normalize(resource, id, raw).map_err(|rejected| rejected.error));
+            match normalized {
                 Ok(record) => {
                     let line = serde_json::to_string(&record).expect("records serialize");
                     if writeln!(out, "{line}").is_err() {

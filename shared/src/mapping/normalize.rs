@@ -5,7 +5,6 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::jsonata::{to_json, to_jvalue};
 use crate::spec::compile::CompiledResource;
 
 /// A normalized record, as `spec run` prints it and the pipeline publishes it.
@@ -35,47 +34,78 @@ pub enum NormalizeError {
     },
 }
 
-/// The provider id of a raw record, as a string.
+/// A record that could not be normalized, handed back with its error (normalize
+/// takes the record by value, so the caller keeps no copy for this case).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{error}")]
+pub struct Rejected {
+    pub error: NormalizeError,
+    pub raw: Value,
+}
+
+/// The provider id of a raw record, as a string. A plain path is read in place.
 pub fn primary_key(
     raw: &Value,
     plan_pk: &super::jsonata::Jsonata,
 ) -> Result<String, NormalizeError> {
+    let key = |value: Option<&Value>| match value {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        Some(Value::Number(n)) => Ok(n.to_string()),
+        _ => Err(NormalizeError::NoPrimaryKey),
+    };
+    if let Some(found) = plan_pk.lookup_ref(raw) {
+        return key(found);
+    }
     let value = plan_pk
         .eval_json(raw)
         .map_err(|message| NormalizeError::Evaluation {
             what: "records.primary_key",
             message,
         })?;
-    match value {
-        Some(Value::String(s)) if !s.is_empty() => Ok(s),
-        Some(Value::Number(n)) => Ok(n.to_string()),
-        _ => Err(NormalizeError::NoPrimaryKey),
-    }
+    key(value.as_ref())
 }
 
-/// Map one record. `id` is the record's primary key, already read.
+/// Map one record. `id` is the record's primary key, already read; `raw` becomes
+/// the record's `remote_data`, or comes back inside the error.
 pub fn normalize(
     resource: &CompiledResource,
     id: String,
     raw: Value,
-) -> Result<UnifiedRecord, NormalizeError> {
-    let input = to_jvalue(&raw);
+) -> Result<UnifiedRecord, Rejected> {
+    match mapped(resource, &id, &raw) {
+        Ok((data, custom_fields)) => Ok(UnifiedRecord {
+            model: resource.model.name,
+            id,
+            data,
+            custom_fields,
+            remote_data: raw,
+        }),
+        Err(error) => Err(Rejected { error, raw }),
+    }
+}
+
+/// The unified fields and the custom fields of one record, checked against the model.
+fn mapped(
+    resource: &CompiledResource,
+    id: &str,
+    raw: &Value,
+) -> Result<(Map<String, Value>, Map<String, Value>), NormalizeError> {
     let mapped = resource
-        .mapping
-        .eval(&input)
+        .mapping_plan
+        .map(raw)
         .map_err(|message| NormalizeError::Evaluation {
             what: "mapping",
             message,
         })?;
-    let mut data = match to_json(&mapped) {
+    let mut data = match mapped {
         Some(Value::Object(map)) => map,
         Some(other) => return Err(NormalizeError::NotAnObject(kind(&other))),
         None => return Err(NormalizeError::NotAnObject("nothing")),
     };
     // Unified fields left empty are absent, so consumers see one shape for "unknown".
     data.retain(|_, v| !v.is_null());
-    data.insert("id".into(), Value::String(id.clone()));
-    let custom_fields = custom_fields(resource, &raw)?;
+    data.insert("id".into(), Value::String(id.to_string()));
+    let custom_fields = custom_fields(resource, raw)?;
     let data = Value::Object(data);
     resource
         .model
@@ -88,13 +118,7 @@ pub fn normalize(
     let Value::Object(data) = data else {
         unreachable!("built as an object above")
     };
-    Ok(UnifiedRecord {
-        model: resource.model.name,
-        id,
-        data,
-        custom_fields,
-        remote_data: raw,
-    })
+    Ok((data, custom_fields))
 }
 
 fn custom_fields(
