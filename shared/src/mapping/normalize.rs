@@ -160,3 +160,69 @@ fn kind(v: &Value) -> &'static str {
         Value::Object(_) => "an object",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::spec::compile::{compile, CompiledSpec};
+    use crate::spec::load::parse_spec;
+
+    const SPEC: &str = r#"spec_version: 1
+name: demo
+base_url: "https://api.example.com"
+allowed_hosts: ["api.example.com"]
+auth: {type: bearer}
+resources:
+  deals:
+    model: crm.deal
+    request: {path: /deals}
+    pagination: {type: cursor, cursor_path: next, param: after}
+    records: {path: items, primary_key: id}
+    mapping: |
+      ( $p := props; { "name": $p.name, "amount": $p.amount, "stage": $string($p.stage) } )
+    custom_fields: {from: props}
+"#;
+
+    fn spec() -> CompiledSpec {
+        compile(parse_spec(Path::new("demo.yaml"), SPEC).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn integers_arrive_with_every_digit_in_data_and_remote_data() {
+        let spec = spec();
+        let resource = spec.resource("deals").unwrap();
+        let raw: Value = serde_json::from_str(
+            r#"{"id": 9007199254740993, "props": {"name": "Big", "amount": 9007199254740993, "stage": "won", "extra": 12345678901234567}}"#,
+        )
+        .unwrap();
+        let id = primary_key(&raw, &resource.full.records.primary_key).unwrap();
+        assert_eq!(id, "9007199254740993");
+        let rec = normalize(resource, id, raw).unwrap();
+        let line = serde_json::to_string(&rec).unwrap();
+        assert!(line.contains(r#""amount":9007199254740993"#), "{line}");
+        assert!(line.contains(r#""id":9007199254740993"#), "{line}");
+        assert!(line.contains(r#""extra":12345678901234567"#), "{line}");
+        assert_eq!(rec.data["stage"], "won");
+        assert_eq!(
+            rec.remote_data["props"]["amount"].to_string(),
+            "9007199254740993"
+        );
+    }
+
+    #[test]
+    fn a_rejected_record_comes_back_whole_with_its_error() {
+        let spec = spec();
+        let resource = spec.resource("deals").unwrap();
+        let raw = json!({"id": "7", "props": {"name": 42, "amount": 1}});
+        let rejected = normalize(resource, "7".into(), raw.clone()).unwrap_err();
+        assert_eq!(rejected.raw, raw);
+        assert!(
+            matches!(&rejected.error, NormalizeError::Schema { problems, .. } if problems.contains("/name")),
+            "{rejected}"
+        );
+    }
+}
