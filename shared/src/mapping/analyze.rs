@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use jsonata_core::ast::{AstNode, BinaryOp, PathStep, Stage};
+use jsonata_core::ast::{AstNode, BinaryOp, PathStep, Stage, StepId};
 
 use super::paths::Needed;
 
@@ -83,6 +83,16 @@ pub fn split(ast: &AstNode) -> Option<Split> {
 }
 
 impl Split {
+    /// The plain path `node` reads from the root, aliases resolved.
+    pub fn path_of(&self, node: &AstNode) -> Option<Vec<String>> {
+        plain_path(node, &self.aliases)
+    }
+
+    /// Whether `name` is bound as a variable anywhere in the mapping.
+    pub fn is_bound(&self, name: &str) -> bool {
+        self.bound.contains_key(name)
+    }
+
     /// What of a record the computed fields (and the statements) can read; `None`
     /// when that cannot be told (the whole record must be converted).
     pub fn needed(&self) -> Option<Needed> {
@@ -99,6 +109,153 @@ impl Split {
         }
         Some(walk.needed)
     }
+}
+
+/// The computed fields and the statements with every alias replaced by its path
+/// (`$p.name` by `properties.name`), the alias statements dropped: variables keep
+/// the evaluator on its tree walker, paths let it compile the expression. Only
+/// exact where each alias holds no array (the caller checks, record by record),
+/// and only done where an alias is read in the record's own context.
+pub struct Substituted {
+    pub statements: Vec<AstNode>,
+    pub computed: Vec<(String, AstNode)>,
+    /// Every alias's path, to check in each record.
+    pub alias_paths: Vec<Vec<String>>,
+}
+
+impl Split {
+    pub fn substituted(&self) -> Option<Substituted> {
+        let mut statements = Vec::new();
+        for statement in &self.statements {
+            match binding(statement) {
+                Some((name, _)) if self.aliases.contains_key(name) => {}
+                _ => statements.push(self.rewrite(statement)?),
+            }
+        }
+        let mut computed = Vec::new();
+        for (key, field) in &self.fields {
+            if let Field::Computed(node) = field {
+                computed.push((key.clone(), self.rewrite(node)?));
+            }
+        }
+        Some(Substituted {
+            statements,
+            computed,
+            alias_paths: self.aliases.values().cloned().collect(),
+        })
+    }
+
+    /// `node` in the record's context, aliases replaced; `None` where an alias is
+    /// read elsewhere (in a predicate, a later step, a function's body).
+    fn rewrite(&self, node: &AstNode) -> Option<AstNode> {
+        let all = |items: &[AstNode]| {
+            items
+                .iter()
+                .map(|n| self.rewrite(n))
+                .collect::<Option<Vec<_>>>()
+        };
+        let boxed = |n: &AstNode| self.rewrite(n).map(Box::new);
+        Some(match node {
+            AstNode::Variable(name) => match self.aliases.get(name) {
+                Some(path) => names_path(path, &[]),
+                None => node.clone(),
+            },
+            AstNode::Path { steps } => {
+                let alias = match &steps[0].node {
+                    AstNode::Variable(name) if bare(&steps[0]) => self.aliases.get(name),
+                    _ => None,
+                };
+                let rest = if alias.is_some() {
+                    &steps[1..]
+                } else {
+                    &steps[..]
+                };
+                if rest.iter().any(|s| self.step_reads_alias(s)) {
+                    return None;
+                }
+                match alias {
+                    Some(path) => names_path(path, rest),
+                    None => node.clone(),
+                }
+            }
+            AstNode::Binary { op, lhs, rhs } => AstNode::Binary {
+                op: *op,
+                lhs: if *op == BinaryOp::ColonEqual {
+                    lhs.clone()
+                } else {
+                    boxed(lhs)?
+                },
+                rhs: boxed(rhs)?,
+            },
+            AstNode::Unary { op, operand } => AstNode::Unary {
+                op: *op,
+                operand: boxed(operand)?,
+            },
+            AstNode::Function {
+                name,
+                args,
+                is_builtin,
+            } => AstNode::Function {
+                name: name.clone(),
+                args: all(args)?,
+                is_builtin: *is_builtin,
+            },
+            AstNode::Array(items) => AstNode::Array(all(items)?),
+            AstNode::Block(items) => AstNode::Block(all(items)?),
+            AstNode::Object(pairs) => AstNode::Object(
+                pairs
+                    .iter()
+                    .map(|(k, v)| Some((self.rewrite(k)?, self.rewrite(v)?)))
+                    .collect::<Option<Vec<_>>>()?,
+            ),
+            AstNode::Conditional {
+                condition,
+                then_branch,
+                else_branch,
+            } => AstNode::Conditional {
+                condition: boxed(condition)?,
+                then_branch: boxed(then_branch)?,
+                else_branch: match else_branch {
+                    Some(e) => Some(boxed(e)?),
+                    None => None,
+                },
+            },
+            // Anything else evaluates its parts in other contexts: kept only alias-free.
+            other if self.reads_alias(other) => return None,
+            other => other.clone(),
+        })
+    }
+
+    fn reads_alias(&self, node: &AstNode) -> bool {
+        if let AstNode::Variable(name) = node {
+            return self.aliases.contains_key(name);
+        }
+        let mut found = false;
+        children(node, &mut |child| found = found || self.reads_alias(child));
+        found
+    }
+
+    fn step_reads_alias(&self, step: &PathStep) -> bool {
+        self.reads_alias(&step.node)
+            || step.stages.iter().any(|stage| match stage {
+                Stage::Filter(expr) => self.reads_alias(expr),
+                _ => false,
+            })
+    }
+}
+
+/// The path `names` followed by `rest` (steps copied get new identities, as the
+/// evaluator's cache of step bodies asks of changed steps).
+fn names_path(names: &[String], rest: &[PathStep]) -> AstNode {
+    let steps = names
+        .iter()
+        .map(|n| PathStep::new(AstNode::Name(n.clone())))
+        .chain(rest.iter().map(|s| PathStep {
+            id: StepId::default(),
+            ..s.clone()
+        }))
+        .collect();
+    AstNode::Path { steps }
 }
 
 /// `$name := rhs`.

@@ -121,10 +121,31 @@ fn mapped(
     Ok((data, custom_fields))
 }
 
-fn custom_fields(
+/// The provider fields the mapping did not use, as `custom_fields`.
+pub fn custom_fields(
     resource: &CompiledResource,
     raw: &Value,
 ) -> Result<Map<String, Value>, NormalizeError> {
+    let keep = |name: &String, value: &Value| {
+        !value.is_null()
+            && !resource.mapped_fields.contains(name)
+            && !resource.custom_exclude.contains(name)
+            && resource
+                .custom_include
+                .as_ref()
+                .is_none_or(|re| re.is_match(name))
+    };
+    // A plain path is read in place: only the fields kept are copied.
+    if let Some(found) = resource.custom_from.lookup_ref(raw) {
+        return Ok(match found {
+            Some(Value::Object(fields)) => fields
+                .iter()
+                .filter(|(k, v)| keep(k, v))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            _ => Map::new(),
+        });
+    }
     let source =
         resource
             .custom_from
@@ -136,18 +157,7 @@ fn custom_fields(
     let Some(Value::Object(fields)) = source else {
         return Ok(Map::new());
     };
-    Ok(fields
-        .into_iter()
-        .filter(|(name, value)| {
-            !value.is_null()
-                && !resource.mapped_fields.contains(name)
-                && !resource.custom_exclude.contains(name)
-                && resource
-                    .custom_include
-                    .as_ref()
-                    .is_none_or(|re| re.is_match(name))
-        })
-        .collect())
+    Ok(fields.into_iter().filter(|(k, v)| keep(k, v)).collect())
 }
 
 fn kind(v: &Value) -> &'static str {

@@ -1,18 +1,24 @@
 //! A mapping compiled once into the least work per record.
 //!
 //! A mapping that is an object constructor (optionally after statements binding
-//! aliases and functions) is evaluated field by field: a field that is a plain path
-//! is copied straight from the JSON record (no conversion, integers exact); the
-//! other fields go to the evaluator together, on only the part of the record they
-//! can read. Anything else, or a record where a plain path meets an array, is
-//! evaluated whole as written. Either way the result is the evaluator's, except
-//! that integers copied by a plain path keep digits its f64 would lose.
+//! aliases and functions) is evaluated field by field, in the constructor's order:
+//! - a field that is a plain path is copied straight from the JSON record (no
+//!   conversion, integers exact);
+//! - a field within the part of JSONata [`super::direct`] answers is computed on
+//!   the JSON record too;
+//! - the other fields go to the evaluator together, on only the part of the
+//!   record they can read.
+//!
+//! Anything else, or a record with an array where a plain path or a direct field
+//! expects none, is evaluated whole as written. Either way the result is the
+//! evaluator's, except that integers read from the record keep digits its f64
+//! would lose.
 
 use jsonata_core::ast::AstNode;
-use jsonata_core::value::JValue;
 use serde_json::{Map, Value};
 
 use super::analyze::{self, Field};
+use super::direct::{self, Direct};
 use super::jsonata::{from_jvalue, to_json, to_jvalue, Jsonata};
 use super::paths::{copy_as_evaluated, read, Needed, Read};
 
@@ -26,17 +32,28 @@ pub struct MappingPlan {
 
 #[derive(Debug, Clone)]
 struct Fields {
-    /// Every field in the constructor's order; `None` for a computed one.
-    slots: Vec<(String, Option<Vec<String>>)>,
-    computed: Option<Computed>,
+    /// Every field in the constructor's order.
+    slots: Vec<(String, Slot)>,
+    evaluated: Option<Evaluated>,
 }
 
-/// The computed fields (and the block's statements) as one expression.
 #[derive(Debug, Clone)]
-struct Computed {
+enum Slot {
+    Path(Vec<String>),
+    Direct(Direct),
+    /// Taken from the evaluator's answer.
+    Evaluated,
+}
+
+/// The fields left to the evaluator (and the block's statements) as one expression.
+#[derive(Debug, Clone)]
+struct Evaluated {
     expr: Jsonata,
     /// What of the record it reads; `None`: the whole record.
     needed: Option<Needed>,
+    /// With aliases replaced by their paths: the aliases' paths, which must not
+    /// meet an array in a record for the replacement to be exact.
+    alias_paths: Vec<Vec<String>>,
 }
 
 impl MappingPlan {
@@ -56,38 +73,35 @@ impl MappingPlan {
         if !raw.is_object() {
             return self.map_by_evaluator(raw);
         }
-        let mut reads = Vec::with_capacity(fields.slots.len());
-        for (_, path) in &fields.slots {
-            match path.as_deref().map(|p| read(raw, p)) {
-                Some(Read::ThroughArray) => return self.map_by_evaluator(raw),
-                found => reads.push(found),
-            }
-        }
-        let computed = match &fields.computed {
-            Some(c) => {
-                let input = match &c.needed {
-                    Some(needed) => needed.convert(raw),
-                    None => to_jvalue(raw),
-                };
-                c.expr.eval(&input)?
-            }
-            None => JValue::Undefined,
+        let Ok(mut out) = fields.direct(raw) else {
+            return self.map_by_evaluator(raw);
         };
-        let mut out = Map::with_capacity(fields.slots.len());
-        for ((key, _), found) in fields.slots.iter().zip(reads) {
-            let value = match found {
-                Some(Read::Found(v)) => Some(copy_as_evaluated(v)),
-                Some(_) => None,
-                None => computed
+        let Some(ev) = &fields.evaluated else {
+            return Ok(Some(Value::Object(out)));
+        };
+        if ev.alias_paths.iter().any(|p| holds_array(raw, p)) {
+            return self.map_by_evaluator(raw);
+        }
+        let input = match &ev.needed {
+            Some(needed) => needed.convert(raw),
+            None => to_jvalue(raw),
+        };
+        let answer = ev.expr.eval(&input)?;
+        // Put the evaluator's fields in their places among the others.
+        let mut merged = Map::with_capacity(fields.slots.len());
+        for (key, slot) in &fields.slots {
+            let value = match slot {
+                Slot::Evaluated => answer
                     .get(key)
                     .filter(|v| !v.is_undefined())
                     .map(from_jvalue),
+                _ => out.remove(key),
             };
             if let Some(value) = value {
-                out.insert(key.clone(), value);
+                merged.insert(key.clone(), value);
             }
         }
-        Ok(Some(Value::Object(out)))
+        Ok(Some(Value::Object(merged)))
     }
 
     /// Map one record the way the plan replaces: the whole mapping on the whole
@@ -96,22 +110,35 @@ impl MappingPlan {
         Ok(to_json(&self.whole.eval(&to_jvalue(raw))?))
     }
 
-    /// The fields copied by a plain path (none when the mapping is evaluated whole).
+    /// The fields copied by a plain path.
+    pub fn path_fields(&self) -> Vec<&str> {
+        self.keys(|s| matches!(s, Slot::Path(_)))
+    }
+
+    /// The fields computed on the JSON record.
     pub fn direct_fields(&self) -> Vec<&str> {
+        self.keys(|s| matches!(s, Slot::Direct(_)))
+    }
+
+    /// The fields left to the evaluator.
+    pub fn evaluated_fields(&self) -> Vec<&str> {
+        self.keys(|s| matches!(s, Slot::Evaluated))
+    }
+
+    fn keys(&self, which: impl Fn(&Slot) -> bool) -> Vec<&str> {
         self.fields
             .iter()
             .flat_map(|f| &f.slots)
-            .filter(|(_, p)| p.is_some())
+            .filter(|(_, s)| which(s))
             .map(|(k, _)| k.as_str())
             .collect()
     }
 
-    /// Whether the computed fields see only part of each record.
+    /// Whether the evaluator sees only part of each record (or nothing at all).
     pub fn converts_part(&self) -> bool {
         self.fields
             .as_ref()
-            .and_then(|f| f.computed.as_ref())
-            .is_some_and(|c| c.needed.is_some())
+            .is_some_and(|f| f.evaluated.as_ref().is_none_or(|e| e.needed.is_some()))
     }
 
     /// Whether the mapping is split at all.
@@ -120,38 +147,98 @@ impl MappingPlan {
     }
 }
 
-fn fields(mapping: &Jsonata, split: analyze::Split) -> Fields {
-    let needed = split.needed();
-    let mut computed_pairs = Vec::new();
-    let slots = split
+impl Fields {
+    /// The plain and direct fields, in order; `Err` sends the record to the evaluator.
+    fn direct(&self, raw: &Value) -> Result<Map<String, Value>, direct::Bail> {
+        let mut out = Map::with_capacity(self.slots.len());
+        for (key, slot) in &self.slots {
+            let value = match slot {
+                Slot::Path(path) => match read(raw, path) {
+                    Read::Found(v) => Some(copy_as_evaluated(v)),
+                    Read::Absent => None,
+                    Read::ThroughArray => return Err(direct::Bail),
+                },
+                Slot::Direct(d) => d.eval(raw)?,
+                Slot::Evaluated => None,
+            };
+            if let Some(value) = value {
+                out.insert(key.clone(), value);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn fields(mapping: &Jsonata, mut split: analyze::Split) -> Fields {
+    let scope = direct::Scope {
+        path: &|n| split.path_of(n),
+        bound: &|name| split.is_bound(name),
+    };
+    let slots: Vec<(String, Slot)> = split
         .fields
         .iter()
-        .map(|(key, field)| match field {
-            Field::Path(path) => (key.clone(), Some(path.clone())),
-            Field::Computed(node) => {
-                computed_pairs.push((AstNode::String(key.clone()), node.clone()));
-                (key.clone(), None)
-            }
+        .map(|(key, field)| {
+            let slot = match field {
+                Field::Path(path) => Slot::Path(path.clone()),
+                Field::Computed(node) => match direct::compile(node, &scope) {
+                    Some(d) => Slot::Direct(d),
+                    None => Slot::Evaluated,
+                },
+            };
+            (key.clone(), slot)
         })
         .collect();
-    // The statements must run when a field needs them, or when they could fail.
-    let run = !computed_pairs.is_empty() || !split.statements_are_bindings;
-    let computed = run.then(|| {
-        let object = AstNode::Object(computed_pairs);
-        let ast = if split.statements.is_empty() {
-            object
-        } else {
-            let mut items = split.statements.clone();
-            items.push(object);
-            AstNode::Block(items)
-        };
-        let label = format!("{} (computed fields)", mapping.source());
-        Computed {
-            expr: Jsonata::from_ast(&label, ast),
-            needed,
-        }
+    // What the evaluator is left with.
+    split.fields.retain(|(key, _)| {
+        slots
+            .iter()
+            .any(|(k, s)| k == key && matches!(s, Slot::Evaluated))
     });
-    Fields { slots, computed }
+    // The statements must run when a field needs them, or when they could fail.
+    let evaluated = (!split.fields.is_empty() || !split.statements_are_bindings)
+        .then(|| evaluated(mapping, &split));
+    Fields { slots, evaluated }
+}
+
+fn evaluated(mapping: &Jsonata, split: &analyze::Split) -> Evaluated {
+    let needed = split.needed();
+    let (statements, pairs, alias_paths) = match split.substituted() {
+        Some(s) => (s.statements, s.computed, s.alias_paths),
+        None => {
+            let pairs = split.fields.iter().filter_map(|(key, f)| match f {
+                Field::Computed(node) => Some((key.clone(), node.clone())),
+                Field::Path(_) => None,
+            });
+            (split.statements.clone(), pairs.collect(), Vec::new())
+        }
+    };
+    let object = AstNode::Object(
+        pairs
+            .into_iter()
+            .map(|(k, v)| (AstNode::String(k), v))
+            .collect(),
+    );
+    let ast = if statements.is_empty() {
+        object
+    } else {
+        let mut items = statements;
+        items.push(object);
+        AstNode::Block(items)
+    };
+    let label = format!("{} (evaluated fields)", mapping.source());
+    Evaluated {
+        expr: Jsonata::from_ast(&label, ast),
+        needed,
+        alias_paths,
+    }
+}
+
+/// Whether the path meets an array on the way or at its end.
+fn holds_array(raw: &Value, path: &[String]) -> bool {
+    matches!(
+        read(raw, path),
+        Read::ThroughArray | Read::Found(Value::Array(_))
+    )
 }
 
 #[cfg(test)]
@@ -193,9 +280,11 @@ mod tests {
     fn plain_fields_are_read_directly_and_the_rest_sees_part_of_the_record() {
         let p = plan(ALIASED);
         assert_eq!(
-            p.direct_fields(),
+            p.path_fields(),
             ["first", "city", "address", "tags", "created"]
         );
+        assert_eq!(p.direct_fields(), ["name", "emails"]);
+        assert_eq!(p.evaluated_fields(), ["shout"]);
         assert!(p.converts_part());
         let full = json!({
             "properties": {"first": "Ada", "last": "Byron", "email": "a@x", "other": [1, 2],
@@ -298,11 +387,11 @@ mod tests {
     #[test]
     fn rebound_variables_are_not_aliases() {
         let p = plan(r#"( $p := a; $p := b; { "x": $p.c, "y": $p.c & "!" } )"#);
-        assert!(p.direct_fields().is_empty());
+        assert!(p.path_fields().is_empty());
         let out = same(&p, &json!({"a": {"c": "A"}, "b": {"c": "B"}})).unwrap();
         assert_eq!(out, Some(json!({"x": "B", "y": "B!"})));
         let p = plan(r#"( $p := a; { "x": $p.c, "f": (function($p) { $p })(1) } )"#);
-        assert!(p.direct_fields().is_empty());
+        assert!(p.path_fields().is_empty());
         same(&p, &json!({"a": {"c": "A"}})).unwrap();
     }
 
@@ -316,7 +405,7 @@ mod tests {
         assert!(same(&p, &json!({"a": 1})).unwrap_err().contains("boom"));
         // Bindings alone cannot fail and are skipped when every field is plain.
         let p = plan(r#"( $p := a; $f := function() { 1 }; { "b": $p.b } )"#);
-        assert!(p.fields.as_ref().unwrap().computed.is_none());
+        assert!(p.fields.as_ref().unwrap().evaluated.is_none());
         assert_eq!(
             same(&p, &json!({"a": {"b": 2}})).unwrap(),
             Some(json!({"b": 2}))
