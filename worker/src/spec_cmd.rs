@@ -353,8 +353,9 @@ async fn print_records(
                 .into_par_iter()
                 .with_min_len(16)
                 .map(|raw| {
-                    let record =
-                        primary_key(&raw, pk).and_then(|id| normalize(resource, id, raw))?;
+                    let record = primary_key(&raw, pk).and_then(|id| {
+                        normalize(resource, id, raw).map_err(|rejected| rejected.error)
+                    })?;
                     Ok(serde_json::to_string(&record).expect("records serialize"))
                 })
                 .collect::<Vec<Result<String, NormalizeError>>>()

@@ -170,16 +170,21 @@ fn process_part(
 }
 
 fn normalized(ctx: &PageContext<'_>, raw: Value) -> Result<UnifiedRecord, RecordFailure> {
-    let id = primary_key(&raw, &ctx.plan.records.primary_key);
-    // A copy of the raw record travels with a dead letter (normalize consumes it).
-    let result = match &id {
-        Ok(id) => normalize(ctx.resource, id.clone(), raw.clone()),
-        Err(e) => Err(e.clone()),
+    let id = match primary_key(&raw, &ctx.plan.records.primary_key) {
+        Ok(id) => id,
+        Err(e) => {
+            return Err(RecordFailure {
+                record_id: None,
+                error: e.to_string(),
+                raw,
+            })
+        }
     };
-    result.map_err(|e| RecordFailure {
-        record_id: id.ok(),
-        error: e.to_string(),
-        raw,
+    // A failed record comes back from normalize with its error: no copy is kept for it.
+    normalize(ctx.resource, id.clone(), raw).map_err(|rejected| RecordFailure {
+        record_id: Some(id),
+        error: rejected.error.to_string(),
+        raw: rejected.raw,
     })
 }
 
