@@ -10,12 +10,16 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context};
 use clap::{Args, Subcommand};
 use futures::StreamExt;
+use rayon::prelude::*;
 use serde_json::{Map, Value};
+use tokio::sync::mpsc;
 use tributary::breaker::{Breaker, BreakerSettings};
 use tributary::budget::{Budget, BudgetOwner};
-use tributary::engine::{Connection, ConnectionRuntime, ResourceRun, RunOptions};
+use tributary::engine::{
+    Connection, ConnectionRuntime, EngineError, Page, ResourceRun, RunOptions,
+};
 use tributary::http::auth::{DiscardTokens, TokenSink};
-use tributary::mapping::normalize::{normalize, primary_key};
+use tributary::mapping::normalize::{normalize, primary_key, NormalizeError};
 use tributary::secrets::Credentials;
 use tributary::spec::{load_spec, CompiledSpec};
 
@@ -322,7 +326,9 @@ impl Printed {
 }
 
 /// Normalize every record of every page and print it as one JSON line on stdout;
-/// records that fail are reported on stderr with where they came from.
+/// records that fail are reported on stderr with where they came from. The next pages
+/// are fetched while this one is mapped (at most two ahead), and a page's records are
+/// mapped on every core; lines are printed in record order.
 async fn print_records(
     spec: &CompiledSpec,
     resource_name: &str,
@@ -335,18 +341,28 @@ async fn print_records(
     let pk = &resource.plan(incremental).records.primary_key;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut printed = Printed::default();
-    let pages = run.pages();
-    futures::pin_mut!(pages);
-    while let Some(page) = pages.next().await {
+    let mut pages = read_ahead(run, 2);
+    while let Some(page) = pages.recv().await {
         let page = page.map_err(|e| {
             let _ = out.flush();
             let after = format!("after {} records", printed.records);
             (EXIT_RUN_FAILED, anyhow!(e).context(after))
         })?;
-        for (i, raw) in page.records.into_iter().enumerate() {
-            match primary_key(&raw, pk).and_then(|id| normalize(resource, id, raw)) {
-                Ok(record) => {
-                    let line = serde_json::to_string(&record).expect("records serialize");
+        let lines = tokio::task::block_in_place(|| {
+            page.records
+                .into_par_iter()
+                .with_min_len(16)
+                .map(|raw| {
+                    let record = primary_key(&raw, pk).and_then(|id| {
+                        normalize(resource, id, raw).map_err(|rejected| rejected.error)
+                    })?;
+                    Ok(serde_json::to_string(&record).expect("records serialize"))
+                })
+                .collect::<Vec<Result<String, NormalizeError>>>()
+        });
+        for (i, line) in lines.into_iter().enumerate() {
+            match line {
+                Ok(line) => {
                     if writeln!(out, "{line}").is_err() {
                         printed.closed = true;
                         return Ok(printed);
@@ -368,4 +384,21 @@ async fn print_records(
     }
     let _ = out.flush();
     Ok(printed)
+}
+
+/// The run's pages, fetched by a task of their own up to `ahead` pages before they are
+/// taken; an error is the last item.
+fn read_ahead(run: ResourceRun, ahead: usize) -> mpsc::Receiver<Result<Page, EngineError>> {
+    let (tx, rx) = mpsc::channel(ahead);
+    tokio::spawn(async move {
+        let pages = run.pages();
+        futures::pin_mut!(pages);
+        while let Some(page) = pages.next().await {
+            let failed = page.is_err();
+            if tx.send(page).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    rx
 }

@@ -184,6 +184,60 @@ async fn killed_worker_is_resumed(backend: &'static str, url: String) {
     );
 }
 
+/// SIGKILL while pages are in flight (read, mapped or being fetched ahead of the page
+/// being published and committed): nothing is lost, and every duplicate the second
+/// worker sends carries its original's id.
+async fn killed_with_pages_in_flight(backend: &'static str, url: String) {
+    let n = 3000;
+    let rig = Rig::start(backend, url, WORKER, n).await;
+    rig.lane
+        .control
+        .faults(json!([{"kind": "slow", "delay_ms": 40, "times": 0}]))
+        .await
+        .unwrap();
+    let ahead = [
+        ("TRIBUTARY_PAGES_IN_FLIGHT", "4".to_string()),
+        ("TRIBUTARY_SLICE_MAX_PAGES", "100".to_string()),
+    ];
+    let mut first_worker = rig.worker(&ahead);
+    let mut events = rig.events();
+    let mut statuses = rig.statuses();
+    let job = rig.job(RunMode::Full);
+    rig.enqueue(&job).await;
+    events.read_until(LONG, "a few pages' events", |all| all.len() >= 500);
+    first_worker.kill();
+    let requested = rig.lane.control.stats().await.unwrap().by_resource["contacts"];
+    let committed = rig.lane.store.run(&job.run_id).await.unwrap().counts.pages;
+    assert!(
+        (committed as u64) < requested,
+        "{backend}: pages were in flight at the kill ({committed} committed, {requested} requested)"
+    );
+    let _second = rig.worker(&ahead);
+    let end = wait_run_end(&mut statuses, &job.run_id, LONG);
+    assert_eq!(end["type"], "run.completed", "{backend}: {end}");
+    events.read_until(LONG, "every record", |all| {
+        all.iter()
+            .filter_map(|r| r.value.as_ref())
+            .map(|v| v["record_id"].as_str().unwrap_or(""))
+            .collect::<HashSet<_>>()
+            .len()
+            >= n as usize
+    });
+    let mut ids_per_record: HashMap<String, HashSet<String>> = HashMap::new();
+    for v in values(&events.received) {
+        assert_eq!(v["op"], "created", "{backend}: {v}");
+        ids_per_record
+            .entry(v["record_id"].as_str().unwrap().into())
+            .or_default()
+            .insert(v["id"].as_str().unwrap().into());
+    }
+    assert_eq!(ids_per_record.len(), n as usize, "{backend}: every record");
+    assert!(
+        ids_per_record.values().all(|ids| ids.len() == 1),
+        "{backend}: a duplicate has its original's id"
+    );
+}
+
 /// SIGTERM drains: the slice checkpoints, its continuation is enqueued, exit 0; a
 /// new worker finishes the run.
 async fn sigterm_drains(backend: &'static str, url: String) {
@@ -247,6 +301,16 @@ async fn killed_worker_is_resumed_on_postgres() {
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_worker_is_resumed_on_sqlite() {
     killed_worker_is_resumed("sqlite", fresh_sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_with_pages_in_flight_on_postgres() {
+    killed_with_pages_in_flight("postgres", fresh_postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_with_pages_in_flight_on_sqlite() {
+    killed_with_pages_in_flight("sqlite", fresh_sqlite()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -2,6 +2,7 @@
 //! one: new => created, different => updated (with the changed fields), same => nothing.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write;
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -15,7 +16,8 @@ fn feed(h: &mut Sha256, v: &Value) {
         Value::Bool(b) => h.update(if *b { b"t" } else { b"f" }),
         Value::Number(n) => {
             h.update(b"#");
-            h.update(n.to_string().as_bytes());
+            // The number's text, written into the hash without a string in between.
+            let _ = write!(Feed(h), "{n}");
         }
         Value::String(s) => {
             h.update(b"s");
@@ -28,23 +30,36 @@ fn feed(h: &mut Sha256, v: &Value) {
             items.iter().for_each(|i| feed(h, i));
         }
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
             h.update(b"{");
-            h.update((keys.len() as u64).to_le_bytes());
-            for k in keys {
+            h.update((entries.len() as u64).to_le_bytes());
+            for (k, v) in entries {
                 h.update((k.len() as u64).to_le_bytes());
                 h.update(k.as_bytes());
-                feed(h, &map[k]);
+                feed(h, v);
             }
         }
     }
 }
 
-fn short_hash(v: &Value) -> String {
-    let mut h = Sha256::new();
-    feed(&mut h, v);
-    hex::encode(&h.finalize()[..12])
+/// Text written into a hash.
+struct Feed<'h>(&'h mut Sha256);
+
+impl std::fmt::Write for Feed<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.update(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// The first `N` bytes of the hash so far, in hex; the hasher starts over.
+fn take_hex<const N: usize>(h: &mut Sha256) -> String {
+    let digest = h.finalize_reset();
+    let mut out = [0u8; 64];
+    let out = &mut out[..2 * N];
+    hex::encode_to_slice(&digest[..N], out).expect("twice as many hex digits as bytes");
+    String::from_utf8(out.to_vec()).expect("hex digits are ASCII")
 }
 
 /// The fingerprint of a unified record: its fields and custom fields (not the raw
@@ -54,14 +69,17 @@ pub fn fingerprint(
     data: &Map<String, Value>,
     custom_fields: &Map<String, Value>,
 ) -> StoredFingerprint {
+    // One hasher for every field, reset after each (the per-record cost is per field).
+    let mut h = Sha256::new();
     let mut field_hashes = BTreeMap::new();
     for (k, v) in data {
-        field_hashes.insert(k.clone(), short_hash(v));
+        feed(&mut h, v);
+        field_hashes.insert(k.clone(), take_hex::<12>(&mut h));
     }
     for (k, v) in custom_fields {
-        field_hashes.insert(format!("custom_fields.{k}"), short_hash(v));
+        feed(&mut h, v);
+        field_hashes.insert(format!("custom_fields.{k}"), take_hex::<12>(&mut h));
     }
-    let mut h = Sha256::new();
     for (k, v) in &field_hashes {
         h.update(k.as_bytes());
         h.update(b"=");
@@ -70,7 +88,7 @@ pub fn fingerprint(
     }
     StoredFingerprint {
         record_id: record_id.to_string(),
-        hash: hex::encode(&h.finalize()[..16]),
+        hash: take_hex::<16>(&mut h),
         field_hashes,
     }
 }
@@ -120,6 +138,29 @@ pub fn by_id(stored: Vec<StoredFingerprint>) -> HashMap<String, StoredFingerprin
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn fingerprints_are_the_ones_already_stored() {
+        // Computed by the first implementation: stored fingerprints must stay valid.
+        let fp = fingerprint(
+            "7",
+            &obj(
+                json!({"id": "7", "name": "Ada", "n": 12, "neg": -3, "f": 2.5,
+                "big": 18446744073709551615u64, "t": true, "z": null,
+                "list": [1, "a", [false]], "nested": {"b": {"y": 1, "x": [{}]}, "a": ""}}),
+            ),
+            &obj(json!({"tier": "gold", "score": 0.1})),
+        );
+        assert_eq!(fp.hash, "2b11507cc3ad638b9467a89ec95dc952");
+        assert_eq!(fp.field_hashes["big"], "6968bd3d1aa9f716d758a366");
+        assert_eq!(fp.field_hashes["f"], "ec00860e12dc9b278a357f6a");
+        assert_eq!(fp.field_hashes["nested"], "382c68692a09612ce0b95fb8");
+        assert_eq!(
+            fp.field_hashes["custom_fields.score"],
+            "8b2f181640a1be804264a3b0"
+        );
+        assert_eq!(fp.field_hashes.len(), 12);
+    }
 
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()

@@ -82,6 +82,8 @@ entries! {
     TRIBUTARY_SLICE_MAX_PAGES: Number => sync.slice_max_pages;
     /// seconds per slice, likewise
     TRIBUTARY_SLICE_MAX_SECONDS: Seconds => sync.slice_max_duration;
+    /// pages a slice reads and maps ahead while earlier ones are published and committed (1 = no overlap; memory grows with it)
+    TRIBUTARY_PAGES_IN_FLIGHT: Number => sync.pages_in_flight;
     /// jobs one worker runs at once (bounded memory)
     TRIBUTARY_WORKER_CONCURRENCY: Number => worker.concurrency;
     /// include the raw provider record in change events

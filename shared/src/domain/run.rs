@@ -43,6 +43,19 @@ pub struct RunCounts {
     pub dead_lettered: i64,
 }
 
+impl RunCounts {
+    /// Add another's counts to these.
+    pub fn add(&mut self, other: &RunCounts) {
+        self.slices += other.slices;
+        self.pages += other.pages;
+        self.records += other.records;
+        self.created += other.created;
+        self.updated += other.updated;
+        self.deleted += other.deleted;
+        self.dead_lettered += other.dead_lettered;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

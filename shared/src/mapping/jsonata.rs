@@ -50,8 +50,24 @@ impl Jsonata {
         })
     }
 
+    /// An expression built from a tree rather than parsed (the mapping plan's
+    /// residual); `label` stands in for its source in messages.
+    pub fn from_ast(label: &str, ast: AstNode) -> Self {
+        Jsonata {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            source: label.into(),
+            ast: Arc::new(ast),
+            simple_path: None,
+        }
+    }
+
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// The parsed tree.
+    pub fn ast(&self) -> &AstNode {
+        &self.ast
     }
 
     /// Evaluate on an already converted input.
@@ -68,15 +84,16 @@ impl Jsonata {
 
     /// Evaluate on JSON; `None` when the result is undefined.
     pub fn eval_json(&self, input: &Value) -> Result<Option<Value>, String> {
-        if let Some(found) = self.lookup(input) {
+        if let Some(found) = self.lookup_ref(input) {
             return Ok(found.cloned());
         }
         let out = self.eval(&to_jvalue(input))?;
         Ok(to_json(&out))
     }
 
-    /// For a simple path over objects only: `Some(found)`; `None` means "use the evaluator".
-    fn lookup<'v>(&self, input: &'v Value) -> Option<Option<&'v Value>> {
+    /// For a simple path over objects only: `Some(found)`, borrowed from `input`;
+    /// `None` means "use the evaluator".
+    pub fn lookup_ref<'v>(&self, input: &'v Value) -> Option<Option<&'v Value>> {
         let path = self.simple_path.as_ref()?;
         let mut at = input;
         for step in path.iter() {
@@ -152,7 +169,7 @@ pub fn to_json(value: &JValue) -> Option<Value> {
 }
 
 /// The evaluator's values to JSON, keeping whole numbers integers (as JSONata prints them).
-fn from_jvalue(value: &JValue) -> Value {
+pub(crate) fn from_jvalue(value: &JValue) -> Value {
     match value {
         JValue::Null | JValue::Undefined => Value::Null,
         JValue::Bool(b) => Value::Bool(*b),

@@ -5,7 +5,6 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::jsonata::{to_json, to_jvalue};
 use crate::spec::compile::CompiledResource;
 
 /// A normalized record, as `spec run` prints it and the pipeline publishes it.
@@ -35,47 +34,78 @@ pub enum NormalizeError {
     },
 }
 
-/// The provider id of a raw record, as a string.
+/// A record that could not be normalized, handed back with its error (normalize
+/// takes the record by value, so the caller keeps no copy for this case).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{error}")]
+pub struct Rejected {
+    pub error: NormalizeError,
+    pub raw: Value,
+}
+
+/// The provider id of a raw record, as a string. A plain path is read in place.
 pub fn primary_key(
     raw: &Value,
     plan_pk: &super::jsonata::Jsonata,
 ) -> Result<String, NormalizeError> {
+    let key = |value: Option<&Value>| match value {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        Some(Value::Number(n)) => Ok(n.to_string()),
+        _ => Err(NormalizeError::NoPrimaryKey),
+    };
+    if let Some(found) = plan_pk.lookup_ref(raw) {
+        return key(found);
+    }
     let value = plan_pk
         .eval_json(raw)
         .map_err(|message| NormalizeError::Evaluation {
             what: "records.primary_key",
             message,
         })?;
-    match value {
-        Some(Value::String(s)) if !s.is_empty() => Ok(s),
-        Some(Value::Number(n)) => Ok(n.to_string()),
-        _ => Err(NormalizeError::NoPrimaryKey),
-    }
+    key(value.as_ref())
 }
 
-/// Map one record. `id` is the record's primary key, already read.
+/// Map one record. `id` is the record's primary key, already read; `raw` becomes
+/// the record's `remote_data`, or comes back inside the error.
 pub fn normalize(
     resource: &CompiledResource,
     id: String,
     raw: Value,
-) -> Result<UnifiedRecord, NormalizeError> {
-    let input = to_jvalue(&raw);
+) -> Result<UnifiedRecord, Rejected> {
+    match mapped(resource, &id, &raw) {
+        Ok((data, custom_fields)) => Ok(UnifiedRecord {
+            model: resource.model.name,
+            id,
+            data,
+            custom_fields,
+            remote_data: raw,
+        }),
+        Err(error) => Err(Rejected { error, raw }),
+    }
+}
+
+/// The unified fields and the custom fields of one record, checked against the model.
+fn mapped(
+    resource: &CompiledResource,
+    id: &str,
+    raw: &Value,
+) -> Result<(Map<String, Value>, Map<String, Value>), NormalizeError> {
     let mapped = resource
-        .mapping
-        .eval(&input)
+        .mapping_plan
+        .map(raw)
         .map_err(|message| NormalizeError::Evaluation {
             what: "mapping",
             message,
         })?;
-    let mut data = match to_json(&mapped) {
+    let mut data = match mapped {
         Some(Value::Object(map)) => map,
         Some(other) => return Err(NormalizeError::NotAnObject(kind(&other))),
         None => return Err(NormalizeError::NotAnObject("nothing")),
     };
     // Unified fields left empty are absent, so consumers see one shape for "unknown".
     data.retain(|_, v| !v.is_null());
-    data.insert("id".into(), Value::String(id.clone()));
-    let custom_fields = custom_fields(resource, &raw)?;
+    data.insert("id".into(), Value::String(id.to_string()));
+    let custom_fields = custom_fields(resource, raw)?;
     let data = Value::Object(data);
     resource
         .model
@@ -88,19 +118,34 @@ pub fn normalize(
     let Value::Object(data) = data else {
         unreachable!("built as an object above")
     };
-    Ok(UnifiedRecord {
-        model: resource.model.name,
-        id,
-        data,
-        custom_fields,
-        remote_data: raw,
-    })
+    Ok((data, custom_fields))
 }
 
-fn custom_fields(
+/// The provider fields the mapping did not use, as `custom_fields`.
+pub fn custom_fields(
     resource: &CompiledResource,
     raw: &Value,
 ) -> Result<Map<String, Value>, NormalizeError> {
+    let keep = |name: &String, value: &Value| {
+        !value.is_null()
+            && !resource.mapped_fields.contains(name)
+            && !resource.custom_exclude.contains(name)
+            && resource
+                .custom_include
+                .as_ref()
+                .is_none_or(|re| re.is_match(name))
+    };
+    // A plain path is read in place: only the fields kept are copied.
+    if let Some(found) = resource.custom_from.lookup_ref(raw) {
+        return Ok(match found {
+            Some(Value::Object(fields)) => fields
+                .iter()
+                .filter(|(k, v)| keep(k, v))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            _ => Map::new(),
+        });
+    }
     let source =
         resource
             .custom_from
@@ -112,18 +157,7 @@ fn custom_fields(
     let Some(Value::Object(fields)) = source else {
         return Ok(Map::new());
     };
-    Ok(fields
-        .into_iter()
-        .filter(|(name, value)| {
-            !value.is_null()
-                && !resource.mapped_fields.contains(name)
-                && !resource.custom_exclude.contains(name)
-                && resource
-                    .custom_include
-                    .as_ref()
-                    .is_none_or(|re| re.is_match(name))
-        })
-        .collect())
+    Ok(fields.into_iter().filter(|(k, v)| keep(k, v)).collect())
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -134,5 +168,71 @@ fn kind(v: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::spec::compile::{compile, CompiledSpec};
+    use crate::spec::load::parse_spec;
+
+    const SPEC: &str = r#"spec_version: 1
+name: demo
+base_url: "https://api.example.com"
+allowed_hosts: ["api.example.com"]
+auth: {type: bearer}
+resources:
+  deals:
+    model: crm.deal
+    request: {path: /deals}
+    pagination: {type: cursor, cursor_path: next, param: after}
+    records: {path: items, primary_key: id}
+    mapping: |
+      ( $p := props; { "name": $p.name, "amount": $p.amount, "stage": $string($p.stage) } )
+    custom_fields: {from: props}
+"#;
+
+    fn spec() -> CompiledSpec {
+        compile(parse_spec(Path::new("demo.yaml"), SPEC).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn integers_arrive_with_every_digit_in_data_and_remote_data() {
+        let spec = spec();
+        let resource = spec.resource("deals").unwrap();
+        let raw: Value = serde_json::from_str(
+            r#"{"id": 9007199254740993, "props": {"name": "Big", "amount": 9007199254740993, "stage": "won", "extra": 12345678901234567}}"#,
+        )
+        .unwrap();
+        let id = primary_key(&raw, &resource.full.records.primary_key).unwrap();
+        assert_eq!(id, "9007199254740993");
+        let rec = normalize(resource, id, raw).unwrap();
+        let line = serde_json::to_string(&rec).unwrap();
+        assert!(line.contains(r#""amount":9007199254740993"#), "{line}");
+        assert!(line.contains(r#""id":9007199254740993"#), "{line}");
+        assert!(line.contains(r#""extra":12345678901234567"#), "{line}");
+        assert_eq!(rec.data["stage"], "won");
+        assert_eq!(
+            rec.remote_data["props"]["amount"].to_string(),
+            "9007199254740993"
+        );
+    }
+
+    #[test]
+    fn a_rejected_record_comes_back_whole_with_its_error() {
+        let spec = spec();
+        let resource = spec.resource("deals").unwrap();
+        let raw = json!({"id": "7", "props": {"name": 42, "amount": 1}});
+        let rejected = normalize(resource, "7".into(), raw.clone()).unwrap_err();
+        assert_eq!(rejected.raw, raw);
+        assert!(
+            matches!(&rejected.error, NormalizeError::Schema { problems, .. } if problems.contains("/name")),
+            "{rejected}"
+        );
     }
 }

@@ -15,6 +15,7 @@ use super::model::*;
 use super::template::{BodyTemplate, TemplateId, Templates};
 use crate::mapping::jsonata::Jsonata;
 use crate::mapping::models::{self, UnifiedModel};
+use crate::mapping::plan::MappingPlan;
 
 /// Credential fields every spec understands.
 pub const CREDENTIAL_FIELDS: &[&str] = &[
@@ -126,6 +127,8 @@ pub struct CompiledResource {
     pub incremental: Option<IncrementalPlan>,
     pub page_size: u32,
     pub mapping: Jsonata,
+    /// The mapping compiled for evaluation record by record.
+    pub mapping_plan: MappingPlan,
     /// Field names the mapping mentions: these are not custom fields.
     pub mapped_fields: BTreeSet<String>,
     pub custom_from: Jsonata,
@@ -678,6 +681,7 @@ impl Compiler<'_> {
             incremental,
             page_size,
             mapped_fields: mapping.field_names(),
+            mapping_plan: MappingPlan::new(&mapping),
             mapping,
             custom_from: custom_from?,
             custom_exclude: r.custom_fields.exclude.iter().cloned().collect(),

@@ -8,10 +8,12 @@
 //! A record whose `seen_seq` is at least the run's `start_seq` was seen after the run
 //! started (by any run), so the run's sweep leaves it alone, whatever two workers' clocks say.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 
 use super::checkpoints::next_seq;
-use super::{corrupt, placeholders, Store, StoreError, RELEASE_LEASE};
+use super::{corrupt, Store, StoreError, RELEASE_LEASE};
 use crate::domain::time::{now_stamp, stamp};
 use crate::domain::{PageState, RunCounts, RunStatus, StoredFingerprint};
 
@@ -23,7 +25,8 @@ pub struct SliceCommit<'a> {
     /// Slices committed including this one.
     pub slice: i64,
     pub seen: &'a [StoredFingerprint],
-    /// Records seen but not fingerprinted (dead-lettered): kept, marked seen by this run.
+    /// Records seen but not rewritten (unchanged, or dead-lettered): kept, only marked
+    /// seen by this run.
     pub touched: &'a [String],
     pub deleted: &'a [String],
     /// Where the next slice starts (None with `finished_since`).
@@ -53,36 +56,75 @@ impl TryFrom<FingerprintRow> for StoredFingerprint {
     }
 }
 
-/// Rows per multi-row INSERT and values per IN list (well under both databases' limits
-/// on bound parameters).
-const INSERT_CHUNK: usize = 200;
-const IN_CHUNK: usize = 500;
-
 impl Store {
-    /// Stored fingerprints of these records.
+    /// Stored fingerprints of these records: one statement, whatever the page's size
+    /// (the ids travel as one JSON parameter, so the statement is prepared once and its
+    /// plan is the index lookup however many ids there are).
     pub async fn fingerprints(
         &self,
         connection: &str,
         resource: &str,
         ids: &[String],
     ) -> Result<Vec<StoredFingerprint>, StoreError> {
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(IN_CHUNK) {
-            let sql = format!(
-                "SELECT record_id, hash, field_hashes FROM fingerprints WHERE connection = $1 AND resource = $2 AND record_id IN ({})",
-                placeholders(3, chunk.len())
-            );
-            let mut q = sqlx::query_as::<_, FingerprintRow>(sqlx::AssertSqlSafe(sql))
-                .bind(connection)
-                .bind(resource);
-            for id in chunk {
-                q = q.bind(id);
-            }
-            for row in q.fetch_all(&self.pool).await? {
-                out.push(row.try_into()?);
-            }
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        let sql = if self.is_postgres() {
+            "SELECT f.record_id, f.hash, f.field_hashes FROM json_array_elements_text($3::json) AS ids(id)
+             CROSS JOIN LATERAL (SELECT record_id, hash, field_hashes FROM fingerprints
+               WHERE connection = $1 AND resource = $2 AND record_id = ids.id OFFSET 0) AS f"
+                .to_string()
+        } else {
+            "SELECT record_id, hash, field_hashes FROM fingerprints
+             WHERE connection = $1 AND resource = $2 AND record_id IN (SELECT value FROM json_each($3))"
+                .to_string()
+        };
+        let rows: Vec<FingerprintRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(connection)
+            .bind(resource)
+            .bind(json_list(ids))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(StoredFingerprint::try_from).collect()
+    }
+
+    /// `<table alias> ... WHERE <the rows of these ids>`: the rows of the (connection,
+    /// resource) at `$conn`, `$res` whose ids are in the JSON array at `$ids`, for an UPDATE
+    /// (`FROM`) or a DELETE (`USING`) of `fingerprints AS f`.
+    ///
+    /// On PostgreSQL each id is one probe of the primary key (a lateral lookup the planner
+    /// cannot flatten), then the row by its ctid. Written as `record_id IN (...)`, a cached
+    /// generic plan made while the table had no statistics scans every row of the
+    /// connection per statement (it believes `connection = $1` matches one row), which made
+    /// a page's cost grow with what was stored.
+    fn rows_of_ids(&self, join: &str, conn: usize, res: usize, ids: usize) -> String {
+        if self.is_postgres() {
+            format!(
+                "{join} (SELECT h.ctid AS hit FROM json_array_elements_text(${ids}::json) AS ids(id)
+                   CROSS JOIN LATERAL (SELECT ctid FROM fingerprints
+                     WHERE connection = ${conn} AND resource = ${res} AND record_id = ids.id OFFSET 0) AS h) AS x
+                 WHERE f.ctid = x.hit"
+            )
+        } else {
+            format!(
+                "WHERE f.connection = ${conn} AND f.resource = ${res} AND f.record_id IN (SELECT value FROM json_each(${ids}))"
+            )
+        }
+    }
+
+    /// `SELECT record_id, hash, field_hashes FROM ...` (columns so named): the rows of the JSON array of
+    /// objects bound at `$param`.
+    fn json_fingerprints(&self, param: usize) -> String {
+        if self.is_postgres() {
+            format!(
+                "SELECT r.record_id, r.hash, r.field_hashes FROM json_to_recordset(${param}::json) AS r(record_id text, hash text, field_hashes text)"
+            )
+        } else {
+            format!(
+                "SELECT json_extract(value, '$.record_id') AS record_id, json_extract(value, '$.hash') AS hash,
+                   json_extract(value, '$.field_hashes') AS field_hashes FROM json_each(${param})"
+            )
+        }
     }
 
     /// Everything one slice learned, in one transaction: fingerprints of the records
@@ -93,19 +135,18 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let t = now_stamp();
         let seq = next_seq(&mut tx, c.connection, c.resource).await?;
-        write_seen(&mut tx, c, seq, &t).await?;
-        for chunk in c.deleted.chunks(IN_CHUNK) {
+        self.write_seen(&mut tx, c, seq, &t).await?;
+        if !c.deleted.is_empty() {
             let sql = format!(
-                "DELETE FROM fingerprints WHERE connection = $1 AND resource = $2 AND record_id IN ({})",
-                placeholders(3, chunk.len())
+                "DELETE FROM fingerprints AS f {}",
+                self.rows_of_ids("USING", 1, 2, 3)
             );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(c.connection)
-                .bind(c.resource);
-            for id in chunk {
-                q = q.bind(id);
-            }
-            q.execute(&mut *tx).await?;
+                .bind(c.resource)
+                .bind(json_list(c.deleted))
+                .execute(&mut *tx)
+                .await?;
         }
         self.advance_run(&mut tx, c, &t).await?;
         tx.commit().await?;
@@ -216,54 +257,76 @@ impl Store {
     }
 }
 
-/// Fingerprints of what the slice saw (upserted) and of what it only touched (dead
-/// letters: kept, re-marked), stamped with this run and this commit's sequence value.
-async fn write_seen(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    c: &SliceCommit<'_>,
-    seq: i64,
-    t: &str,
-) -> Result<(), StoreError> {
-    const COLUMNS: usize = 8;
-    for chunk in c.seen.chunks(INSERT_CHUNK) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| format!("({})", placeholders(i * COLUMNS + 1, COLUMNS)))
-            .collect();
-        let sql = format!(
-            "INSERT INTO fingerprints (connection, resource, record_id, hash, field_hashes, seen_run, seen_seq, updated_at)
-             VALUES {}
-             ON CONFLICT (connection, resource, record_id) DO UPDATE SET hash = excluded.hash, field_hashes = excluded.field_hashes,
-               seen_run = excluded.seen_run, seen_seq = excluded.seen_seq, updated_at = excluded.updated_at",
-            rows.join(", ")
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for f in chunk {
-            q = q
+/// The ids as one JSON array parameter.
+fn json_list(ids: &[String]) -> String {
+    serde_json::to_string(ids).expect("strings serialize")
+}
+
+/// The fingerprints as one JSON array parameter, the last of a record seen twice winning
+/// (one statement must not upsert a row twice).
+fn json_rows(seen: &[StoredFingerprint]) -> String {
+    let mut at: HashMap<&str, usize> = HashMap::with_capacity(seen.len());
+    for (i, f) in seen.iter().enumerate() {
+        at.insert(&f.record_id, i);
+    }
+    let rows: Vec<serde_json::Value> = seen
+        .iter()
+        .enumerate()
+        .filter(|(i, f)| at[f.record_id.as_str()] == *i)
+        .map(|(_, f)| {
+            serde_json::json!({
+                "record_id": f.record_id,
+                "hash": f.hash,
+                "field_hashes": serde_json::to_string(&f.field_hashes).expect("map serializes"),
+            })
+        })
+        .collect();
+    serde_json::to_string(&rows).expect("rows serialize")
+}
+
+impl Store {
+    /// Fingerprints of what the slice saw new or changed (upserted), and the ids of what
+    /// it saw unchanged or only touched (dead letters: kept, re-marked), stamped with this
+    /// run and this commit's sequence value: two statements, whatever the page's size.
+    async fn write_seen(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        c: &SliceCommit<'_>,
+        seq: i64,
+        t: &str,
+    ) -> Result<(), StoreError> {
+        if !c.seen.is_empty() {
+            let sql = format!(
+                "INSERT INTO fingerprints (connection, resource, record_id, hash, field_hashes, seen_run, seen_seq, updated_at)
+                 SELECT $1, $2, f.record_id, f.hash, f.field_hashes, $4, $5, $6 FROM ({}) AS f WHERE true
+                 ON CONFLICT (connection, resource, record_id) DO UPDATE SET hash = excluded.hash, field_hashes = excluded.field_hashes,
+                   seen_run = excluded.seen_run, seen_seq = excluded.seen_seq, updated_at = excluded.updated_at",
+                self.json_fingerprints(3)
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(c.connection)
                 .bind(c.resource)
-                .bind(&f.record_id)
-                .bind(&f.hash)
-                .bind(serde_json::to_string(&f.field_hashes).expect("map serializes"))
+                .bind(json_rows(c.seen))
                 .bind(c.run_id)
                 .bind(seq)
-                .bind(t);
+                .bind(t)
+                .execute(&mut **tx)
+                .await?;
         }
-        q.execute(&mut **tx).await?;
-    }
-    for chunk in c.touched.chunks(IN_CHUNK) {
-        let sql = format!(
-            "UPDATE fingerprints SET seen_run = $1, seen_seq = $2 WHERE connection = $3 AND resource = $4 AND record_id IN ({})",
-            placeholders(5, chunk.len())
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(c.run_id)
-            .bind(seq)
-            .bind(c.connection)
-            .bind(c.resource);
-        for id in chunk {
-            q = q.bind(id);
+        if !c.touched.is_empty() {
+            let sql = format!(
+                "UPDATE fingerprints AS f SET seen_run = $1, seen_seq = $2 {}",
+                self.rows_of_ids("FROM", 3, 4, 5)
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(c.run_id)
+                .bind(seq)
+                .bind(c.connection)
+                .bind(c.resource)
+                .bind(json_list(c.touched))
+                .execute(&mut **tx)
+                .await?;
         }
-        q.execute(&mut **tx).await?;
+        Ok(())
     }
-    Ok(())
 }

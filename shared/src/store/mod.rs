@@ -37,14 +37,6 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 const RELEASE_LEASE: &str =
     "UPDATE schedules SET lease_run_id = NULL, lease_expires_at = NULL WHERE lease_run_id = $1";
 
-/// `$first, $first+1, ...` for `n` values of an IN list.
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// A JSON text column that does not parse: the row was written by something else.
 fn corrupt(what: &'static str) -> impl FnOnce(serde_json::Error) -> StoreError {
     move |e| StoreError::Corrupt {

@@ -98,20 +98,21 @@ impl Syncer {
         job: &Job,
         checkpoint: &Checkpoint,
         progress: &SliceProgress,
-        page: PageCommit<'_>,
+        mut page: PageCommit<'_>,
     ) -> Result<(), SyncError> {
         let last = page.next.is_none();
         let mut counts = page.outcome.counts;
         counts.deleted = page.deleted.len() as i64;
         counts.slices = i64::from(page.ends_slice);
+        let (written, marked) = page.outcome.take_for_commit();
         let commit = SliceCommit {
             connection: &job.connection,
             resource: &job.resource,
             run_id: &job.run_id,
             // A slice that ends before the run does hands the next number to its continuation.
             slice: job.slice + i64::from(page.ends_slice && !last),
-            seen: &page.outcome.seen,
-            touched: &page.outcome.touched,
+            seen: &written,
+            touched: &marked,
             deleted: &page.deleted,
             next: page.next,
             run_max_updated: progress.run_max,

@@ -11,6 +11,7 @@
 //! A completed full run sweeps deletions; a failed or partial one never does.
 
 mod admit;
+mod ahead;
 mod deliver;
 mod finish;
 pub mod keepalive;
@@ -32,13 +33,14 @@ use crate::budget::{Ledger, LedgerError, MemoryLedger};
 use crate::bus::envelope::RunRef;
 use crate::bus::{Job, Publisher};
 use crate::domain::{RunCounts, RunMode};
-use crate::engine::Page;
 use crate::spec::{load_spec, CompiledSpec};
 use crate::store::{Store, StoreError, StoreLedger};
 use crate::telemetry::{self, Labels};
 use admit::{Admitted, Verdict};
+use ahead::{Ahead, Processed, Window};
 use deliver::{PageCommit, SliceBounds, SliceProgress};
-use process::{process_page, sweep, PageContext};
+use process::{sweep, PageContext};
+use tokio::sync::mpsc;
 
 pub use crate::domain::LedgerChoice;
 pub use settings::SyncSettings;
@@ -162,32 +164,71 @@ impl Syncer {
         outcome
     }
 
+    /// The slice as two sides joined by a bounded channel: reading ahead (fetch, look up,
+    /// process; ahead.rs) and delivering in page order (publish, commit, finish).
     async fn slice(&self, job: &Job, stop: &AtomicBool) -> Result<SliceOutcome, SyncError> {
         let admitted = match self.admit(job).await? {
             Verdict::Run(admitted) => *admitted,
             Verdict::Done(outcome) => return Ok(outcome),
         };
-        let (reading, mut pages) = match self.open_pages(job, &admitted) {
+        let (reading, pages) = match self.open_pages(job, &admitted) {
             Ok(opened) => opened,
             Err(reason) => return self.fail(&admitted.run, job, reason).await,
         };
-        let mut progress = SliceProgress::new(&admitted.checkpoint, admitted.resuming);
         let _timer = SliceTimer::start(&admitted);
-        while let Some(page) = pages.next().await {
-            let page = match page {
-                Ok(page) => page,
-                Err(e) => return self.on_engine_error(&admitted, job, e).await,
+        let step = PageStep {
+            job,
+            admitted: &admitted,
+            reading: &reading,
+            stop,
+        };
+        let window = Window::default();
+        let (ahead, behind) = mpsc::channel(self.settings.pages_in_flight.max(1));
+        let (_, outcome) = tokio::join!(
+            self.read_ahead(step, pages, &window, ahead),
+            self.deliver_pages(step, behind, &window)
+        );
+        outcome
+    }
+
+    /// What processing (and sweeping) a page of this slice needs besides the page.
+    fn page_context<'a>(&'a self, step: PageStep<'a>, spec_file: &'a str) -> PageContext<'a> {
+        let PageStep { job, reading, .. } = step;
+        PageContext {
+            run: &step.admitted.run,
+            resource: reading.resource(&job.resource),
+            plan: reading.plan(&job.resource),
+            spec_file,
+            topics: &self.settings.topics,
+            emit_remote_data: self.settings.emit_remote_data,
+            tombstones: self.settings.tombstones,
+            now: Utc::now(),
+        }
+    }
+
+    /// Deliver the pages read ahead, in order, until one ends the slice or an error.
+    /// Returning drops `behind`, which tells the reader to stop.
+    async fn deliver_pages(
+        &self,
+        step: PageStep<'_>,
+        mut behind: mpsc::Receiver<Ahead>,
+        window: &Window,
+    ) -> Result<SliceOutcome, SyncError> {
+        let PageStep { job, admitted, .. } = step;
+        let mut progress = SliceProgress::new(&admitted.checkpoint, admitted.resuming);
+        while let Some(item) = behind.recv().await {
+            let page = match item {
+                Ahead::Page(page) => page,
+                Ahead::Engine(e) => return self.on_engine_error(admitted, job, e).await,
+                Ahead::Store(e) => return Err(e),
             };
             if progress.pages == 0 {
                 self.close_breaker(&admitted.conn).await?;
             }
-            let step = PageStep {
-                job,
-                admitted: &admitted,
-                reading: &reading,
-                stop,
-            };
-            if let Some(outcome) = self.page(step, &mut progress, page).await? {
+            let number = page.number;
+            let outcome = self.deliver(step, &mut progress, page).await?;
+            window.committed(number);
+            if let Some(outcome) = outcome {
                 return Ok(outcome);
             }
         }
@@ -196,12 +237,12 @@ impl Syncer {
         self.fail(&admitted.run, job, reason).await
     }
 
-    /// One page through process, (sweep,) publish, commit and finish.
-    async fn page(
+    /// One processed page through (the sweep,) publish, commit and finish.
+    async fn deliver(
         &self,
         step: PageStep<'_>,
         progress: &mut SliceProgress,
-        page: Page,
+        page: Processed,
     ) -> Result<Option<SliceOutcome>, SyncError> {
         let PageStep {
             job,
@@ -209,29 +250,9 @@ impl Syncer {
             reading,
             stop,
         } = step;
-        let resource = reading.resource(&job.resource);
-        let plan = reading.plan(&job.resource);
-        let stored = self.stored_fingerprints(job, plan, &page).await?;
-        let spec_file = reading.spec.file.display().to_string();
-        let ctx = PageContext {
-            run: &admitted.run,
-            resource,
-            plan,
-            spec_file: &spec_file,
-            topics: &self.settings.topics,
-            emit_remote_data: self.settings.emit_remote_data,
-            tombstones: self.settings.tombstones,
-            now: Utc::now(),
-        };
-        let Page {
-            number,
-            records,
-            next,
-            ..
+        let Processed {
+            mut outcome, next, ..
         } = page;
-        let mut outcome = tracing::info_span!("process", records = records.len())
-            .in_scope(|| process_page(&ctx, number, records, &stored));
-        record_page_metrics(&admitted.run, &outcome);
         progress.add_page(outcome.max_updated);
         let last = next.is_none();
         let ends_slice = progress.ends(last, self.bounds(), stop);
@@ -242,6 +263,8 @@ impl Syncer {
                 .store
                 .unseen(&job.connection, &job.resource, &job.run_id)
                 .await?;
+            let spec_file = reading.spec.file.display().to_string();
+            let ctx = self.page_context(step, &spec_file);
             let (messages, gone) = sweep(&ctx, unseen, &outcome);
             outcome.messages.extend(messages);
             let labels = labels(&admitted.run);
@@ -299,6 +322,7 @@ impl Drop for SliceTimer<'_> {
 }
 
 /// What every page of a slice shares.
+#[derive(Clone, Copy)]
 struct PageStep<'a> {
     job: &'a Job,
     admitted: &'a Admitted,

@@ -8,6 +8,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use rayon::prelude::*;
 use serde_json::Value;
 
 use crate::bus::envelope::{Change as EventChange, ModelRef, RecordFailure, RunRef};
@@ -52,11 +53,50 @@ pub struct PageOutcome {
     pub messages: Vec<OutMessage>,
     /// Fingerprints of every normalized record (new, changed or unchanged).
     pub seen: Vec<StoredFingerprint>,
+    /// Which of `seen` are unchanged (indices): the commit only marks those seen
+    /// instead of rewriting them.
+    pub unchanged: Vec<usize>,
     /// Records that exist at the provider but failed their mapping: never swept.
     pub touched: Vec<String>,
     pub counts: RunCounts,
     /// The latest updated-at among the page's records.
     pub max_updated: Option<DateTime<Utc>>,
+}
+
+impl PageOutcome {
+    /// What the commit writes (new and changed fingerprints) and what it only marks seen
+    /// (unchanged and dead-lettered records), taken out of the outcome.
+    pub fn take_for_commit(&mut self) -> (Vec<StoredFingerprint>, Vec<String>) {
+        let unchanged: HashSet<usize> = std::mem::take(&mut self.unchanged).into_iter().collect();
+        let mut marked = std::mem::take(&mut self.touched);
+        let mut written = Vec::with_capacity(self.seen.len() - unchanged.len());
+        for (i, fp) in std::mem::take(&mut self.seen).into_iter().enumerate() {
+            if unchanged.contains(&i) {
+                marked.push(fp.record_id);
+            } else {
+                written.push(fp);
+            }
+        }
+        (written, marked)
+    }
+
+    /// The outcome of a page processed in parts, the parts in record order.
+    fn join(parts: Vec<PageOutcome>) -> PageOutcome {
+        let mut out = PageOutcome::default();
+        for part in parts {
+            let offset = out.seen.len();
+            out.messages.extend(part.messages);
+            out.unchanged
+                .extend(part.unchanged.into_iter().map(|i| i + offset));
+            out.seen.extend(part.seen);
+            out.touched.extend(part.touched);
+            out.counts.add(&part.counts);
+            out.max_updated = out.max_updated.max(part.max_updated);
+        }
+        // The parts are one page.
+        out.counts.pages = 1;
+        out
+    }
 }
 
 /// The provider ids of a page's records, to look their fingerprints up before processing.
@@ -67,8 +107,42 @@ pub fn record_ids(plan: &Plan, records: &[Value]) -> Vec<String> {
         .collect()
 }
 
-/// Normalize, classify and turn into messages one page of records.
+/// Records per part, at least, when a page is spread over several cores (below that,
+/// handing the work to another thread costs more than it saves).
+const MIN_PART: usize = 32;
+
+/// Normalize, classify and turn into messages one page of records. A large page is
+/// processed in parts on the cores there are (rayon's pool, whose threads keep their
+/// compiled expressions), the parts joined in record order: the result is the same.
 pub fn process_page(
+    ctx: &PageContext<'_>,
+    page_number: u32,
+    records: Vec<Value>,
+    stored: &HashMap<String, StoredFingerprint>,
+) -> PageOutcome {
+    let cores = rayon::current_num_threads();
+    if cores < 2 || records.len() < 2 * MIN_PART {
+        return process_part(ctx, page_number, records, stored);
+    }
+    let size = records.len().div_ceil(cores).max(MIN_PART);
+    let mut parts = Vec::with_capacity(records.len().div_ceil(size));
+    let mut records = records.into_iter();
+    loop {
+        let part: Vec<Value> = records.by_ref().take(size).collect();
+        if part.is_empty() {
+            break;
+        }
+        parts.push(part);
+    }
+    let outcomes = parts
+        .into_par_iter()
+        .map(|part| process_part(ctx, page_number, part, stored))
+        .collect();
+    PageOutcome::join(outcomes)
+}
+
+/// [`process_page`] on one thread.
+fn process_part(
     ctx: &PageContext<'_>,
     page_number: u32,
     records: Vec<Value>,
@@ -96,16 +170,21 @@ pub fn process_page(
 }
 
 fn normalized(ctx: &PageContext<'_>, raw: Value) -> Result<UnifiedRecord, RecordFailure> {
-    let id = primary_key(&raw, &ctx.plan.records.primary_key);
-    // A copy of the raw record travels with a dead letter (normalize consumes it).
-    let result = match &id {
-        Ok(id) => normalize(ctx.resource, id.clone(), raw.clone()),
-        Err(e) => Err(e.clone()),
+    let id = match primary_key(&raw, &ctx.plan.records.primary_key) {
+        Ok(id) => id,
+        Err(e) => {
+            return Err(RecordFailure {
+                record_id: None,
+                error: e.to_string(),
+                raw,
+            })
+        }
     };
-    result.map_err(|e| RecordFailure {
-        record_id: id.ok(),
-        error: e.to_string(),
-        raw,
+    // A failed record comes back from normalize with its error: no copy is kept for it.
+    normalize(ctx.resource, id.clone(), raw).map_err(|rejected| RecordFailure {
+        record_id: Some(id),
+        error: rejected.error.to_string(),
+        raw: rejected.raw,
     })
 }
 
@@ -119,6 +198,7 @@ fn classify(
     let fp = changes::fingerprint(&rec.id, &rec.data, &rec.custom_fields);
     let (op, changed_fields) = match changes::classify(&fp, stored.get(&rec.id)) {
         Change::Unchanged => {
+            out.unchanged.push(out.seen.len());
             out.seen.push(fp);
             return;
         }
@@ -363,5 +443,82 @@ resources:
             &[json!({"id": 5}), json!({"x": 1}), json!({"id": "a"})],
         );
         assert_eq!(ids, vec!["5".to_string(), "a".to_string()]);
+    }
+
+    /// A page of `n` records, every fifth one failing its mapping, half of the rest stored
+    /// unchanged and a few stored with another title.
+    fn large_page(n: usize) -> (Vec<Value>, HashMap<String, StoredFingerprint>) {
+        let page: Vec<Value> = (0..n)
+            .map(|i| {
+                let mut r = json!({"id": i, "first": format!("p{i}"), "updated": format!("2026-11-{:02}T00:00:00Z", 1 + i % 28)});
+                if i % 5 == 0 {
+                    r["email"] = json!(42);
+                }
+                r
+            })
+            .collect();
+        let earlier = with_context(|ctx| process_part(ctx, 1, page.clone(), &HashMap::new()));
+        let stored = earlier
+            .seen
+            .into_iter()
+            .filter(|f| f.record_id.parse::<usize>().unwrap() % 2 == 0)
+            .map(|mut f| {
+                if f.record_id.ends_with('4') {
+                    f.hash = "an older version".into();
+                }
+                (f.record_id.clone(), f)
+            })
+            .collect();
+        (page, stored)
+    }
+
+    #[test]
+    fn a_page_processed_in_parts_equals_it_processed_whole() {
+        let (page, stored) = large_page(301);
+        let whole = with_context(|ctx| process_part(ctx, 7, page.clone(), &stored));
+        let parts = with_context(|ctx| {
+            let outcomes = page
+                .chunks(40)
+                .map(|c| process_part(ctx, 7, c.to_vec(), &stored))
+                .collect();
+            PageOutcome::join(outcomes)
+        });
+        let by_pool = with_context(|ctx| process_page(ctx, 7, page.clone(), &stored));
+        for other in [&parts, &by_pool] {
+            assert_eq!(other.counts, whole.counts);
+            assert_eq!(other.seen, whole.seen);
+            assert_eq!(other.unchanged, whole.unchanged);
+            assert_eq!(other.touched, whole.touched);
+            assert_eq!(other.max_updated, whole.max_updated);
+            let bodies = |o: &PageOutcome| o.messages.iter().map(body).collect::<Vec<_>>();
+            assert_eq!(bodies(other), bodies(&whole));
+        }
+        assert_eq!(whole.counts.pages, 1);
+        assert!(
+            whole.counts.created > 0 && whole.counts.updated > 0 && !whole.unchanged.is_empty()
+        );
+    }
+
+    #[test]
+    fn the_commit_rewrites_new_and_changed_records_and_only_marks_the_rest() {
+        let (page, stored) = large_page(50);
+        let mut out = with_context(|ctx| process_page(ctx, 1, page, &stored));
+        let (written, marked) = out.take_for_commit();
+        let changed = (out.counts.created + out.counts.updated) as usize;
+        assert_eq!(written.len(), changed);
+        assert!(written.iter().all(|f| stored.get(&f.record_id) != Some(f)));
+        let unchanged: Vec<&String> = marked
+            .iter()
+            .filter(|id| stored.contains_key(*id))
+            .collect();
+        assert!(!unchanged.is_empty());
+        for id in &unchanged {
+            assert!(!written.iter().any(|f| &&f.record_id == id));
+        }
+        assert_eq!(
+            marked.len(),
+            50 - changed,
+            "every record is written or marked"
+        );
     }
 }

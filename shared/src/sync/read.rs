@@ -14,7 +14,6 @@ use futures::StreamExt;
 use tracing::Instrument;
 
 use super::admit::Admitted;
-use super::process::record_ids;
 use super::{StoreTokens, SyncError, Syncer};
 use crate::budget::{Budget, BudgetOwner};
 use crate::bus::Job;
@@ -118,17 +117,15 @@ impl Syncer {
         options
     }
 
-    /// The stored fingerprints of a page's records (those with a primary key).
+    /// The stored fingerprints of these records.
     pub(super) async fn stored_fingerprints(
         &self,
         job: &Job,
-        plan: &Plan,
-        page: &Page,
+        ids: &[String],
     ) -> Result<HashMap<String, StoredFingerprint>, SyncError> {
-        let ids = record_ids(plan, &page.records);
         let stored = self
             .store
-            .fingerprints(&job.connection, &job.resource, &ids)
+            .fingerprints(&job.connection, &job.resource, ids)
             .await?;
         Ok(changes::by_id(stored))
     }

@@ -21,6 +21,9 @@ pub struct SyncSettings {
     pub slice_max_pages: u32,
     /// Time per slice, likewise.
     pub slice_max_duration: Duration,
+    /// Pages read and processed ahead of the one being published and committed (at
+    /// least 1). A crash replays at most these.
+    pub pages_in_flight: usize,
     /// Include the raw provider record in change events.
     pub emit_remote_data: bool,
     /// Follow each delete event with a tombstone (compacted topics).
@@ -37,6 +40,7 @@ impl Default for SyncSettings {
             topics: Topics::new("tributary"),
             slice_max_pages: 50,
             slice_max_duration: Duration::from_secs(30),
+            pages_in_flight: 2,
             emit_remote_data: true,
             tombstones: false,
             engine: RunOptions::default(),
