@@ -8,6 +8,7 @@ pub mod inprocess;
 pub mod otlp;
 pub mod outage;
 pub mod pipeline;
+pub mod replay;
 pub mod rig;
 pub mod spec_run;
 pub mod stories;
