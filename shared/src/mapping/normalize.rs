@@ -84,12 +84,11 @@ pub fn normalize(
     }
 }
 
+/// A record's unified fields and custom fields.
+type Mapped = (Map<String, Value>, Map<String, Value>);
+
 /// The unified fields and the custom fields of one record, checked against the model.
-fn mapped(
-    resource: &CompiledResource,
-    id: &str,
-    raw: &Value,
-) -> Result<(Map<String, Value>, Map<String, Value>), NormalizeError> {
+fn mapped(resource: &CompiledResource, id: &str, raw: &Value) -> Result<Mapped, NormalizeError> {
     let mapped = resource
         .mapping_plan
         .map(raw)
