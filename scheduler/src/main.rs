@@ -5,6 +5,12 @@ mod api;
 mod standalone;
 
 use std::process::ExitCode;
+
+/// mimalloc: a slice allocates and frees many small values per record (JSON trees,
+/// strings, messages) from several threads; glibc's allocator spent about a quarter of
+/// the pipeline bench's CPU on it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context};

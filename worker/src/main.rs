@@ -10,6 +10,12 @@ mod spec_cmd;
 
 use std::process::ExitCode;
 
+/// mimalloc: a slice allocates and frees many small values per record (JSON trees,
+/// strings, messages) from several threads; glibc's allocator spent about a quarter of
+/// the pipeline bench's CPU on it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]

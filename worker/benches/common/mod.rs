@@ -4,6 +4,10 @@
 // Each bench uses a part of this module.
 #![allow(dead_code)]
 
+/// The worker binary's allocator, so in-process runs cost what the worker's do.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
