@@ -26,7 +26,7 @@ pub use connections::{ConnectionRecord, NewConnection};
 pub use fingerprints::SliceCommit;
 pub use ledger::StoreLedger;
 pub use runs::{NewRun, RunRecord};
-pub use schedules::DueSchedule;
+pub use schedules::{Due, DueSchedule};
 
 use crate::domain::time::stamp;
 use crate::secrets::crypto::{Cipher, CryptoError};

@@ -1,14 +1,17 @@
 //! Schedules: one row per (connection, resource) with its next due times and the lease
-//! that keeps one job in flight. Replicas claim with a compare-and-set on what they read.
+//! that keeps one job in flight. Replicas claim with a compare-and-set on what they read,
+//! a batch at a time: a batch travels as one JSON text parameter (the `Any` driver cannot
+//! bind arrays) that the SQL expands into rows.
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 
 use super::connections::halted;
 use super::{Store, StoreError, RELEASE_LEASE};
 use crate::domain::time::stamp;
 
 /// A (connection, resource) the scheduler found due.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct DueSchedule {
     pub connection: String,
     pub resource: String,
@@ -20,68 +23,239 @@ pub struct DueSchedule {
     pub next_run_at: String,
     pub next_full_at: String,
     pub lease_run_id: Option<String>,
+    /// As stored: a claim that is given back puts it back.
+    pub lease_expires_at: Option<String>,
 }
 
+/// The two ways a schedule is due; a tick walks each in its own key order, so every read
+/// is a range of one index (migration 0007) that starts where the last batch ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// Leased to a job whose lease ran out: in order of expiry.
+    LeaseExpired,
+    /// No job in flight and its time came: in order of due time.
+    Time,
+}
+
+impl Due {
+    /// Both, in the order a tick takes them (the overdue leases first).
+    pub const ALL: [Due; 2] = [Due::LeaseExpired, Due::Time];
+}
+
+const DUE_COLUMNS: &str = "s.connection, s.resource, s.tenant, c.schedule, c.full_schedule, c.timezone, s.next_run_at, s.next_full_at, s.lease_run_id, s.lease_expires_at";
+
+/// `$1` now, `$2..$4` the walk's last key, `$5, $6` the halted states, `$7` the limit.
+/// SQLite is told its index: without statistics it would take `schedules_lease` for
+/// `lease_run_id IS NULL`, then sort every due row for each batch (PostgreSQL: see
+/// `due_schedules`).
+fn due_sql(due: Due, postgres: bool) -> String {
+    let (index, filter, key) = match due {
+        Due::LeaseExpired => (
+            "schedules_lease_expiry",
+            "s.lease_run_id IS NOT NULL AND s.lease_expires_at < $1",
+            "s.lease_expires_at",
+        ),
+        Due::Time => (
+            "schedules_free_due",
+            "s.lease_run_id IS NULL AND s.next_run_at <= $1",
+            "s.next_run_at",
+        ),
+    };
+    let indexed = if postgres {
+        String::new()
+    } else {
+        format!(" INDEXED BY {index}")
+    };
+    format!(
+        "SELECT {DUE_COLUMNS}
+         FROM schedules AS s{indexed} JOIN connections c ON c.id = s.connection
+         WHERE {filter} AND ({key}, s.connection, s.resource) > ($2, $3, $4)
+           AND c.state NOT IN ($5, $6)
+         ORDER BY {key}, s.connection, s.resource LIMIT $7"
+    )
+}
+
+/// One claim as the claim statement reads it.
+#[derive(Serialize)]
+struct ClaimRow<'a> {
+    connection: &'a str,
+    resource: &'a str,
+    seen_run_at: &'a str,
+    seen_lease: Option<&'a str>,
+    run_id: &'a str,
+    next_run_at: &'a str,
+    next_full_at: &'a str,
+}
+
+/// PostgreSQL: lock the rows still as they were read, skipping rows another replica holds
+/// (it is claiming them: they are lost to us), then set them. Never waiting on a lock,
+/// two replicas claiming overlapping batches cannot deadlock.
+const CLAIM_POSTGRES: &str = "WITH c AS (
+    SELECT * FROM json_to_recordset($1::json) AS r(connection text, resource text, seen_run_at text, seen_lease text, run_id text, next_run_at text, next_full_at text)
+), mine AS (
+    SELECT s.connection, s.resource FROM schedules s
+    JOIN c ON s.connection = c.connection AND s.resource = c.resource
+    WHERE s.next_run_at = c.seen_run_at AND s.lease_run_id IS NOT DISTINCT FROM c.seen_lease
+    FOR UPDATE OF s SKIP LOCKED
+)
+UPDATE schedules s SET lease_run_id = c.run_id, lease_expires_at = $2, next_run_at = c.next_run_at, next_full_at = c.next_full_at
+FROM c JOIN mine m ON m.connection = c.connection AND m.resource = c.resource
+WHERE s.connection = c.connection AND s.resource = c.resource
+  AND s.next_run_at = c.seen_run_at AND s.lease_run_id IS NOT DISTINCT FROM c.seen_lease
+RETURNING s.connection, s.resource";
+
+/// SQLite: one writer at a time, so the compare-and-set in one statement is the claim.
+const CLAIM_SQLITE: &str = "UPDATE schedules SET lease_run_id = c.run_id, lease_expires_at = $2, next_run_at = c.next_run_at, next_full_at = c.next_full_at
+FROM (
+    SELECT json_extract(value, '$.connection') AS connection, json_extract(value, '$.resource') AS resource,
+           json_extract(value, '$.seen_run_at') AS seen_run_at, json_extract(value, '$.seen_lease') AS seen_lease,
+           json_extract(value, '$.run_id') AS run_id, json_extract(value, '$.next_run_at') AS next_run_at,
+           json_extract(value, '$.next_full_at') AS next_full_at
+    FROM json_each($1)
+) AS c
+WHERE schedules.connection = c.connection AND schedules.resource = c.resource
+  AND schedules.next_run_at = c.seen_run_at AND schedules.lease_run_id IS c.seen_lease
+RETURNING connection, resource";
+
+/// One claim to give back: the schedule as it was read, keyed by the lease taken.
+#[derive(Serialize)]
+struct UndoRow<'a> {
+    run_id: &'a str,
+    lease_run_id: Option<&'a str>,
+    lease_expires_at: Option<&'a str>,
+    next_run_at: &'a str,
+    next_full_at: &'a str,
+}
+
+const UNDO_POSTGRES: &str = "UPDATE schedules s SET lease_run_id = r.lease_run_id, lease_expires_at = r.lease_expires_at, next_run_at = r.next_run_at, next_full_at = r.next_full_at
+FROM json_to_recordset($1::json) AS r(run_id text, lease_run_id text, lease_expires_at text, next_run_at text, next_full_at text)
+WHERE s.lease_run_id = r.run_id";
+
+const UNDO_SQLITE: &str = "UPDATE schedules SET lease_run_id = json_extract(r.value, '$.lease_run_id'), lease_expires_at = json_extract(r.value, '$.lease_expires_at'),
+    next_run_at = json_extract(r.value, '$.next_run_at'), next_full_at = json_extract(r.value, '$.next_full_at')
+FROM json_each($1) AS r
+WHERE schedules.lease_run_id = json_extract(r.value, '$.run_id')";
+
 impl Store {
-    /// Schedules due at `now` (or whose job's lease expired), oldest first.
+    /// Up to `limit` schedules due at `now` in the `due` way, the first ones after `after`
+    /// (the last of the previous batch; None: from the start) in that way's order.
     pub async fn due_schedules(
         &self,
         now: DateTime<Utc>,
+        due: Due,
+        after: Option<&DueSchedule>,
         limit: i64,
     ) -> Result<Vec<DueSchedule>, StoreError> {
-        let now = stamp(now);
+        // An empty key sorts before every stored one.
+        let (key, connection, resource) = match after {
+            None => ("", "", ""),
+            Some(a) => (
+                match due {
+                    Due::LeaseExpired => a.lease_expires_at.as_deref().unwrap_or_default(),
+                    Due::Time => a.next_run_at.as_str(),
+                },
+                a.connection.as_str(),
+                a.resource.as_str(),
+            ),
+        };
         let [paused, reauth] = halted();
-        Ok(sqlx::query_as(
-            "SELECT s.connection, s.resource, s.tenant, c.schedule, c.full_schedule, c.timezone, s.next_run_at, s.next_full_at, s.lease_run_id
-             FROM schedules s JOIN connections c ON c.id = s.connection
-             WHERE c.state NOT IN ($1, $2)
-               AND ((s.lease_run_id IS NULL AND s.next_run_at <= $3) OR (s.lease_run_id IS NOT NULL AND s.lease_expires_at < $4))
-             ORDER BY s.next_run_at LIMIT $5",
-        )
-        .bind(paused)
-        .bind(reauth)
-        .bind(&now)
-        .bind(&now)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        let sql = due_sql(due, self.postgres);
+        let query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(stamp(now))
+            .bind(key)
+            .bind(connection)
+            .bind(resource)
+            .bind(paused)
+            .bind(reauth)
+            .bind(limit);
+        if !self.postgres {
+            return Ok(query.fetch_all(&self.pool).await?);
+        }
+        // Without statistics (a table just loaded, not yet analyzed) PostgreSQL would
+        // rather sort every due row than walk the index in order, for every batch.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET LOCAL enable_sort = off")
+            .execute(&mut *tx)
+            .await?;
+        let rows = query.fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(rows)
     }
 
-    /// Take due schedules for their runs, in one transaction; one flag per claim. A claim
-    /// succeeds for exactly one scheduler replica (compare-and-set on what `due_schedules`
-    /// saw) and sets the lease and the next due times (`stamp` text).
+    /// Take due schedules for their runs in one statement; one flag per claim, in order.
+    /// A claim succeeds for exactly one scheduler replica (compare-and-set on what
+    /// `due_schedules` saw) and sets the lease and the next due times (`stamp` text).
     /// `now` is the tick's time: leases run from it.
     pub async fn claim_schedules<'a>(
         &self,
         now: DateTime<Utc>,
         claims: impl Iterator<Item = (&'a DueSchedule, &'a str, &'a str, &'a str)>,
     ) -> Result<Vec<bool>, StoreError> {
-        let lease_until = stamp(now + self.lease);
-        let mut tx = self.pool.begin().await?;
-        let mut won = Vec::new();
-        for (due, run_id, next_run_at, next_full_at) in claims {
-            // Compare-and-set on the schedule as it was read: the same due time and the
-            // same lease holder (none, or the expired one being taken over).
-            let q = sqlx::query(
-                "UPDATE schedules SET lease_run_id = $1, lease_expires_at = $2, next_run_at = $3, next_full_at = $4
-                 WHERE connection = $5 AND resource = $6 AND next_run_at = $7
-                   AND lease_run_id IS NOT DISTINCT FROM $8",
-            )
-            .bind(run_id)
-            .bind(&lease_until)
-            .bind(next_run_at)
-            .bind(next_full_at)
-            .bind(&due.connection)
-            .bind(&due.resource)
-            .bind(&due.next_run_at)
-            .bind(due.lease_run_id.as_deref());
-            won.push(q.execute(&mut *tx).await?.rows_affected() == 1);
+        let rows: Vec<ClaimRow<'a>> = claims
+            .map(|(due, run_id, next_run_at, next_full_at)| ClaimRow {
+                connection: &due.connection,
+                resource: &due.resource,
+                seen_run_at: &due.next_run_at,
+                seen_lease: due.lease_run_id.as_deref(),
+                run_id,
+                next_run_at,
+                next_full_at,
+            })
+            .collect();
+        if rows.is_empty() {
+            return Ok(Vec::new());
         }
-        tx.commit().await?;
-        Ok(won)
+        let sql = if self.postgres {
+            CLAIM_POSTGRES
+        } else {
+            CLAIM_SQLITE
+        };
+        let taken: std::collections::HashSet<(String, String)> = sqlx::query_as(sql)
+            .bind(serde_json::to_string(&rows).expect("strings serialize"))
+            .bind(stamp(now + self.lease))
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .collect();
+        Ok(rows
+            .iter()
+            .map(|r| taken.contains(&(r.connection.to_string(), r.resource.to_string())))
+            .collect())
     }
 
-    /// Give a lease back (its job could not be enqueued) so the next tick retries.
+    /// Give claims back (their jobs could not be enqueued), in one statement: each
+    /// schedule still leased to the claim's run is put back as `due_schedules` read it, so
+    /// the next tick finds it due again exactly as this one did.
+    pub async fn release_claims<'a>(
+        &self,
+        claims: impl Iterator<Item = (&'a DueSchedule, &'a str)>,
+    ) -> Result<(), StoreError> {
+        let rows: Vec<UndoRow<'a>> = claims
+            .map(|(due, run_id)| UndoRow {
+                run_id,
+                lease_run_id: due.lease_run_id.as_deref(),
+                lease_expires_at: due.lease_expires_at.as_deref(),
+                next_run_at: &due.next_run_at,
+                next_full_at: &due.next_full_at,
+            })
+            .collect();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let sql = if self.postgres {
+            UNDO_POSTGRES
+        } else {
+            UNDO_SQLITE
+        };
+        sqlx::query(sql)
+            .bind(serde_json::to_string(&rows).expect("strings serialize"))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Give a lease back (its run ended or its job could not be enqueued): the schedule
+    /// waits for its next due time.
     pub async fn release_lease(&self, run_id: &str) -> Result<(), StoreError> {
         sqlx::query(RELEASE_LEASE)
             .bind(run_id)
