@@ -3,8 +3,8 @@
 //! same run (reading the due schedules batch by batch, nothing else; publishing as many
 //! job messages batch by batch, nothing else), and the peak memory during the tick.
 //!
-//! `cargo bench -p tributary-scheduler --bench tick` (TRIBUTARY_BENCH_CONNECTIONS to resize;
-//! needs tansu and the local PostgreSQL).
+//! `cargo bench -p tributary-scheduler --bench tick` (TRIBUTARY_BENCH_CONNECTIONS to resize,
+//! TRIBUTARY_BENCH_BACKENDS=sqlite or postgres for one; needs tansu and the local PostgreSQL).
 
 use std::time::Instant;
 
@@ -31,6 +31,24 @@ fn peak_rss_mib() -> f64 {
         .and_then(|kb| kb.parse::<f64>().ok())
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
+}
+
+/// CPU seconds this process has used (user and system; clock ticks of 1/100 s).
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name (which may hold spaces) start at the state.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Bulk-load connections and their schedules (the API would take hours for 100k).
@@ -123,10 +141,15 @@ async fn main() {
         "{n} connections on `*/15 * * * *` in 4 time zones, all due in one tick (batches of {batch}); tansu at {}",
         broker.addr
     );
-    for (backend, url) in [
-        ("sqlite", fresh_sqlite()),
-        ("postgres", fresh_postgres().await),
-    ] {
+    let only = std::env::var("TRIBUTARY_BENCH_BACKENDS").unwrap_or_default();
+    for backend in ["sqlite", "postgres"] {
+        if !only.is_empty() && !only.split(',').any(|b| b == backend) {
+            continue;
+        }
+        let url = match backend {
+            "sqlite" => fresh_sqlite(),
+            _ => fresh_postgres().await,
+        };
         let store = Store::connect(&url, test_cipher()).await.unwrap();
         load(&store, n).await;
         let topics = Topics::new(&format!("tick{backend}{}", std::process::id()));
@@ -150,9 +173,10 @@ async fn main() {
         let publish = t.elapsed().as_secs_f64();
         let rss_before = peak_rss_mib();
         reset_peak_rss();
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), cpu_secs());
         let report = scheduler.tick(now).await.unwrap();
         let tick = t.elapsed().as_secs_f64();
+        let cpu = cpu_secs() - cpu;
         assert_eq!(report.enqueued, n, "{report:?}");
         println!("{backend}:");
         line(
@@ -178,7 +202,7 @@ async fn main() {
             n as f64 / tick
         );
         println!(
-            "  peak memory (VmHWM): {:.0} MiB before the tick, {:.0} MiB during it",
+            "  peak memory (VmHWM): {:.0} MiB before the tick, {:.0} MiB during it; this process's CPU during the tick: {cpu:.2} s",
             rss_before,
             peak_rss_mib()
         );
