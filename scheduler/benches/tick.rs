@@ -121,11 +121,22 @@ async fn publish_only(publisher: &Publisher, topic: &str, n: usize, batch: usize
     }
 }
 
-fn line(what: &str, secs: f64, baseline: Option<f64>) {
-    match baseline {
-        None => println!("  {what:<44} {secs:>7.2} s"),
-        Some(b) => println!("  {what:<44} {secs:>7.2} s  ({:.1}x)", secs / b),
+/// Wall-clock and this process's CPU seconds of one step.
+struct Timed(Instant, f64);
+
+impl Timed {
+    fn start() -> Timed {
+        Timed(Instant::now(), cpu_secs())
     }
+
+    /// (wall, CPU) seconds.
+    fn stop(self) -> (f64, f64) {
+        (self.0.elapsed().as_secs_f64(), cpu_secs() - self.1)
+    }
+}
+
+fn line(what: &str, (wall, cpu): (f64, f64)) {
+    println!("  {what:<44} {wall:>6.2} s  (this process's CPU {cpu:.2} s)");
 }
 
 #[tokio::main]
@@ -164,45 +175,32 @@ async fn main() {
             settings.clone(),
         );
         let now = Utc::now() + chrono::Duration::seconds(1);
-        let t = Instant::now();
+        let timed = Timed::start();
         assert_eq!(read_all(&store, now, batch).await, n);
-        let read = t.elapsed().as_secs_f64();
+        let read = timed.stop();
         // The same topic as the tick's: its messages are the same size, in the same partitions.
-        let t = Instant::now();
+        let timed = Timed::start();
         publish_only(&publisher, &topics.jobs(), n, batch as usize).await;
-        let publish = t.elapsed().as_secs_f64();
+        let publish = timed.stop();
         let rss_before = peak_rss_mib();
         reset_peak_rss();
-        let (t, cpu) = (Instant::now(), cpu_secs());
+        let timed = Timed::start();
         let report = scheduler.tick(now).await.unwrap();
-        let tick = t.elapsed().as_secs_f64();
-        let cpu = cpu_secs() - cpu;
+        let tick = timed.stop();
         assert_eq!(report.enqueued, n, "{report:?}");
         println!("{backend}:");
-        line(
-            &format!("baseline 1: read the {n} due schedules"),
-            read,
-            None,
-        );
-        line(
-            &format!("baseline 2: publish {n} job messages"),
-            publish,
-            None,
-        );
-        line(
-            &format!("tick: plan, claim, enqueue {n} jobs"),
-            tick,
-            Some(read),
+        line(&format!("baseline 1: read the {n} due schedules"), read);
+        line(&format!("baseline 2: publish {n} job messages"), publish);
+        line(&format!("tick: plan, claim, enqueue {n} jobs"), tick);
+        println!(
+            "  the tick: {:.1}x baseline 1, {:.1}x baseline 2, {:.1}x both summed; {:.0} schedules/s",
+            tick.0 / read.0,
+            tick.0 / publish.0,
+            tick.0 / (read.0 + publish.0),
+            n as f64 / tick.0
         );
         println!(
-            "  {:<44} {:>7.1}x baseline 2, {:.1}x both baselines summed; {:.0} schedules/s",
-            "",
-            tick / publish,
-            tick / (read + publish),
-            n as f64 / tick
-        );
-        println!(
-            "  peak memory (VmHWM): {:.0} MiB before the tick, {:.0} MiB during it; this process's CPU during the tick: {cpu:.2} s",
+            "  peak memory (VmHWM): {:.0} MiB before the tick, {:.0} MiB during it",
             rss_before,
             peak_rss_mib()
         );

@@ -115,7 +115,7 @@ impl Scheduler {
     /// read and planned.
     async fn enqueue_due(&self, now: DateTime<Utc>) -> Result<TickReport, TickError> {
         let mut report = TickReport::default();
-        let mut plans = Plans::new(&self.settings);
+        let mut plans = Plans::new(&self.settings, now);
         let (mut publishing, mut planned) = (Batch::default(), Planned::default());
         // The way being walked (an index in `Due::ALL`) and the last row read of it.
         let mut walk: Option<(usize, Option<DueSchedule>)> = Some((0, None));
@@ -207,7 +207,7 @@ impl Scheduler {
         };
         let topic = self.topics.jobs();
         for d in due {
-            match plans.plan(&d, now) {
+            match plans.plan(&d) {
                 Ok((next_run_at, next_full_at, mode)) => {
                     let job = Job::new_run(
                         &d.tenant,
@@ -311,13 +311,18 @@ type Parsed = Result<Arc<(Cadence, Duration)>, String>;
 /// thousands of connections share a few schedules and time zones.
 struct Plans<'a> {
     settings: &'a ScheduleSettings,
+    /// The tick's time, and as stored.
+    now: DateTime<Utc>,
+    now_stamp: String,
     cadences: HashMap<String, HashMap<Tz, Parsed>>,
 }
 
 impl<'a> Plans<'a> {
-    fn new(settings: &'a ScheduleSettings) -> Self {
+    fn new(settings: &'a ScheduleSettings, now: DateTime<Utc>) -> Self {
         Plans {
             settings,
+            now,
+            now_stamp: stamp(now),
             cadences: HashMap::new(),
         }
     }
@@ -338,11 +343,8 @@ impl<'a> Plans<'a> {
     }
 
     /// Next times for a due schedule: (next run, next full, this run's mode).
-    fn plan(
-        &mut self,
-        due: &DueSchedule,
-        now: DateTime<Utc>,
-    ) -> Result<(String, String, RunMode), String> {
+    fn plan(&mut self, due: &DueSchedule) -> Result<(String, String, RunMode), String> {
+        let now = self.now;
         let tz = parse_timezone(&due.timezone)?;
         let settings = self.settings;
         let cadence = self.cadence(
@@ -360,7 +362,7 @@ impl<'a> Plans<'a> {
         let key = format!("{}/{}", due.connection, due.resource);
         let j = jitter(&key, cadence.1, settings.max_jitter);
         let next = next_due(&cadence.0, tz, now, j).ok_or("the schedule has no next occurrence")?;
-        let full_due = due.next_full_at.as_str() <= stamp(now).as_str();
+        let full_due = due.next_full_at <= self.now_stamp;
         let next_full = if full_due {
             let jf = jitter(&key, full.1, settings.max_jitter);
             stamp(
