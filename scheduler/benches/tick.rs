@@ -3,8 +3,8 @@
 //! same run (reading the due schedules batch by batch, nothing else; publishing as many
 //! job messages batch by batch, nothing else), and the peak memory during the tick.
 //!
-//! `cargo bench -p tributary-scheduler --bench tick` (TRIBUTARY_BENCH_CONNECTIONS to resize;
-//! needs tansu and the local PostgreSQL).
+//! `cargo bench -p tributary-scheduler --bench tick` (TRIBUTARY_BENCH_CONNECTIONS to resize,
+//! TRIBUTARY_BENCH_BACKENDS=sqlite or postgres for one; needs tansu and the local PostgreSQL).
 
 use std::time::Instant;
 
@@ -31,6 +31,24 @@ fn peak_rss_mib() -> f64 {
         .and_then(|kb| kb.parse::<f64>().ok())
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
+}
+
+/// CPU seconds this process has used (user and system; clock ticks of 1/100 s).
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name (which may hold spaces) start at the state.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Bulk-load connections and their schedules (the API would take hours for 100k).
@@ -103,11 +121,22 @@ async fn publish_only(publisher: &Publisher, topic: &str, n: usize, batch: usize
     }
 }
 
-fn line(what: &str, secs: f64, baseline: Option<f64>) {
-    match baseline {
-        None => println!("  {what:<44} {secs:>7.2} s"),
-        Some(b) => println!("  {what:<44} {secs:>7.2} s  ({:.1}x)", secs / b),
+/// Wall-clock and this process's CPU seconds of one step.
+struct Timed(Instant, f64);
+
+impl Timed {
+    fn start() -> Timed {
+        Timed(Instant::now(), cpu_secs())
     }
+
+    /// (wall, CPU) seconds.
+    fn stop(self) -> (f64, f64) {
+        (self.0.elapsed().as_secs_f64(), cpu_secs() - self.1)
+    }
+}
+
+fn line(what: &str, (wall, cpu): (f64, f64)) {
+    println!("  {what:<44} {wall:>6.2} s  (this process's CPU {cpu:.2} s)");
 }
 
 #[tokio::main]
@@ -123,10 +152,15 @@ async fn main() {
         "{n} connections on `*/15 * * * *` in 4 time zones, all due in one tick (batches of {batch}); tansu at {}",
         broker.addr
     );
-    for (backend, url) in [
-        ("sqlite", fresh_sqlite()),
-        ("postgres", fresh_postgres().await),
-    ] {
+    let only = std::env::var("TRIBUTARY_BENCH_BACKENDS").unwrap_or_default();
+    for backend in ["sqlite", "postgres"] {
+        if !only.is_empty() && !only.split(',').any(|b| b == backend) {
+            continue;
+        }
+        let url = match backend {
+            "sqlite" => fresh_sqlite(),
+            _ => fresh_postgres().await,
+        };
         let store = Store::connect(&url, test_cipher()).await.unwrap();
         load(&store, n).await;
         let topics = Topics::new(&format!("tick{backend}{}", std::process::id()));
@@ -141,41 +175,29 @@ async fn main() {
             settings.clone(),
         );
         let now = Utc::now() + chrono::Duration::seconds(1);
-        let t = Instant::now();
+        let timed = Timed::start();
         assert_eq!(read_all(&store, now, batch).await, n);
-        let read = t.elapsed().as_secs_f64();
+        let read = timed.stop();
         // The same topic as the tick's: its messages are the same size, in the same partitions.
-        let t = Instant::now();
+        let timed = Timed::start();
         publish_only(&publisher, &topics.jobs(), n, batch as usize).await;
-        let publish = t.elapsed().as_secs_f64();
+        let publish = timed.stop();
         let rss_before = peak_rss_mib();
         reset_peak_rss();
-        let t = Instant::now();
+        let timed = Timed::start();
         let report = scheduler.tick(now).await.unwrap();
-        let tick = t.elapsed().as_secs_f64();
+        let tick = timed.stop();
         assert_eq!(report.enqueued, n, "{report:?}");
         println!("{backend}:");
-        line(
-            &format!("baseline 1: read the {n} due schedules"),
-            read,
-            None,
-        );
-        line(
-            &format!("baseline 2: publish {n} job messages"),
-            publish,
-            None,
-        );
-        line(
-            &format!("tick: plan, claim, enqueue {n} jobs"),
-            tick,
-            Some(read),
-        );
+        line(&format!("baseline 1: read the {n} due schedules"), read);
+        line(&format!("baseline 2: publish {n} job messages"), publish);
+        line(&format!("tick: plan, claim, enqueue {n} jobs"), tick);
         println!(
-            "  {:<44} {:>7.1}x baseline 2, {:.1}x both baselines summed; {:.0} schedules/s",
-            "",
-            tick / publish,
-            tick / (read + publish),
-            n as f64 / tick
+            "  the tick: {:.1}x baseline 1, {:.1}x baseline 2, {:.1}x both summed; {:.0} schedules/s",
+            tick.0 / read.0,
+            tick.0 / publish.0,
+            tick.0 / (read.0 + publish.0),
+            n as f64 / tick.0
         );
         println!(
             "  peak memory (VmHWM): {:.0} MiB before the tick, {:.0} MiB during it",

@@ -1,8 +1,10 @@
 //! One scheduling tick: find due (connection, resource) schedules, claim each for
 //! one run (a lease: one job in flight; an expired lease is enqueued again), and
-//! enqueue the jobs together. Replicas may tick at once: a claim succeeds once.
+//! enqueue the jobs, a batch at a time: a statement reads a batch, one claims it, one
+//! publish sends its jobs. Replicas may tick at once: a claim succeeds once.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +29,8 @@ pub struct ScheduleSettings {
     pub default_full_schedule: String,
     /// Upper bound of the per-resource jitter.
     pub max_jitter: Duration,
-    /// Schedules claimed per transaction.
+    /// Schedules read, claimed (one statement) and published together; a tick holds at
+    /// most three batches at once.
     pub batch: i64,
 }
 
@@ -107,45 +110,105 @@ impl Scheduler {
         outcome
     }
 
-    /// Walk each way of being due a batch at a time (never more than `batch` schedules
-    /// in memory), claiming and enqueuing each batch before reading the next.
+    /// Walk each way of being due a batch at a time, in a pipeline (at most three batches
+    /// in memory): while one batch is published, the next is claimed and the one after it
+    /// read and planned.
     async fn enqueue_due(&self, now: DateTime<Utc>) -> Result<TickReport, TickError> {
         let mut report = TickReport::default();
-        let mut plans = Plans::new(&self.settings);
-        for way in Due::ALL {
-            let mut after: Option<DueSchedule> = None;
-            loop {
-                let due = self
-                    .store
-                    .due_schedules(now, way, after.as_ref(), self.settings.batch)
-                    .await?;
-                report.due += due.len();
-                self.enqueue_batch(&due, now, &mut plans, &mut report)
-                    .await?;
-                // The walk resumes after the batch's last row: schedules that stay due (an
-                // invalid one, a halted connection's) are read once per tick, not per batch.
-                if due.is_empty() || (due.len() as i64) < self.settings.batch {
-                    break;
+        let mut plans = Plans::new(&self.settings, now);
+        let (mut publishing, mut planned) = (Batch::default(), Planned::default());
+        // The way being walked (an index in `Due::ALL`) and the last row read of it.
+        let mut walk: Option<(usize, Option<DueSchedule>)> = Some((0, None));
+        while walk.is_some() || !planned.claims.is_empty() || !publishing.taken.is_empty() {
+            let read = self.read_batch(now, walk.as_ref(), &mut plans);
+            let claim = self.claim_batch(std::mem::take(&mut planned.claims), now);
+            let (claimed, mut read) = self
+                .publish_during(&publishing, self.claim_then(claim, read))
+                .await?;
+            report.enqueued += publishing.taken.len();
+            report.lost += claimed.lost;
+            report.due += read.read;
+            report.invalid += read.invalid;
+            publishing = claimed;
+            if let Some((way, after)) = &mut walk {
+                // The walk resumes after the batch's last row: a schedule that stays due
+                // (an invalid one) is read once per tick, not once per batch.
+                if read.read == 0 || (read.read as i64) < self.settings.batch {
+                    walk = (*way + 1 < Due::ALL.len()).then(|| (*way + 1, None));
+                } else {
+                    *after = read.last.take();
                 }
-                after = due.into_iter().last();
             }
+            planned = read;
         }
         Ok(report)
     }
 
-    /// Plan, claim (one statement) and publish one batch; a failed publish gives the
-    /// batch's claims back (one statement) and fails the tick.
-    async fn enqueue_batch(
+    /// Publish `batch` while `next` runs; a failed publish gives back the claims of both
+    /// (one statement each) and fails the tick, as does a failed `next` (once `batch` is
+    /// published).
+    async fn publish_during<T>(
         &self,
-        due: &[DueSchedule],
+        batch: &Batch,
+        next: impl Future<Output = Result<(Batch, T), StoreError>>,
+    ) -> Result<(Batch, T), TickError> {
+        let published = async {
+            if batch.messages.is_empty() {
+                return Ok(());
+            }
+            self.publisher.publish_all(&batch.messages).await
+        };
+        let (published, next) = tokio::join!(published, next);
+        if let Err(e) = published {
+            self.store.release_claims(batch.claims()).await?;
+            if let Ok((next, _)) = next {
+                self.store.release_claims(next.claims()).await?;
+            }
+            return Err(e.into());
+        }
+        Ok(next?)
+    }
+
+    /// Claim while reading; a failed read gives the claims back.
+    async fn claim_then(
+        &self,
+        claim: impl Future<Output = Result<Batch, StoreError>>,
+        read: impl Future<Output = Result<Planned, StoreError>>,
+    ) -> Result<(Batch, Planned), StoreError> {
+        let (claimed, read) = tokio::join!(claim, read);
+        let claimed = claimed?;
+        match read {
+            Ok(read) => Ok((claimed, read)),
+            Err(e) => {
+                self.store.release_claims(claimed.claims()).await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Read the walk's next batch (none when the walk is over) and plan each schedule.
+    async fn read_batch(
+        &self,
         now: DateTime<Utc>,
+        walk: Option<&(usize, Option<DueSchedule>)>,
         plans: &mut Plans<'_>,
-        report: &mut TickReport,
-    ) -> Result<(), TickError> {
-        let mut claims = Vec::with_capacity(due.len());
+    ) -> Result<Planned, StoreError> {
+        let Some((way, after)) = walk else {
+            return Ok(Planned::default());
+        };
+        let due = self
+            .store
+            .due_schedules(now, Due::ALL[*way], after.as_ref(), self.settings.batch)
+            .await?;
+        let mut planned = Planned {
+            read: due.len(),
+            last: due.last().cloned(),
+            ..Planned::default()
+        };
+        let topic = self.topics.jobs();
         for d in due {
-            match plans.plan(d, now) {
-                Ok((next, next_full, mode)) => {
+            match plans.plan(&d) {
+                Ok((next_run_at, next_full_at, mode)) => {
                     let job = Job::new_run(
                         &d.tenant,
                         &d.connection,
@@ -153,40 +216,91 @@ impl Scheduler {
                         mode,
                         JobReason::Schedule,
                     );
-                    claims.push((d, job, next, next_full));
+                    planned.claims.push(Claim {
+                        message: job_message(&topic, &job),
+                        run_id: job.run_id,
+                        due: d,
+                        next_run_at,
+                        next_full_at,
+                    });
                 }
                 Err(e) => {
-                    report.invalid += 1;
+                    planned.invalid += 1;
                     warn!(connection = %d.connection, resource = %d.resource, "cannot schedule: {e}");
                 }
             }
+        }
+        Ok(planned)
+    }
+
+    /// Claim planned schedules (one statement).
+    async fn claim_batch(
+        &self,
+        claims: Vec<Claim>,
+        now: DateTime<Utc>,
+    ) -> Result<Batch, StoreError> {
+        let mut batch = Batch::default();
+        if claims.is_empty() {
+            return Ok(batch);
         }
         let won = self
             .store
             .claim_schedules(
                 now,
-                claims.iter().map(|(d, job, next, full)| {
-                    (*d, job.run_id.as_str(), next.as_str(), full.as_str())
+                claims.iter().map(|c| {
+                    (
+                        &c.due,
+                        c.run_id.as_str(),
+                        c.next_run_at.as_str(),
+                        c.next_full_at.as_str(),
+                    )
                 }),
             )
             .await?;
-        let taken: Vec<(&DueSchedule, &Job)> = claims
-            .iter()
-            .zip(&won)
-            .filter(|(_, w)| **w)
-            .map(|((d, job, _, _), _)| (*d, job))
-            .collect();
-        report.lost += claims.len() - taken.len();
-        let topic = self.topics.jobs();
-        let messages: Vec<OutMessage> = taken.iter().map(|(_, j)| job_message(&topic, j)).collect();
-        if let Err(e) = self.publisher.publish_all(&messages).await {
-            self.store
-                .release_claims(taken.iter().map(|(d, j)| (*d, j.run_id.as_str())))
-                .await?;
-            return Err(e.into());
+        for (c, won) in claims.into_iter().zip(won) {
+            if won {
+                batch.messages.push(c.message);
+                batch.taken.push((c.due, c.run_id));
+            } else {
+                batch.lost += 1;
+            }
         }
-        report.enqueued += taken.len();
-        Ok(())
+        Ok(batch)
+    }
+}
+
+/// A batch read and planned.
+#[derive(Default)]
+struct Planned {
+    read: usize,
+    invalid: usize,
+    /// The walk's next batch starts after this row.
+    last: Option<DueSchedule>,
+    claims: Vec<Claim>,
+}
+
+/// A due schedule as read, with its run's job message and its next due times.
+struct Claim {
+    due: DueSchedule,
+    run_id: String,
+    message: OutMessage,
+    next_run_at: String,
+    next_full_at: String,
+}
+
+/// What this replica claimed of a batch, with the messages of its jobs.
+#[derive(Default)]
+struct Batch {
+    /// Claimed by another replica first.
+    lost: usize,
+    /// Each claimed schedule as read, and the run it was claimed for.
+    taken: Vec<(DueSchedule, String)>,
+    messages: Vec<OutMessage>,
+}
+
+impl Batch {
+    fn claims(&self) -> impl Iterator<Item = (&DueSchedule, &str)> {
+        self.taken.iter().map(|(d, run)| (d, run.as_str()))
     }
 }
 
@@ -197,13 +311,18 @@ type Parsed = Result<Arc<(Cadence, Duration)>, String>;
 /// thousands of connections share a few schedules and time zones.
 struct Plans<'a> {
     settings: &'a ScheduleSettings,
+    /// The tick's time, and as stored.
+    now: DateTime<Utc>,
+    now_stamp: String,
     cadences: HashMap<String, HashMap<Tz, Parsed>>,
 }
 
 impl<'a> Plans<'a> {
-    fn new(settings: &'a ScheduleSettings) -> Self {
+    fn new(settings: &'a ScheduleSettings, now: DateTime<Utc>) -> Self {
         Plans {
             settings,
+            now,
+            now_stamp: stamp(now),
             cadences: HashMap::new(),
         }
     }
@@ -224,11 +343,8 @@ impl<'a> Plans<'a> {
     }
 
     /// Next times for a due schedule: (next run, next full, this run's mode).
-    fn plan(
-        &mut self,
-        due: &DueSchedule,
-        now: DateTime<Utc>,
-    ) -> Result<(String, String, RunMode), String> {
+    fn plan(&mut self, due: &DueSchedule) -> Result<(String, String, RunMode), String> {
+        let now = self.now;
         let tz = parse_timezone(&due.timezone)?;
         let settings = self.settings;
         let cadence = self.cadence(
@@ -246,7 +362,7 @@ impl<'a> Plans<'a> {
         let key = format!("{}/{}", due.connection, due.resource);
         let j = jitter(&key, cadence.1, settings.max_jitter);
         let next = next_due(&cadence.0, tz, now, j).ok_or("the schedule has no next occurrence")?;
-        let full_due = due.next_full_at.as_str() <= stamp(now).as_str();
+        let full_due = due.next_full_at <= self.now_stamp;
         let next_full = if full_due {
             let jf = jitter(&key, full.1, settings.max_jitter);
             stamp(

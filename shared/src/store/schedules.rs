@@ -3,6 +3,8 @@
 //! a batch at a time: a batch travels as one JSON text parameter (the `Any` driver cannot
 //! bind arrays) that the SQL expands into rows.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -87,30 +89,29 @@ struct ClaimRow<'a> {
     next_full_at: &'a str,
 }
 
-/// PostgreSQL: lock the rows still as they were read, skipping rows another replica holds
-/// (it is claiming them: they are lost to us), then set them. Never waiting on a lock,
-/// two replicas claiming overlapping batches cannot deadlock.
-const CLAIM_POSTGRES: &str = "WITH c AS (
-    SELECT * FROM json_to_recordset($1::json) AS r(connection text, resource text, seen_run_at text, seen_lease text, run_id text, next_run_at text, next_full_at text)
-), mine AS (
-    SELECT s.connection, s.resource FROM schedules s
-    JOIN c ON s.connection = c.connection AND s.resource = c.resource
-    WHERE s.next_run_at = c.seen_run_at AND s.lease_run_id IS NOT DISTINCT FROM c.seen_lease
-    FOR UPDATE OF s SKIP LOCKED
-)
-UPDATE schedules s SET lease_run_id = c.run_id, lease_expires_at = $2, next_run_at = c.next_run_at, next_full_at = c.next_full_at
-FROM c JOIN mine m ON m.connection = c.connection AND m.resource = c.resource
+/// PostgreSQL: the compare-and-set over the batch expanded from JSON. Replicas' claims
+/// take turns (`CLAIM_TURN`): two statements locking overlapping rows in different orders
+/// could deadlock. A claim that waited for its turn no longer matches the rows claimed
+/// before it: they are lost to it.
+const CLAIM_POSTGRES: &str = "UPDATE schedules s SET lease_run_id = c.run_id, lease_expires_at = $2, next_run_at = c.next_run_at, next_full_at = c.next_full_at
+FROM json_to_recordset($1::json) AS c(connection text, resource text, seen_run_at text, seen_lease text, run_id text, next_run_at text, next_full_at text)
 WHERE s.connection = c.connection AND s.resource = c.resource
   AND s.next_run_at = c.seen_run_at AND s.lease_run_id IS NOT DISTINCT FROM c.seen_lease
 RETURNING s.connection, s.resource";
 
+/// Held until the claim's transaction ends; no other code takes this advisory lock.
+const CLAIM_TURN: &str = "SELECT pg_advisory_xact_lock($1)";
+/// "TribSchd": the scheduler's claims among the database's advisory locks.
+const CLAIM_TURN_KEY: i64 = 0x5472_6962_5363_6864;
+
 /// SQLite: one writer at a time, so the compare-and-set in one statement is the claim.
+/// (A VALUES list of bound values instead of JSON made the tick bench three times slower.)
 const CLAIM_SQLITE: &str = "UPDATE schedules SET lease_run_id = c.run_id, lease_expires_at = $2, next_run_at = c.next_run_at, next_full_at = c.next_full_at
 FROM (
-    SELECT json_extract(value, '$.connection') AS connection, json_extract(value, '$.resource') AS resource,
-           json_extract(value, '$.seen_run_at') AS seen_run_at, json_extract(value, '$.seen_lease') AS seen_lease,
-           json_extract(value, '$.run_id') AS run_id, json_extract(value, '$.next_run_at') AS next_run_at,
-           json_extract(value, '$.next_full_at') AS next_full_at
+    SELECT value ->> 'connection' AS connection, value ->> 'resource' AS resource,
+           value ->> 'seen_run_at' AS seen_run_at, value ->> 'seen_lease' AS seen_lease,
+           value ->> 'run_id' AS run_id, value ->> 'next_run_at' AS next_run_at,
+           value ->> 'next_full_at' AS next_full_at
     FROM json_each($1)
 ) AS c
 WHERE schedules.connection = c.connection AND schedules.resource = c.resource
@@ -205,22 +206,50 @@ impl Store {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let sql = if self.postgres {
-            CLAIM_POSTGRES
+        let lease_until = stamp(now + self.lease);
+        let taken = if self.postgres {
+            self.claim_postgres(&rows, &lease_until).await?
         } else {
-            CLAIM_SQLITE
+            self.claim_sqlite(&rows, &lease_until).await?
         };
-        let taken: std::collections::HashSet<(String, String)> = sqlx::query_as(sql)
-            .bind(serde_json::to_string(&rows).expect("strings serialize"))
-            .bind(stamp(now + self.lease))
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .collect();
         Ok(rows
             .iter()
             .map(|r| taken.contains(&(r.connection.to_string(), r.resource.to_string())))
             .collect())
+    }
+
+    /// The claims won: (connection, resource).
+    async fn claim_postgres(
+        &self,
+        rows: &[ClaimRow<'_>],
+        lease_until: &str,
+    ) -> Result<HashSet<(String, String)>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(CLAIM_TURN)
+            .bind(CLAIM_TURN_KEY)
+            .execute(&mut *tx)
+            .await?;
+        let taken: Vec<(String, String)> = sqlx::query_as(CLAIM_POSTGRES)
+            .bind(serde_json::to_string(rows).expect("strings serialize"))
+            .bind(lease_until)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(taken.into_iter().collect())
+    }
+
+    /// The claims won: (connection, resource).
+    async fn claim_sqlite(
+        &self,
+        rows: &[ClaimRow<'_>],
+        lease_until: &str,
+    ) -> Result<HashSet<(String, String)>, StoreError> {
+        let taken: Vec<(String, String)> = sqlx::query_as(CLAIM_SQLITE)
+            .bind(serde_json::to_string(rows).expect("strings serialize"))
+            .bind(lease_until)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(taken.into_iter().collect())
     }
 
     /// Give claims back (their jobs could not be enqueued), in one statement: each
