@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tributary::domain::{ConnectionState, RunMode, RunStatus};
+use tributary_e2e::broker::TopicReader;
 use tributary_e2e::pipeline::{of_run, values, wait_run_end, Rig};
 use tributary_e2e::rig::PipelineRig;
 use tributary_e2e::stories::{broken_title_specs, Story};
@@ -150,6 +151,19 @@ async fn killed_worker_is_resumed(backend: &'static str, url: String) {
     let _second = rig.worker(&[("TRIBUTARY_SLICE_MAX_PAGES", "2".into())]);
     let end = wait_run_end(&mut statuses, &job.run_id, Duration::from_secs(150));
     assert_eq!(end["type"], "run.completed", "{backend}: {end}");
+    every_record_once_with_its_ids(&mut events, n, backend);
+    // Resumed from the checkpoint, not from the start: at most the killed slice is read twice.
+    let pages = n.div_ceil(100);
+    let requests = rig.lane.control.stats().await.unwrap().by_resource["contacts"];
+    assert!(
+        requests <= pages + 2,
+        "{backend}: {requests} page requests for {pages} pages"
+    );
+}
+
+/// After a kill and a resume: every one of the `n` records arrives, created, and a
+/// duplicate carries its original's id.
+fn every_record_once_with_its_ids(events: &mut TopicReader, n: u64, backend: &str) {
     events.read_until(LONG, "every record", |all| {
         all.iter()
             .filter_map(|r| r.value.as_ref())
@@ -174,13 +188,6 @@ async fn killed_worker_is_resumed(backend: &'static str, url: String) {
     assert!(
         ids_per_record.values().all(|ids| ids.len() == 1),
         "{backend}: a duplicate has its original's id"
-    );
-    // Resumed from the checkpoint, not from the start: at most the killed slice is read twice.
-    let pages = n.div_ceil(100);
-    let requests = rig.lane.control.stats().await.unwrap().by_resource["contacts"];
-    assert!(
-        requests <= pages + 2,
-        "{backend}: {requests} page requests for {pages} pages"
     );
 }
 
@@ -215,27 +222,7 @@ async fn killed_with_pages_in_flight(backend: &'static str, url: String) {
     let _second = rig.worker(&ahead);
     let end = wait_run_end(&mut statuses, &job.run_id, LONG);
     assert_eq!(end["type"], "run.completed", "{backend}: {end}");
-    events.read_until(LONG, "every record", |all| {
-        all.iter()
-            .filter_map(|r| r.value.as_ref())
-            .map(|v| v["record_id"].as_str().unwrap_or(""))
-            .collect::<HashSet<_>>()
-            .len()
-            >= n as usize
-    });
-    let mut ids_per_record: HashMap<String, HashSet<String>> = HashMap::new();
-    for v in values(&events.received) {
-        assert_eq!(v["op"], "created", "{backend}: {v}");
-        ids_per_record
-            .entry(v["record_id"].as_str().unwrap().into())
-            .or_default()
-            .insert(v["id"].as_str().unwrap().into());
-    }
-    assert_eq!(ids_per_record.len(), n as usize, "{backend}: every record");
-    assert!(
-        ids_per_record.values().all(|ids| ids.len() == 1),
-        "{backend}: a duplicate has its original's id"
-    );
+    every_record_once_with_its_ids(&mut events, n, backend);
 }
 
 /// SIGTERM drains: the slice checkpoints, its continuation is enqueued, exit 0; a
