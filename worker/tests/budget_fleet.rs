@@ -5,7 +5,7 @@
 //! `process-tests` feature.
 #![cfg(feature = "process-tests")]
 
-use tributary_e2e::fleet::{completed_at, Fleet, PAGE, R};
+use tributary_e2e::fleet::{completed_at, Fleet, HEADROOM, PAGE, R};
 use tributary_e2e::rig::PipelineRig;
 
 const WORKER: &str = env!("CARGO_BIN_EXE_tributary-worker");
@@ -43,8 +43,10 @@ async fn three_workers_never_exceed_the_app_budget_and_use_most_of_it() {
         stats.data_requests,
         used * 100.0
     );
+    // At most 1/(1 + headroom) of the budget; a slot woken up too late is skipped.
+    let most = 1.0 / (1.0 + HEADROOM);
     assert!(
-        used >= 0.90,
+        used >= most - 0.06,
         "used {:.1}% of the budget over the run",
         used * 100.0
     );
