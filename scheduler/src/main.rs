@@ -129,9 +129,10 @@ async fn run() -> anyhow::Result<()> {
         }
     });
     // Idle OAuth connections are kept alive in the background (see sync::keepalive).
-    let (keep_store, specs, private, every) = (
+    let (keep_store, specs, overlays, private, every) = (
         services.store.clone(),
         settings.sync.specs_dir.clone(),
+        settings.sync.overrides_dir.clone(),
         settings.sync.engine.allow_private_hosts,
         settings.keepalive_interval,
     );
@@ -139,7 +140,14 @@ async fn run() -> anyhow::Result<()> {
         let mut every = tokio::time::interval(every);
         loop {
             every.tick().await;
-            match tributary::sync::keepalive::refresh_idle(&keep_store, &specs, private).await {
+            match tributary::sync::keepalive::refresh_idle(
+                &keep_store,
+                &specs,
+                overlays.as_deref(),
+                private,
+            )
+            .await
+            {
                 Ok(n) if n > 0 => info!(refreshed = n, "idle connections kept alive"),
                 Ok(_) => {}
                 Err(e) => warn!("keeping idle connections alive failed (retried later): {e}"),

@@ -1,6 +1,6 @@
-//! One startup for every process that syncs: settings -> state store (migrations
-//! applied) -> the pipeline's topics -> publisher, then the syncer and the scheduler built
-//! from the same settings. Used by `tributary-worker run`, `tributary-scheduler run` and
+//! One startup for every process that syncs: settings -> the environment's overrides
+//! checked -> state store (migrations applied) -> the pipeline's topics -> publisher, then
+//! the syncer and the scheduler built from the same settings. Used by `tributary-worker run`, `tributary-scheduler run` and
 //! the standalone mode.
 
 use crate::bus::kafka::ensure_pipeline_topics;
@@ -23,6 +23,12 @@ pub enum TopicSetup {
 pub enum BootstrapError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("TRIBUTARY_OVERRIDES_DIR {dir}: {source}")]
+    Overrides {
+        dir: String,
+        #[source]
+        source: crate::spec::OverlayError,
+    },
     #[error("TRIBUTARY_DATABASE_URL {url}")]
     Store {
         url: String,
@@ -49,6 +55,7 @@ pub struct Services {
 impl Services {
     /// Connect everything the settings name, in order; each failure names its variable.
     pub async fn start(settings: Settings, setup: TopicSetup) -> Result<Services, BootstrapError> {
+        check_overlays(&settings)?;
         let store = Store::connect(&settings.database_url, settings.cipher()?)
             .await
             .map_err(|source| BootstrapError::Store {
@@ -93,6 +100,22 @@ impl Services {
             self.settings.schedule.clone(),
         )
     }
+}
+
+/// The environment's overlays, checked before anything starts: a process refuses to start
+/// on a file that does not apply (naming the file, the path in it and the problem).
+pub fn check_overlays(settings: &Settings) -> Result<(), BootstrapError> {
+    let Some(dir) = &settings.sync.overrides_dir else {
+        return Ok(());
+    };
+    crate::spec::overrides::check_overlays(&settings.sync.specs_dir, dir)
+        .map(|providers| {
+            tracing::info!(dir = %dir.display(), providers = ?providers, "environment overrides");
+        })
+        .map_err(|source| BootstrapError::Overrides {
+            dir: dir.display().to_string(),
+            source,
+        })
 }
 
 /// A database URL without its password, for messages.

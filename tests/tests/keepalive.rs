@@ -45,7 +45,7 @@ async fn idle_connections_are_refreshed_at_half_the_idle_limit() {
         .unwrap();
         let specs = repo_root().join("provider-specs");
         assert_eq!(
-            refresh_idle(&store, &specs, true).await.unwrap(),
+            refresh_idle(&store, &specs, None, true).await.unwrap(),
             1,
             "{backend}"
         );
@@ -60,7 +60,7 @@ async fn idle_connections_are_refreshed_at_half_the_idle_limit() {
         assert!(creds.get("access_token").is_some());
         // Now recently refreshed: nothing to do.
         assert_eq!(
-            refresh_idle(&store, &specs, true).await.unwrap(),
+            refresh_idle(&store, &specs, None, true).await.unwrap(),
             0,
             "{backend}"
         );

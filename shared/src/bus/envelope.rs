@@ -212,7 +212,8 @@ pub fn event_id(
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusEvent {
     pub id: String,
-    /// `run.started`, `run.completed`, `run.failed`, `connection.rate_limited`, `connection.needs_reauth`.
+    /// `run.started`, `run.completed`, `run.failed`, `connection.rate_limited`,
+    /// `connection.needs_reauth`, `connection.overrides_changed`.
     #[serde(rename = "type")]
     pub event_type: String,
     pub tenant: String,
@@ -240,6 +241,7 @@ pub enum StatusKind {
     RunFailed,
     RateLimited,
     NeedsReauth,
+    OverridesChanged,
 }
 
 impl StatusKind {
@@ -250,6 +252,7 @@ impl StatusKind {
             StatusKind::RunFailed => "run.failed",
             StatusKind::RateLimited => "connection.rate_limited",
             StatusKind::NeedsReauth => "connection.needs_reauth",
+            StatusKind::OverridesChanged => "connection.overrides_changed",
         }
     }
 }
@@ -271,6 +274,30 @@ impl StatusEvent {
             occurred_at: event_time(now),
             schema_version: ENVELOPE_VERSION,
         }
+    }
+
+    /// A connection's overrides changed (set, or removed when `overrides` is None): it
+    /// concerns every resource (`*`) and no run; the next full run of each re-maps every
+    /// record (`mode: full`).
+    pub fn overrides_changed(
+        tenant: &str,
+        connection: &str,
+        provider: &str,
+        version: i64,
+        removed: bool,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let run = RunRef {
+            tenant: tenant.to_string(),
+            connection: connection.to_string(),
+            provider: provider.to_string(),
+            resource: "*".into(),
+            sync_run: String::new(),
+            mode: RunMode::Full,
+        };
+        let what = if removed { "removed" } else { "set" };
+        StatusEvent::new(&run, StatusKind::OverridesChanged, now)
+            .with_reason(format!("overrides {what}: version {version}"))
     }
 
     pub fn with_counts(mut self, counts: RunCounts) -> Self {

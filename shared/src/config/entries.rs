@@ -66,6 +66,9 @@ entries! {
     TRIBUTARY_DATABASE_URL: Text => database_url;
     /// where `<provider>.yaml` specs are
     TRIBUTARY_SPECS_DIR: Text => sync.specs_dir;
+    /// this environment's overrides of the specs: `<provider>.yaml` files (see
+    /// provider-specs/README.md, "Overrides"), checked at start
+    TRIBUTARY_OVERRIDES_DIR: OptText => sync.overrides_dir, shown "(none)";
     /// prefix of every topic and of the consumer group (`<prefix>.workers`)
     TRIBUTARY_TOPIC_PREFIX: Text => topics.prefix;
     /// name of the per-model topics

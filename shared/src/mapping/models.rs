@@ -21,6 +21,19 @@ impl std::fmt::Debug for UnifiedModel {
 }
 
 impl UnifiedModel {
+    /// The model's top-level fields (the schema's `properties`), in name order.
+    pub fn field_names(&self) -> impl Iterator<Item = &str> {
+        self.schema["properties"]
+            .as_object()
+            .into_iter()
+            .flat_map(|p| p.keys().map(String::as_str))
+    }
+
+    /// Whether the model has this top-level field.
+    pub fn has_field(&self, name: &str) -> bool {
+        self.schema["properties"].get(name).is_some()
+    }
+
     /// Check a record; the error lists each violation with its JSON pointer.
     pub fn check(&self, record: &Value) -> Result<(), String> {
         // The common case is valid: answer it without collecting errors.

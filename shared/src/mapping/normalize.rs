@@ -5,7 +5,7 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::spec::compile::CompiledResource;
+use crate::spec::compile::{CompiledResource, FieldTarget};
 
 /// A normalized record, as `spec run` prints it and the pipeline publishes it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -104,7 +104,10 @@ fn mapped(resource: &CompiledResource, id: &str, raw: &Value) -> Result<Mapped, 
     // Unified fields left empty are absent, so consumers see one shape for "unknown".
     data.retain(|_, v| !v.is_null());
     data.insert("id".into(), Value::String(id.to_string()));
-    let custom_fields = custom_fields(resource, raw)?;
+    let mut custom_fields = custom_fields(resource, raw)?;
+    if !resource.fields.is_empty() {
+        merge_fields(resource, raw, &mut data, &mut custom_fields)?;
+    }
     let data = Value::Object(data);
     resource
         .model
@@ -129,6 +132,10 @@ pub fn custom_fields(
         !value.is_null()
             && !resource.mapped_fields.contains(name)
             && !resource.custom_exclude.contains(name)
+            && resource
+                .custom_include_names
+                .as_ref()
+                .is_none_or(|names| names.contains(name))
             && resource
                 .custom_include
                 .as_ref()
@@ -157,6 +164,35 @@ pub fn custom_fields(
         return Ok(Map::new());
     };
     Ok(fields.into_iter().filter(|(k, v)| keep(k, v)).collect())
+}
+
+/// The resource's `fields` merged into the mapping's result: each replaces (or adds) one
+/// unified or custom field; a null result removes it, as the mapping's nulls are.
+fn merge_fields(
+    resource: &CompiledResource,
+    raw: &Value,
+    data: &mut Map<String, Value>,
+    custom: &mut Map<String, Value>,
+) -> Result<(), NormalizeError> {
+    for field in &resource.fields {
+        let (target, name) = match &field.target {
+            FieldTarget::Unified(name) => (&mut *data, name),
+            FieldTarget::Custom(name) => (&mut *custom, name),
+        };
+        let value = field
+            .expr
+            .eval_json(raw)
+            .map_err(|message| NormalizeError::Evaluation {
+                what: "fields",
+                message: format!("`{name}`: {message}"),
+            })?
+            .filter(|v| !v.is_null());
+        match value {
+            Some(v) => target.insert(name.clone(), v),
+            None => target.remove(name),
+        };
+    }
+    Ok(())
 }
 
 fn kind(v: &Value) -> &'static str {

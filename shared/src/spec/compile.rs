@@ -134,7 +134,31 @@ pub struct CompiledResource {
     pub custom_from: Jsonata,
     pub custom_exclude: HashSet<String>,
     pub custom_include: Option<Regex>,
+    /// The resource's `fields`, merged into the mapping's result (see `FieldExpr`).
+    pub fields: Vec<FieldExpr>,
+    /// `custom_fields.include`: only these provider fields are custom.
+    pub custom_include_names: Option<HashSet<String>>,
 }
+
+/// One entry of a resource's `fields`: an expression over the provider record and
+/// where its value goes.
+#[derive(Debug)]
+pub struct FieldExpr {
+    pub target: FieldTarget,
+    pub expr: Jsonata,
+}
+
+/// Where a `fields` entry's value goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldTarget {
+    /// A field of the unified model.
+    Unified(String),
+    /// `custom_fields.<name>`.
+    Custom(String),
+}
+
+/// Fields of the unified record the pipeline sets itself: `fields` cannot set them.
+const RESERVED_FIELDS: &[&str] = &["id", "custom_fields", "remote_data"];
 
 impl CompiledResource {
     /// The plan a run reads with: the incremental one when the run asks only for
@@ -673,19 +697,31 @@ impl Compiler<'_> {
         if page_size == 0 {
             self.problem(&format!("{at}.page_size"), "must be at least 1");
         }
+        let fields = model.map(|m| self.fields(&at, &r.fields, m));
         let mapping = mapping?;
+        let fields = fields?;
+        let mut mapped_fields = mapping.field_names();
+        for f in &fields {
+            mapped_fields.extend(f.expr.field_names());
+        }
         Some(CompiledResource {
             name: name.to_string(),
             model: model?,
             full: full?,
             incremental,
             page_size,
-            mapped_fields: mapping.field_names(),
+            mapped_fields,
             mapping_plan: MappingPlan::new(&mapping),
             mapping,
             custom_from: custom_from?,
             custom_exclude: r.custom_fields.exclude.iter().cloned().collect(),
             custom_include,
+            fields,
+            custom_include_names: r
+                .custom_fields
+                .include
+                .as_ref()
+                .map(|names| names.iter().cloned().collect()),
         })
     }
 
@@ -816,6 +852,56 @@ impl Compiler<'_> {
             primary_key: primary_key?,
             updated_at,
         })
+    }
+}
+
+impl Compiler<'_> {
+    /// A resource's `fields`: each key a field of the model (or `custom_fields.<name>`),
+    /// each value a JSONata expression over the provider record.
+    fn fields(
+        &mut self,
+        at: &str,
+        fields: &IndexMap<String, String>,
+        model: &UnifiedModel,
+    ) -> Vec<FieldExpr> {
+        let mut out = Vec::new();
+        for (key, source) in fields {
+            let path = format!("{at}.fields.{key}");
+            let target = match key.strip_prefix("custom_fields.") {
+                Some("") => {
+                    self.problem(&path, "name the custom field: `custom_fields.<name>`");
+                    continue;
+                }
+                Some(name) => FieldTarget::Custom(name.to_string()),
+                None if RESERVED_FIELDS.contains(&key.as_str()) => {
+                    self.problem(
+                        &path,
+                        format!("`{key}` is set by the pipeline itself and cannot be mapped"),
+                    );
+                    continue;
+                }
+                None if !model.has_field(key) => {
+                    let known: Vec<&str> = model
+                        .field_names()
+                        .filter(|f| !RESERVED_FIELDS.contains(f))
+                        .collect();
+                    self.problem(
+                        &path,
+                        format!(
+                            "the unified model {} has no field `{key}`; its fields: {} (or use `custom_fields.<name>`)",
+                            model.name,
+                            known.join(", ")
+                        ),
+                    );
+                    continue;
+                }
+                None => FieldTarget::Unified(key.clone()),
+            };
+            if let Some(expr) = self.jsonata(&path, source) {
+                out.push(FieldExpr { target, expr });
+            }
+        }
+        out
     }
 }
 

@@ -85,6 +85,16 @@ pub struct SpecSource {
 }
 
 impl SpecSource {
+    /// A spec built in memory (a spec with overrides applied): its problems carry paths
+    /// but no lines.
+    pub fn unplaced(file: PathBuf, spec: ProviderSpec) -> SpecSource {
+        SpecSource {
+            file,
+            spec,
+            lines: LineIndex::default(),
+        }
+    }
+
     /// Line of a dotted path, or of its nearest ancestor that has one.
     pub fn line_of(&self, path: &str) -> Option<usize> {
         self.lines.line_of(path)
@@ -156,6 +166,12 @@ fn clean_serde_message(message: &str) -> String {
         Some(i) => message[..i].to_string(),
         None => message.to_string(),
     }
+}
+
+/// The 1-based line where a dotted path (or its nearest ancestor) starts in a YAML text;
+/// None when the text does not parse or has no such path.
+pub fn yaml_line(text: &str, path: &str) -> Option<usize> {
+    LineIndex::build(text).ok()?.line_of(path)
 }
 
 /// Dotted path (`a.b[2].c`) to the line where it starts in the YAML text.

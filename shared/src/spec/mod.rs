@@ -4,8 +4,10 @@
 pub mod compile;
 pub mod load;
 pub mod model;
+pub mod overrides;
 pub mod schema;
 pub mod template;
 
 pub use compile::{load_spec, CompiledResource, CompiledSpec};
 pub use load::{Problem, SpecError};
+pub use overrides::{load_layered, OverlayError, Overrides};

@@ -446,6 +446,11 @@ pub struct Resource {
     /// Which provider fields become `custom_fields`.
     #[serde(default)]
     pub custom_fields: CustomFields,
+    /// JSONata per unified field (or `custom_fields.<name>`), evaluated over the provider
+    /// record and merged into the mapping's result: one field added or replaced without
+    /// restating the whole mapping. A result of null removes the field.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub fields: IndexMap<String, String>,
 }
 
 /// A request template.
@@ -590,6 +595,9 @@ pub struct CustomFields {
     /// When set, only fields whose names match this regular expression are custom.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub include_pattern: Option<String>,
+    /// When set, only these provider fields are custom (by name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include: Option<Vec<String>>,
 }
 
 impl Default for CustomFields {
@@ -598,6 +606,7 @@ impl Default for CustomFields {
             from: default_custom_from(),
             exclude: Vec::new(),
             include_pattern: None,
+            include: None,
         }
     }
 }

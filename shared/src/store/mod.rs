@@ -3,7 +3,8 @@
 //! start. One file per kind of row, each an `impl Store` block:
 //! `tenants`, `tokens` (API tokens), `connections` (sealed credentials, key rotation),
 //! `schedules` (and leases), `runs`, `checkpoints`, `fingerprints` (the slice commit, the
-//! sweep's candidates), `locks` (token refresh locks), `breaker` (the circuit breaker's
+//! sweep's candidates), `locks` (token refresh locks), `overrides` (a connection's overrides and their
+//! version), `breaker` (the circuit breaker's
 //! columns) and `ledger` (rate budgets). Times are stored as `domain::time::stamp` text.
 
 mod breaker;
@@ -12,6 +13,7 @@ mod connections;
 mod fingerprints;
 mod ledger;
 mod locks;
+mod overrides;
 mod runs;
 mod schedules;
 mod tenants;
@@ -25,6 +27,7 @@ pub use checkpoints::Checkpoint;
 pub use connections::{ConnectionRecord, NewConnection};
 pub use fingerprints::SliceCommit;
 pub use ledger::StoreLedger;
+pub use overrides::StoredOverrides;
 pub use runs::{NewRun, RunRecord};
 pub use schedules::{Due, DueSchedule};
 

@@ -15,13 +15,14 @@ use crate::engine::{Connection, ConnectionRuntime, RunOptions};
 use crate::http::auth::AuthError;
 use crate::http::guard;
 use crate::spec::compile::CompiledAuth;
-use crate::spec::load_spec;
+use crate::spec::load_layered;
 use crate::store::{Store, StoreError};
 
 /// Refresh every connection idle too long; returns how many were refreshed.
 pub async fn refresh_idle(
     store: &Store,
     specs_dir: &Path,
+    overrides_dir: Option<&Path>,
     allow_private_hosts: bool,
 ) -> Result<usize, StoreError> {
     let Ok(entries) = std::fs::read_dir(specs_dir) else {
@@ -33,7 +34,12 @@ pub async fn refresh_idle(
         if path.extension().is_none_or(|e| e != "yaml") {
             continue;
         }
-        let Ok(spec) = load_spec(&path) else { continue };
+        let Some(provider) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        let Ok(spec) = load_layered(specs_dir, overrides_dir, provider) else {
+            continue;
+        };
         let days = match &spec.auth {
             CompiledAuth::OAuth2(o) => match o.refresh_token_idle_days {
                 Some(d) => d,

@@ -13,6 +13,7 @@
 mod admit;
 mod ahead;
 mod deliver;
+mod effective;
 mod finish;
 pub mod keepalive;
 pub mod process;
@@ -33,7 +34,7 @@ use crate::budget::{Ledger, LedgerError, MemoryLedger};
 use crate::bus::envelope::RunRef;
 use crate::bus::{Job, Publisher};
 use crate::domain::{RunCounts, RunMode};
-use crate::spec::{load_spec, CompiledSpec};
+use crate::spec::{load_layered, CompiledSpec};
 use crate::store::{Store, StoreError, StoreLedger};
 use crate::telemetry::{self, Labels};
 use admit::{Admitted, Verdict};
@@ -78,26 +79,19 @@ pub struct Syncer {
     publisher: Publisher,
     settings: SyncSettings,
     specs: Mutex<HashMap<String, Arc<CompiledSpec>>>,
+    effective: effective::EffectiveSpecs,
     ledger: Arc<dyn Ledger>,
 }
 
 impl Syncer {
     pub fn new(store: Store, publisher: Publisher, settings: SyncSettings) -> Self {
-        let shared = match settings.ledger {
-            LedgerChoice::Auto => store.is_postgres(),
-            LedgerChoice::Store => true,
-            LedgerChoice::Memory => false,
-        };
-        let ledger: Arc<dyn Ledger> = if shared {
-            Arc::new(StoreLedger::new(store.clone()))
-        } else {
-            Arc::new(MemoryLedger::default())
-        };
+        let ledger = ledger_for(&store, settings.ledger);
         Syncer {
             store,
             publisher,
             settings,
             specs: Mutex::new(HashMap::new()),
+            effective: Default::default(),
             ledger,
         }
     }
@@ -126,14 +120,23 @@ impl Syncer {
         }
     }
 
-    /// The compiled spec of a provider, loaded once per process.
+    /// The budget ledger slices share (previews too: they spend the same budgets).
+    pub fn ledger(&self) -> Arc<dyn Ledger> {
+        self.ledger.clone()
+    }
+
+    /// The compiled spec of a provider with the environment's overlay, loaded once per process.
     fn spec(&self, provider: &str) -> Result<Arc<CompiledSpec>, String> {
         let cached = |specs: &HashMap<String, Arc<CompiledSpec>>| specs.get(provider).cloned();
         if let Some(s) = cached(&self.specs.lock().unwrap_or_else(|p| p.into_inner())) {
             return Ok(s);
         }
-        let path = self.settings.specs_dir.join(format!("{provider}.yaml"));
-        let spec = load_spec(&path).map_err(|e| e.to_string())?;
+        let spec = load_layered(
+            &self.settings.specs_dir,
+            self.settings.overrides_dir.as_deref(),
+            provider,
+        )
+        .map_err(|e| e.to_string())?;
         self.specs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -171,7 +174,11 @@ impl Syncer {
             Verdict::Run(admitted) => *admitted,
             Verdict::Done(outcome) => return Ok(outcome),
         };
-        let (reading, pages) = match self.open_pages(job, &admitted) {
+        let spec = match self.effective_spec(&admitted.conn).await? {
+            Ok(spec) => spec,
+            Err(reason) => return self.fail(&admitted.run, job, reason).await,
+        };
+        let (reading, pages) = match self.open_pages(job, &admitted, spec) {
             Ok(opened) => opened,
             Err(reason) => return self.fail(&admitted.run, job, reason).await,
         };
@@ -282,6 +289,21 @@ impl Syncer {
         self.commit(job, &admitted.checkpoint, progress, commit)
             .await?;
         self.finish(job, &admitted.run, last, ends_slice).await
+    }
+}
+
+/// Where rate budgets live for this store and choice: the store (shared by the fleet) or
+/// this process's memory.
+pub fn ledger_for(store: &Store, choice: LedgerChoice) -> Arc<dyn Ledger> {
+    let shared = match choice {
+        LedgerChoice::Auto => store.is_postgres(),
+        LedgerChoice::Store => true,
+        LedgerChoice::Memory => false,
+    };
+    if shared {
+        Arc::new(StoreLedger::new(store.clone()))
+    } else {
+        Arc::new(MemoryLedger::default())
     }
 }
 

@@ -55,17 +55,16 @@ impl Reading {
 }
 
 impl Syncer {
-    /// Open the job's pages. An error is a reason to fail the run (bad spec, settings
-    /// or credentials), already worded for the status event.
+    /// Open the job's pages, read with the connection's effective spec (effective.rs). An
+    /// error is a reason to fail the run (bad settings or credentials), already worded for
+    /// the status event.
     pub(super) fn open_pages(
         &self,
         job: &Job,
         admitted: &Admitted,
+        spec: Arc<CompiledSpec>,
     ) -> Result<(Reading, Pages), String> {
         let conn = &admitted.conn;
-        let spec = self
-            .spec(&conn.provider)
-            .map_err(|e| format!("provider spec `{}`: {e}", conn.provider))?;
         if spec.resource(&job.resource).is_none() {
             return Err(format!(
                 "{} has no resource `{}`",

@@ -16,6 +16,8 @@ use crate::engine::RunOptions;
 pub struct SyncSettings {
     /// Where `<provider>.yaml` specs are.
     pub specs_dir: PathBuf,
+    /// Where the environment's overlays (`<provider>.yaml` overrides) are, if anywhere.
+    pub overrides_dir: Option<PathBuf>,
     pub topics: Topics,
     /// Pages per slice before it checkpoints and enqueues its continuation.
     pub slice_max_pages: u32,
@@ -37,6 +39,7 @@ impl Default for SyncSettings {
     fn default() -> Self {
         SyncSettings {
             specs_dir: PathBuf::from("provider-specs"),
+            overrides_dir: None,
             topics: Topics::new("tributary"),
             slice_max_pages: 50,
             slice_max_duration: Duration::from_secs(30),
