@@ -1,7 +1,6 @@
 //! `tributary-scheduler`: schedules sync jobs and serves the control API (`run`),
 //! or runs everything in one process on embedded defaults (`standalone`).
 
-mod api;
 mod standalone;
 
 use std::process::ExitCode;
@@ -19,6 +18,7 @@ use tracing::{error, info, warn};
 use tributary::bootstrap::{Services, TopicSetup};
 use tributary::config::Settings;
 use tributary::schedule::tick::Scheduler;
+use tributary_scheduler::api;
 
 #[derive(Parser)]
 #[command(
@@ -112,13 +112,13 @@ async fn run() -> anyhow::Result<()> {
         services.store.clone(),
         Some(settings.kafka_brokers.clone()),
     );
-    let state = Arc::new(api::ApiState {
-        store: services.store.clone(),
-        publisher: services.publisher.clone(),
-        topics: services.topics.clone(),
-        specs_dir: settings.sync.specs_dir.clone(),
+    let state = Arc::new(api::ApiState::new(
+        services.store.clone(),
+        services.publisher.clone(),
+        services.topics.clone(),
+        services.settings.sync_settings(),
         admin_token,
-    });
+    ));
     let listener = tokio::net::TcpListener::bind(&settings.api_addr)
         .await
         .with_context(|| format!("TRIBUTARY_API_ADDR {}", settings.api_addr))?;

@@ -26,7 +26,7 @@ use tributary::store::{NewConnection, Store};
 use tributary::sync::worker::{consume, StopSignal};
 use tributary_sandbox::{self as sandbox, Profile, SandboxHandle};
 
-use crate::api;
+use tributary_scheduler::api;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -45,6 +45,9 @@ pub struct Args {
     /// The provider specs directory.
     #[arg(long, env = "TRIBUTARY_SPECS_DIR", default_value = "provider-specs")]
     specs_dir: PathBuf,
+    /// This environment's overrides of the specs (`<provider>.yaml` files), checked at start.
+    #[arg(long, env = "TRIBUTARY_OVERRIDES_DIR")]
+    overrides_dir: Option<PathBuf>,
 }
 
 /// A demo tenant: its provider, the resources it syncs and credentials its sandbox accepts
@@ -82,6 +85,7 @@ fn demo_settings(args: &Args, brokers: &str, db: &std::path::Path) -> Settings {
         ..Settings::default()
     };
     settings.sync.specs_dir = args.specs_dir.clone();
+    settings.sync.overrides_dir = args.overrides_dir.clone();
     settings.sync.slice_max_pages = 5;
     settings.sync.slice_max_duration = Duration::from_secs(10);
     settings.sync.engine.allow_private_hosts = true;
@@ -182,13 +186,13 @@ async fn serve_api(args: &Args, services: &Services) -> anyhow::Result<(SocketAd
         "demo-admin-{}",
         &Cipher::generate_key()[..12].replace(['/', '+', '='], "x")
     );
-    let state = Arc::new(api::ApiState {
-        store: services.store.clone(),
-        publisher: services.publisher.clone(),
-        topics: services.topics.clone(),
-        specs_dir: args.specs_dir.clone(),
-        admin_token: admin_token.clone(),
-    });
+    let state = Arc::new(api::ApiState::new(
+        services.store.clone(),
+        services.publisher.clone(),
+        services.topics.clone(),
+        services.settings.sync_settings(),
+        admin_token.clone(),
+    ));
     let listener = tokio::net::TcpListener::bind(&args.api_addr)
         .await
         .with_context(|| format!("--api-addr {}", args.api_addr))?;

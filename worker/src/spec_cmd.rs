@@ -2,7 +2,7 @@
 //! any live or simulated API, print the format's JSON Schema.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +21,7 @@ use tributary::engine::{
 use tributary::http::auth::{DiscardTokens, TokenSink};
 use tributary::mapping::normalize::{normalize, primary_key, NormalizeError};
 use tributary::secrets::Credentials;
+use tributary::spec::overrides::compile_with_file;
 use tributary::spec::{load_spec, CompiledSpec};
 
 use crate::progress::Progress;
@@ -38,8 +39,13 @@ pub enum SpecCommand {
     Check {
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Also check this environment's overrides directory (TRIBUTARY_OVERRIDES_DIR):
+        /// each `<provider>.yaml` in it must name one of the specs checked and apply to it.
+        #[arg(long, value_name = "DIR")]
+        overrides: Option<PathBuf>,
     },
-    /// Read one resource and print one JSON object per normalized record per line.
+    /// Read one resource and print one JSON object per normalized record per line
+    /// (with `--overrides FILE`, mapped with those overrides on top of the spec).
     Run(RunArgs),
     /// Print the JSON Schema of the spec format.
     Schema,
@@ -52,6 +58,10 @@ pub struct RunArgs {
     /// The resource to read (see the spec's `resources`).
     #[arg(long)]
     resource: String,
+    /// An overrides file (`{"resources": {...}}`, YAML or JSON) applied on top of the spec;
+    /// repeat it for more layers, later wins (e.g. the environment's, then a connection's).
+    #[arg(long, value_name = "FILE")]
+    overrides: Vec<PathBuf>,
     /// Connection settings, a JSON object (e.g. '{"subdomain": "acme"}'; `base_url` replaces the spec's).
     #[arg(long, default_value = "{}")]
     config: String,
@@ -92,7 +102,7 @@ pub struct RunArgs {
 
 pub async fn run(cmd: SpecCommand) -> ExitCode {
     match cmd {
-        SpecCommand::Check { files } => check(&files),
+        SpecCommand::Check { files, overrides } => check(&files, overrides.as_deref()),
         SpecCommand::Schema => {
             print!("{}", tributary::spec::schema::spec_schema_json());
             ExitCode::SUCCESS
@@ -107,20 +117,30 @@ pub async fn run(cmd: SpecCommand) -> ExitCode {
     }
 }
 
-fn check(files: &[PathBuf]) -> ExitCode {
+fn check(files: &[PathBuf], overrides: Option<&Path>) -> ExitCode {
     let mut failed = 0;
+    let mut names = Vec::new();
     for file in files {
         match load_spec(file) {
-            Ok(spec) => eprintln!(
-                "{}: ok ({} resources)",
-                file.display(),
-                spec.resources.len()
-            ),
+            Ok(spec) => {
+                eprintln!(
+                    "{}: ok ({} resources)",
+                    file.display(),
+                    spec.resources.len()
+                );
+                names.push(spec.name().to_string());
+                if let Some(dir) = overrides {
+                    failed += check_overlay(&spec, dir);
+                }
+            }
             Err(e) => {
                 failed += 1;
                 eprintln!("{e}");
             }
         }
+    }
+    if let Some(dir) = overrides {
+        failed += unmatched_overlays(dir, &names);
     }
     if failed > 0 {
         eprintln!("{failed} of {} specs have problems", files.len());
@@ -128,6 +148,63 @@ fn check(files: &[PathBuf]) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// The overlay of `spec` in `dir`, if any, applied and compiled; 1 when it has problems.
+fn check_overlay(spec: &CompiledSpec, dir: &Path) -> usize {
+    let file = dir.join(format!("{}.yaml", spec.name()));
+    if !file.exists() {
+        return 0;
+    }
+    match compile_with_file(spec, &file) {
+        Ok(_) => {
+            eprintln!("{}: ok (overrides of {})", file.display(), spec.name());
+            0
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}
+
+/// Overlay files of `dir` naming none of the specs checked: each is a problem.
+fn unmatched_overlays(dir: &Path, names: &[String]) -> usize {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            eprintln!(
+                "{}: cannot read the overrides directory: {e}",
+                dir.display()
+            );
+            return 1;
+        }
+    };
+    let mut failed = 0;
+    for path in entries.flatten().map(|e| e.path()) {
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
+        if path.extension().is_some_and(|e| e == "yaml") && !names.iter().any(|n| n == stem) {
+            eprintln!(
+                "{}: names no provider among the specs checked ({}); name it after one",
+                path.display(),
+                names.join(", ")
+            );
+            failed += 1;
+        }
+    }
+    failed
+}
+
+/// The spec file with each `--overrides FILE` applied in order.
+fn layered_spec(args: &RunArgs) -> anyhow::Result<Arc<CompiledSpec>> {
+    let mut spec = load_spec(&args.file)?;
+    for file in &args.overrides {
+        spec = Arc::new(compile_with_file(&spec, file)?);
+    }
+    Ok(spec)
 }
 
 /// Renewed credentials saved to a file, replaced atomically, readable by the owner only.
@@ -177,7 +254,7 @@ fn json_object(flag: &str, text: &str) -> anyhow::Result<Map<String, Value>> {
 
 async fn run_resource(args: RunArgs) -> Result<ExitCode, (u8, anyhow::Error)> {
     let bad = |e: anyhow::Error| (EXIT_BAD_INPUT, e);
-    let spec = load_spec(&args.file).map_err(|e| bad(anyhow!(e)))?;
+    let spec = layered_spec(&args).map_err(bad)?;
     let mut config = json_object("config", &args.config).map_err(bad)?;
     // Kept alive until the run ends: dropping it stops the server.
     let sandbox = start_sandbox(&args, &mut config).await?;

@@ -17,7 +17,7 @@ use tributary::domain::{ConnectionState, RunCounts, RunMode, RunStatus};
 use tributary::schedule::tick::job_message;
 use tributary::schedule::{parse_timezone, Cadence};
 use tributary::secrets::Credentials;
-use tributary::spec::load_spec;
+use tributary::spec::{load_layered, OverlayError, SpecError};
 use tributary::store::{ConnectionRecord, NewConnection, RunRecord};
 
 use super::tenants::check_id;
@@ -77,31 +77,31 @@ pub async fn create(
         )));
     }
     check_id("provider", &body.provider)?;
-    let spec = load_spec(&state.specs_dir.join(format!("{}.yaml", body.provider))).map_err(
-        |e| match e {
-            tributary::spec::SpecError::Io { .. } => {
-                let mut known: Vec<String> = std::fs::read_dir(&state.specs_dir)
-                    .map(|d| {
-                        d.filter_map(|e| e.ok())
-                            .filter_map(|e| {
-                                e.file_name()
-                                    .to_str()
-                                    .and_then(|n| n.strip_suffix(".yaml"))
-                                    .map(String::from)
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                known.sort();
-                ApiError::bad_request(format!(
-                    "unknown provider `{}`; known providers: {}",
-                    body.provider,
-                    known.join(", ")
-                ))
-            }
-            other => ApiError::internal(other),
-        },
-    )?;
+    let specs_dir = &state.sync.specs_dir;
+    let overlays = state.sync.overrides_dir.as_deref();
+    let spec = load_layered(specs_dir, overlays, &body.provider).map_err(|e| match e {
+        OverlayError::Spec(SpecError::Io { .. }) => {
+            let mut known: Vec<String> = std::fs::read_dir(specs_dir)
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .filter_map(|e| {
+                            e.file_name()
+                                .to_str()
+                                .and_then(|n| n.strip_suffix(".yaml"))
+                                .map(String::from)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            known.sort();
+            ApiError::bad_request(format!(
+                "unknown provider `{}`; known providers: {}",
+                body.provider,
+                known.join(", ")
+            ))
+        }
+        other => ApiError::internal(other),
+    })?;
     let resources = match body.resources {
         None => spec.resources.keys().cloned().collect(),
         Some(r) if r.is_empty() => {
@@ -165,7 +165,7 @@ pub async fn create(
 
 /// The connection if the caller may see it; otherwise 404 (not 403: ids of other
 /// tenants' connections are not confirmed to exist).
-async fn visible(
+pub(super) async fn visible(
     state: &ApiState,
     caller: &Caller,
     id: &str,

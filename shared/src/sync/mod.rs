@@ -16,6 +16,7 @@ mod deliver;
 mod effective;
 mod finish;
 pub mod keepalive;
+pub mod preview;
 pub mod process;
 mod read;
 mod settings;

@@ -1,0 +1,172 @@
+//! Preview: a connection's first page of one resource read live and mapped with a spec
+//! (its effective one, or one with proposed overrides), without publishing or storing
+//! anything but a renewed token (the connection's credential, stored before use as always).
+//! The connection's runtime is built as the read stage builds it (HTTP client with the
+//! host guard, authenticator with `StoreTokens`, the shared budget).
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::StoreTokens;
+use crate::budget::{Budget, BudgetOwner, BudgetSettings, Ledger};
+use crate::engine::{ignore_events, Connection, ConnectionRuntime, ResourceRun, RunOptions};
+use crate::mapping::normalize::{normalize, primary_key};
+use crate::spec::CompiledSpec;
+use crate::store::{ConnectionRecord, Store};
+
+/// What a preview reads with: the settings slices use.
+pub struct PreviewContext<'a> {
+    pub store: &'a Store,
+    pub engine: &'a RunOptions,
+    pub budgets: &'a BudgetSettings,
+    pub ledger: Arc<dyn Ledger>,
+}
+
+/// The first page, mapped.
+#[derive(Debug, Clone, Serialize)]
+pub struct Preview {
+    pub resource: String,
+    pub model: &'static str,
+    /// Records on the first page (all are mapped and checked; `records` holds the first `limit`).
+    pub page_records: usize,
+    pub records: Vec<PreviewRecord>,
+    /// Records of the page that do not map into a valid unified record, and why.
+    pub violations: Vec<Violation>,
+}
+
+/// One mapped record.
+#[derive(Debug, Clone, Serialize)]
+pub struct PreviewRecord {
+    pub id: String,
+    pub data: Map<String, Value>,
+    pub custom_fields: Map<String, Value>,
+}
+
+/// A record that does not map (schema violation, failed expression, no primary key).
+#[derive(Debug, Clone, Serialize)]
+pub struct Violation {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PreviewError {
+    #[error("{spec} has no resource `{resource}`; it has: {known}")]
+    UnknownResource {
+        spec: String,
+        resource: String,
+        known: String,
+    },
+    /// The first page could not be read (settings, credentials, the provider's answer).
+    #[error("reading the first page of `{resource}` failed: {message}")]
+    Read { resource: String, message: String },
+}
+
+/// Read the first page of `resource` for `conn` with `spec` and map up to all its
+/// records; `limit` of them are returned, every violation is.
+pub async fn preview(
+    ctx: &PreviewContext<'_>,
+    conn: &ConnectionRecord,
+    spec: Arc<CompiledSpec>,
+    resource: &str,
+    limit: usize,
+) -> Result<Preview, PreviewError> {
+    let Some(compiled) = spec.resource(resource) else {
+        return Err(PreviewError::UnknownResource {
+            spec: spec.name().to_string(),
+            resource: resource.to_string(),
+            known: spec
+                .resources
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    };
+    let read_failed = |message: String| PreviewError::Read {
+        resource: resource.to_string(),
+        message,
+    };
+    let page = first_page(ctx, conn, &spec, resource)
+        .await
+        .map_err(read_failed)?;
+    let plan = compiled.plan(false);
+    let mut out = Preview {
+        resource: resource.to_string(),
+        model: compiled.model.name,
+        page_records: page.len(),
+        records: Vec::new(),
+        violations: Vec::new(),
+    };
+    for raw in page {
+        let id = match primary_key(&raw, &plan.records.primary_key) {
+            Ok(id) => id,
+            Err(e) => {
+                let message = e.to_string();
+                out.violations.push(Violation { id: None, message });
+                continue;
+            }
+        };
+        match normalize(compiled, id.clone(), raw) {
+            Ok(rec) if out.records.len() < limit => out.records.push(PreviewRecord {
+                id,
+                data: rec.data,
+                custom_fields: rec.custom_fields,
+            }),
+            Ok(_) => {}
+            Err(rejected) => out.violations.push(Violation {
+                id: Some(id),
+                message: rejected.error.to_string(),
+            }),
+        }
+    }
+    Ok(out)
+}
+
+/// The records of the resource's first page (a full run's first request).
+async fn first_page(
+    ctx: &PreviewContext<'_>,
+    conn: &ConnectionRecord,
+    spec: &Arc<CompiledSpec>,
+    resource: &str,
+) -> Result<Vec<Value>, String> {
+    let mut options = ctx.engine.clone();
+    options.tenant = conn.tenant.clone();
+    options.since = None;
+    options.resume = None;
+    let connection = Connection {
+        config: conn.config.clone(),
+        credentials: conn.credentials.clone(),
+    };
+    let sink = Arc::new(StoreTokens::new(ctx.store.clone(), conn.id.clone()));
+    let budget = Budget::new(
+        &spec.spec.rate_limit,
+        &BudgetOwner {
+            provider: conn.provider.clone(),
+            connection: conn.id.clone(),
+            app: conn.credentials.app_identity(),
+        },
+        ctx.ledger.clone(),
+        ctx.budgets.clone(),
+    );
+    let runtime = ConnectionRuntime::new(spec, &connection, &options, sink, budget)?;
+    let run = ResourceRun::new(
+        spec.clone(),
+        resource,
+        &connection,
+        &runtime,
+        options,
+        ignore_events(),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut pages = Box::pin(run.pages());
+    match pages.next().await {
+        Some(Ok(page)) => Ok(page.records),
+        Some(Err(e)) => Err(e.to_string()),
+        None => Ok(Vec::new()),
+    }
+}
