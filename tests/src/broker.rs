@@ -223,3 +223,25 @@ impl TopicReader {
         &self.received
     }
 }
+
+/// The end (high watermark) of each partition of `topic`: what was ever published to it.
+/// Two equal readings around an action prove the action published nothing there.
+pub fn end_offsets(brokers: &str, topic: &str) -> Vec<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let partitions = md.topics().first().map_or(0, |t| t.partitions().len());
+    assert!(partitions > 0, "topic {topic} has no partitions");
+    (0..partitions as i32)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .unwrap()
+                .1
+        })
+        .collect()
+}
