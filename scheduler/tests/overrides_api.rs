@@ -299,3 +299,46 @@ async fn a_preview_maps_the_live_first_page_and_publishes_nothing() {
     let (_, v) = api.call("GET", &path, ADMIN, None).await;
     assert_eq!(v["version"], 1);
 }
+
+/// `run` and `standalone` check the environment's overlays before anything starts.
+#[test]
+fn the_scheduler_refuses_to_start_on_an_overlay_that_does_not_apply() {
+    let dir = std::env::temp_dir().join(format!("tributary-sched-overlay-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("hubspot.yaml");
+    std::fs::write(
+        &file,
+        "resources:\n  contacts:\n    fields:\n      titel: properties.jobtitle\n",
+    )
+    .unwrap();
+    let wanted = format!(
+        "{}:4: at `resources.contacts.fields.titel`: the unified model crm.contact has no field `titel`",
+        file.display()
+    );
+    let scheduler = || std::process::Command::new(env!("CARGO_BIN_EXE_tributary-scheduler"));
+    let run = scheduler()
+        .current_dir(tributary_e2e::repo_root())
+        .arg("run")
+        .env("TRIBUTARY_OVERRIDES_DIR", &dir)
+        .env("TRIBUTARY_ADMIN_TOKEN", ADMIN)
+        .env(
+            "TRIBUTARY_ENCRYPTION_KEY",
+            tributary::secrets::crypto::Cipher::generate_key(),
+        )
+        .env("TRIBUTARY_KAFKA_BROKERS", "127.0.0.1:1")
+        .output()
+        .unwrap();
+    let standalone = scheduler()
+        .current_dir(tributary_e2e::repo_root())
+        .args(["standalone", "--api-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.join("standalone"))
+        .arg("--overrides-dir")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    for (name, out) in [("run", run), ("standalone", standalone)] {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name} started: {err}");
+        assert!(err.contains(&wanted), "{name}: {err}");
+    }
+}
