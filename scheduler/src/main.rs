@@ -118,6 +118,7 @@ async fn run() -> anyhow::Result<()> {
         topics: services.topics.clone(),
         specs_dir: settings.sync.specs_dir.clone(),
         admin_token,
+        syncer: Arc::new(services.syncer()),
     });
     let listener = tokio::net::TcpListener::bind(&settings.api_addr)
         .await

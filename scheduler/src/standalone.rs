@@ -188,6 +188,7 @@ async fn serve_api(args: &Args, services: &Services) -> anyhow::Result<(SocketAd
         topics: services.topics.clone(),
         specs_dir: args.specs_dir.clone(),
         admin_token: admin_token.clone(),
+        syncer: Arc::new(services.syncer()),
     });
     let listener = tokio::net::TcpListener::bind(&args.api_addr)
         .await

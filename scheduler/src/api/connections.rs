@@ -112,7 +112,10 @@ pub async fn create(
         Some(r) => {
             for name in &r {
                 if spec.resource(name).is_none() {
-                    let known: Vec<&str> = spec.resources.keys().map(String::as_str).collect();
+                    let mut known: Vec<&str> = spec.resources.keys().map(String::as_str).collect();
+                    if spec.custom_objects.is_some() {
+                        known.push("custom:<object name>");
+                    }
                     return Err(ApiError::bad_request(format!(
                         "{} has no resource `{name}`; it has: {}",
                         body.provider,
@@ -165,7 +168,7 @@ pub async fn create(
 
 /// The connection if the caller may see it; otherwise 404 (not 403: ids of other
 /// tenants' connections are not confirmed to exist).
-async fn visible(
+pub(super) async fn visible(
     state: &ApiState,
     caller: &Caller,
     id: &str,
@@ -242,7 +245,10 @@ pub async fn show(
 ) -> Result<Json<Value>, ApiError> {
     let conn = visible(&state, &caller, &id).await?;
     let runs = state.store.last_runs(&conn.id).await?;
-    Ok(Json(describe(&conn, &runs)))
+    let mut shown = describe(&conn, &runs);
+    let schemas = state.store.schemas(&conn.id).await?;
+    shown["schemas"] = super::schemas::summaries(&schemas);
+    Ok(Json(shown))
 }
 
 /// Two queries whatever the number of connections: the connections, then their last runs.

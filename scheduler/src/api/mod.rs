@@ -5,6 +5,7 @@
 
 mod connections;
 mod error;
+mod schemas;
 mod tenants;
 
 use std::path::PathBuf;
@@ -28,6 +29,9 @@ pub struct ApiState {
     pub topics: Topics,
     pub specs_dir: PathBuf,
     pub admin_token: String,
+    /// Runs provider requests the API makes itself (on-demand discovery), with the
+    /// workers' settings, budgets and token handling.
+    pub syncer: Arc<tributary::sync::Syncer>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -55,6 +59,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/connections/{id}/pause", post(connections::pause))
         .route("/v1/connections/{id}/resume", post(connections::resume))
         .route("/v1/connections/{id}/runs", get(connections::runs))
+        .route("/v1/connections/{id}/schema", get(schemas::show))
+        .route("/v1/connections/{id}/discover", post(schemas::discover))
         .route(
             "/v1/connections/{id}/credentials",
             put(connections::replace_credentials),

@@ -13,6 +13,7 @@
 mod admit;
 mod ahead;
 mod deliver;
+pub mod discover;
 mod finish;
 pub mod keepalive;
 pub mod process;
@@ -171,7 +172,7 @@ impl Syncer {
             Verdict::Run(admitted) => *admitted,
             Verdict::Done(outcome) => return Ok(outcome),
         };
-        let (reading, pages) = match self.open_pages(job, &admitted) {
+        let (reading, pages) = match self.open_pages(job, &admitted).await? {
             Ok(opened) => opened,
             Err(reason) => return self.fail(&admitted.run, job, reason).await,
         };
@@ -197,6 +198,7 @@ impl Syncer {
         PageContext {
             run: &step.admitted.run,
             resource: reading.resource(&job.resource),
+            tenancy: &reading.tenancy,
             plan: reading.plan(&job.resource),
             spec_file,
             topics: &self.settings.topics,
