@@ -14,7 +14,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
@@ -112,13 +112,37 @@ impl Publisher {
         })
     }
 
+    /// Whether the broker's metadata has the topic with partitions (a blocking call, off
+    /// the runtime's threads).
+    async fn topic_exists(&self, topic: &str) -> bool {
+        let producer = self.producer.clone();
+        let topic = topic.to_string();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(&topic), Duration::from_secs(10))
+                .ok()
+                .and_then(|m| {
+                    m.topics()
+                        .iter()
+                        .find(|t| t.name() == topic)
+                        .map(|t| t.error().is_none() && !t.partitions().is_empty())
+                })
+                .unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false)
+    }
+
     /// Make a topic that appears at run time (a custom object's) if it does not exist yet.
     pub async fn ensure_topic(&self, topic: &str) -> Result<(), BusError> {
         let known = |made: &std::collections::HashSet<String>| made.contains(topic);
         if known(&self.made.lock().unwrap_or_else(|p| p.into_inner())) {
             return Ok(());
         }
-        ensure_topics(&self.brokers, &[(topic.to_string(), 3)]).await?;
+        if !self.topic_exists(topic).await {
+            ensure_topics(&self.brokers, &[(topic.to_string(), 3)]).await?;
+        }
         self.made
             .lock()
             .unwrap_or_else(|p| p.into_inner())

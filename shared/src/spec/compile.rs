@@ -1044,4 +1044,92 @@ resources:
         );
         assert!(err.problems().len() >= 3);
     }
+
+    const DISCOVERY: &str = r#"discovery:
+  contact_fields:
+    request: {path: /fields}
+    records: {path: items, primary_key: name}
+    field: "{'name': name, 'type': kind, 'custom': custom}"
+"#;
+
+    #[test]
+    fn fields_are_for_resources_with_a_discovery_and_the_name_must_exist() {
+        let uses_fields = spec_with("", "{ 'id': id }").replace(
+            "request: {path: /contacts}",
+            "request: {path: /contacts, query: {select: \"{{ fields.all | join(',') }}\"}}",
+        );
+        let err = compile(parse_spec(Path::new("demo.yaml"), &uses_fields).unwrap()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("reads `fields.all`, which is not available here"),
+            "{err}"
+        );
+        let wrong_name = format!(
+            "{}{DISCOVERY}",
+            uses_fields.replace(
+                "    model: crm.contact",
+                "    model: crm.contact\n    discovery: fields"
+            )
+        );
+        let err = compile(parse_spec(Path::new("demo.yaml"), &wrong_name).unwrap()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("no `discovery` entry is named `fields`; the spec has: contact_fields"),
+            "{err}"
+        );
+        let good = wrong_name.replace("discovery: fields", "discovery: contact_fields");
+        let spec = compile(parse_spec(Path::new("demo.yaml"), &good).unwrap()).unwrap();
+        assert_eq!(
+            spec.schema_subject("contacts").as_deref(),
+            Some("contact_fields")
+        );
+        assert_eq!(
+            spec.discovery_of("contacts").unwrap().every.as_secs(),
+            86_400
+        );
+    }
+
+    #[test]
+    fn custom_objects_map_into_custom_object_and_name_the_object() {
+        let objects = r#"custom_objects:
+  list:
+    request: {path: /objects}
+    records: {path: items, primary_key: name}
+    field: "{'name': name}"
+  discovery:
+    request: {path: "/objects/{{ object }}/fields"}
+    records: {path: items, primary_key: name}
+    field: "{'name': name}"
+  resource:
+    model: crm.contact
+    request: {path: "/objects/{{ object }}", query: {select: "{{ fields.all | join(',') }}"}}
+    pagination: {type: none}
+    records: {path: items, primary_key: id}
+    mapping: "{'fields': $}"
+"#;
+        let text = format!("{}{objects}", spec_with("", "{ 'id': id }"));
+        let err = compile(parse_spec(Path::new("demo.yaml"), &text).unwrap()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("custom objects map into `custom.object`, not `crm.contact`"),
+            "{err}"
+        );
+        let text = text.replace(
+            "    model: crm.contact\n    request: {path: \"/objects",
+            "    model: custom.object\n    request: {path: \"/objects",
+        );
+        let spec = compile(parse_spec(Path::new("demo.yaml"), &text).unwrap()).unwrap();
+        let r = spec.resource("custom:Project__c").unwrap();
+        assert_eq!(r.model.name, "custom.object");
+        assert_eq!(
+            spec.schema_subject("custom:Project__c").as_deref(),
+            Some("custom:Project__c")
+        );
+        assert!(spec.resource("custom:").is_none());
+        // `object` is a custom object's alone.
+        let leak =
+            spec_with("", "{ 'id': id }").replace("path: /contacts", "path: \"/{{ object }}\"");
+        let err = compile(parse_spec(Path::new("demo.yaml"), &leak).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("reads `object`"), "{err}");
+    }
 }
