@@ -1,7 +1,8 @@
 //! Data requests: match the route, pick the resource it serves (its `when`
 //! predicate, and for a query route the object the query reads), then in order:
 //! count it, the sandbox's budget, paging inputs, an injected fault, the
-//! credential, the fields the request may see, and the page answer.
+//! credential, the fields the request may see, and the page answer. Describe
+//! routes (`schema_routes`) are looked up first and answered by `describe`.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -21,7 +22,7 @@ use crate::select::{self, Selection};
 use crate::soql::{self, ParseError, Select};
 use crate::state::Sandbox;
 use crate::throttle::{self, epoch_millis};
-use crate::{auth, lock, oauth};
+use crate::{auth, describe, lock, oauth};
 
 /// The resource a request is for, with the query it carries when the resource
 /// reads one (`select_query`).
@@ -45,6 +46,10 @@ pub async fn provider(
             return oauth::token_endpoint(&s, o, &headers, &body);
         }
     }
+    if let Some((index, params)) = describe::route(&s, method.as_str(), &path) {
+        let (query, request) = request_context(&uri, params, &headers, &body);
+        return describe_request(&s, index, &headers, &query, request);
+    }
     let Some(matched) = s
         .compiled
         .routes
@@ -53,22 +58,12 @@ pub async fn provider(
     else {
         return not_found(&path);
     };
-    let query: Map<String, Value> =
-        url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-            .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
-            .collect();
     let params: Map<String, Value> = matched
         .params
         .iter()
         .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
         .collect();
-    let header_map: Map<String, Value> = headers
-        .iter()
-        .filter_map(|(k, v)| Some((k.as_str().to_string(), json!(v.to_str().ok()?))))
-        .collect();
-    let body_json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let request =
-        json!({"query": query, "body": body_json, "params": params, "headers": header_map});
+    let (query, request) = request_context(&uri, params, &headers, &body);
     let Some(dispatch) = dispatch(&s, matched.value, &request) else {
         return bad_request(format!("no resource at {path} matches this request"));
     };
@@ -77,6 +72,56 @@ pub async fn provider(
         return throttled;
     }
     serve(&s, &dispatch, &headers, &query, request).await
+}
+
+/// The request as the profile's expressions read it, `{query, body, params,
+/// headers}`, and its query parameters.
+fn request_context(
+    uri: &Uri,
+    params: Map<String, Value>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> (Map<String, Value>, Value) {
+    let query: Map<String, Value> =
+        url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+            .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+            .collect();
+    let header_map: Map<String, Value> = headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), json!(v.to_str().ok()?))))
+        .collect();
+    let body_json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let request =
+        json!({"query": query, "body": body_json, "params": params, "headers": header_map});
+    (query, request)
+}
+
+/// A describe request: counted, then the budget, the credential and the answer.
+fn describe_request(
+    s: &Sandbox,
+    index: usize,
+    headers: &HeaderMap,
+    query: &Map<String, Value>,
+    request: Value,
+) -> Response {
+    lock(&s.stats).schema_requests += 1;
+    if let Some(throttled) = throttle::over_budget(s) {
+        return throttled;
+    }
+    if !auth::authorized(s, headers, query) {
+        lock(&s.stats).unauthorized += 1;
+        return s.compiled.unauthorized.render(&request);
+    }
+    describe::answer(s, index, request, base_url(headers))
+}
+
+/// `http://<Host header>`, for links in answers.
+fn base_url(headers: &HeaderMap) -> String {
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    format!("http://{host}")
 }
 
 /// The first candidate whose `when` holds and, if it reads a query, whose object
@@ -157,15 +202,11 @@ async fn serve(
         Ok(chosen) => chosen,
         Err(answer) => return *answer,
     };
-    let host = headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1");
     let serving = Serving {
         selection: &selection,
         selection_id,
         repeat_cursor,
-        base_url: format!("http://{host}"),
+        base_url: base_url(headers),
     };
     let ctx = paging::page_context(s, resource, compiled, &page, &serving, request);
     let mut resp_headers = throttle::rate_headers(s);
@@ -232,7 +273,7 @@ fn selection(
                 let Some(set) = data.get_mut(resource) else {
                     return Ok((Selection::Whole, None));
                 };
-                set.fields(compiled, s.profile.seed, resource)
+                set.fields(compiled)
             };
             match select::selected_fields(st, sq, &fields) {
                 Ok(keys) => {
