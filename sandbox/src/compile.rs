@@ -31,8 +31,15 @@ pub struct CompiledResource {
     pub inputs: CompiledInputs,
     /// `named_properties.names`.
     pub property_names: Option<Jsonata>,
-    /// `select_query.invalid_field` and `select_query.malformed`.
-    pub select_answers: Option<(FixedAnswer, FixedAnswer)>,
+    /// `select_query`'s refusals.
+    pub select_answers: Option<SelectAnswers>,
+}
+
+/// How a resource reading queries refuses one.
+pub struct SelectAnswers {
+    pub invalid_field: FixedAnswer,
+    pub malformed: FixedAnswer,
+    pub invalid_type: FixedAnswer,
 }
 
 /// A describe route's expressions.
@@ -165,10 +172,14 @@ fn compile_resource(
         return Err(at("named_properties: give it or select_query, not both"));
     }
     let select_answers = match &r.select_query {
-        Some(q) => Some((
-            FixedAnswer::compile(&at("select_query.invalid_field"), &q.invalid_field)?,
-            FixedAnswer::compile(&at("select_query.malformed"), &q.malformed)?,
-        )),
+        Some(q) => Some(SelectAnswers {
+            invalid_field: FixedAnswer::compile(
+                &at("select_query.invalid_field"),
+                &q.invalid_field,
+            )?,
+            malformed: FixedAnswer::compile(&at("select_query.malformed"), &q.malformed)?,
+            invalid_type: FixedAnswer::compile(&at("select_query.invalid_type"), &q.invalid_type)?,
+        }),
         None => None,
     };
     Ok(CompiledResource {

@@ -424,6 +424,18 @@ pub struct SelectQuery {
     /// The answer to a query the sandbox cannot read: JSONata body over `{message, query}`.
     #[serde(default = "default_malformed")]
     pub malformed: Answer,
+    /// The answer to a query FROM an object no resource at the route serves:
+    /// JSONata body over `{object, query}` (the first resource reading queries answers).
+    #[serde(default = "default_invalid_type")]
+    pub invalid_type: Answer,
+}
+
+fn default_invalid_type() -> Answer {
+    Answer {
+        status: 400,
+        body: Some(r#"{"error": "invalid_type", "object": object}"#.into()),
+        headers: IndexMap::new(),
+    }
 }
 
 fn default_invalid_field() -> Answer {

@@ -17,7 +17,7 @@ use tributary::mapping::jsonata::truthy;
 use crate::compile::Candidates;
 use crate::faults::{self, Outcome};
 use crate::paging::{self, PageRequest, Serving};
-use crate::respond::{bad_request, json_response, not_found, text};
+use crate::respond::{bad_request, json_response, not_found, text, FixedAnswer};
 use crate::select::{self, Selection};
 use crate::soql::{self, ParseError, Select};
 use crate::state::Sandbox;
@@ -28,7 +28,17 @@ use crate::{auth, describe, lock, oauth};
 /// reads one (`select_query`).
 struct Dispatch {
     resource: String,
-    statement: Option<Result<Select, ParseError>>,
+    statement: Option<Statement>,
+}
+
+/// A query as dispatch read it.
+enum Statement {
+    /// FROM the resource's object.
+    Read(Select),
+    /// Not readable: answered as malformed.
+    Unreadable(ParseError),
+    /// FROM an object no resource at the route serves: answered as an invalid type.
+    UnknownObject(Select),
 }
 
 /// Every request the control API does not answer.
@@ -125,8 +135,8 @@ fn base_url(headers: &HeaderMap) -> String {
 }
 
 /// The first candidate whose `when` holds and, if it reads a query, whose object
-/// the query is FROM; a query that cannot be read goes to the first candidate
-/// reading queries, which answers it as malformed.
+/// the query is FROM; a query that cannot be read, or reads an object no
+/// candidate serves, goes to the first candidate reading queries, which refuses it.
 fn dispatch(s: &Sandbox, candidates: &Candidates, request: &Value) -> Option<Dispatch> {
     let mut unreadable = None;
     for (name, when) in candidates {
@@ -149,14 +159,15 @@ fn dispatch(s: &Sandbox, candidates: &Candidates, request: &Value) -> Option<Dis
         let Some(q) = request["query"][&sq.param].as_str() else {
             return found(None);
         };
-        match soql::parse(q) {
-            Ok(st) if st.object.eq_ignore_ascii_case(&sq.object) => return found(Some(Ok(st))),
-            Ok(_) => {}
-            Err(e) => {
-                if unreadable.is_none() {
-                    unreadable = found(Some(Err(e)));
-                }
+        let refused = match soql::parse(q) {
+            Ok(st) if st.object.eq_ignore_ascii_case(&sq.object) => {
+                return found(Some(Statement::Read(st)))
             }
+            Ok(st) => Statement::UnknownObject(st),
+            Err(e) => Statement::Unreadable(e),
+        };
+        if unreadable.is_none() {
+            unreadable = found(Some(refused));
         }
     }
     unreadable
@@ -241,18 +252,16 @@ fn selection(
         let asked = names.eval_json(request).ok().flatten();
         return Ok((select::named_properties(np, asked), None));
     }
-    let (Some(sq), Some((invalid_field, malformed))) = (&rp.select_query, &compiled.select_answers)
-    else {
+    let (Some(sq), Some(answers)) = (&rp.select_query, &compiled.select_answers) else {
         return Ok((Selection::Whole, None));
     };
     let q = request["query"][&sq.param].clone();
+    let refuse = |answer: &FixedAnswer, ctx: Value| Err(Box::new(answer.render(&ctx)));
     match &dispatch.statement {
         // Neither a query nor a locator's cursor: nothing says what to read.
         None if page.cursor.is_none() => {
             let message = format!("the query parameter `{}` is missing", sq.param);
-            Err(Box::new(
-                malformed.render(&json!({"message": message, "query": q})),
-            ))
+            refuse(&answers.malformed, json!({"message": message, "query": q}))
         }
         None => match page.cursor_selection {
             None => Ok((Selection::Whole, None)),
@@ -264,16 +273,17 @@ fn selection(
                 )))),
             },
         },
-        Some(Err(e)) => Err(Box::new(
-            malformed.render(&json!({"message": e.0, "query": q})),
-        )),
-        Some(Ok(st)) => {
-            let fields = {
-                let mut data = lock(&s.data);
-                let Some(set) = data.get_mut(resource) else {
-                    return Ok((Selection::Whole, None));
-                };
-                set.fields(compiled)
+        Some(Statement::Unreadable(e)) => {
+            refuse(&answers.malformed, json!({"message": e.0, "query": q}))
+        }
+        Some(Statement::UnknownObject(st)) => refuse(
+            &answers.invalid_type,
+            json!({"object": st.object, "query": q}),
+        ),
+        Some(Statement::Read(st)) => {
+            let fields = match lock(&s.data).get_mut(resource) {
+                Some(set) => set.fields(compiled),
+                None => return Ok((Selection::Whole, None)),
             };
             match select::selected_fields(st, sq, &fields) {
                 Ok(keys) => {
@@ -281,10 +291,10 @@ fn selection(
                     let id = s.selections.register(&keys);
                     Ok((Selection::Fields(keys), Some(id)))
                 }
-                Err(field) => {
-                    let ctx = json!({"field": field, "object": st.object, "query": q});
-                    Err(Box::new(invalid_field.render(&ctx)))
-                }
+                Err(field) => refuse(
+                    &answers.invalid_field,
+                    json!({"field": field, "object": st.object, "query": q}),
+                ),
             }
         }
     }

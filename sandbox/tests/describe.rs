@@ -484,6 +484,15 @@ async fn salesforce_custom_values_are_json_typed_and_only_selected_ones_return()
         body[0]["message"].as_str().unwrap().contains("Project__c"),
         "{body}"
     );
+
+    // An object the org does not have.
+    let (status, body) = get(soql(&sbx, "SELECT Id FROM Widget__c"), SALESFORCE_TOKEN).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body[0]["errorCode"], "INVALID_TYPE");
+    assert!(
+        body[0]["message"].as_str().unwrap().contains("Widget__c"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
