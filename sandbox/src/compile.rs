@@ -6,7 +6,8 @@ use std::collections::HashMap;
 
 use tributary::mapping::jsonata::Jsonata;
 
-use crate::profile::{Inputs, Profile, ResourceProfile};
+use crate::fields::kind_of;
+use crate::profile::{FieldValues, Inputs, Profile, ResourceProfile};
 use crate::respond::FixedAnswer;
 use crate::SandboxError;
 
@@ -30,12 +31,29 @@ pub struct CompiledResource {
     pub inputs: CompiledInputs,
     /// `named_properties.names`.
     pub property_names: Option<Jsonata>,
-    /// `select_query.invalid_field` and `select_query.malformed`.
-    pub select_answers: Option<(FixedAnswer, FixedAnswer)>,
+    /// `select_query`'s refusals.
+    pub select_answers: Option<SelectAnswers>,
+}
+
+/// How a resource reading queries refuses one.
+pub struct SelectAnswers {
+    pub invalid_field: FixedAnswer,
+    pub malformed: FixedAnswer,
+    pub invalid_type: FixedAnswer,
+}
+
+/// A describe route's expressions.
+pub struct CompiledSchemaRoute {
+    pub body: Jsonata,
+    pub not_found: FixedAnswer,
 }
 
 /// The whole profile's expressions and route tables.
 pub struct Compiled {
+    /// Method (upper case) -> path pattern -> index into `profile.schema_routes`
+    /// and `schema_answers`; looked up before the data routes.
+    pub schema_routes: HashMap<String, matchit::Router<usize>>,
+    pub schema_answers: Vec<CompiledSchemaRoute>,
     pub resources: HashMap<String, CompiledResource>,
     /// Method (upper case) -> path pattern -> candidates.
     pub routes: HashMap<String, matchit::Router<Candidates>>,
@@ -59,7 +77,10 @@ pub fn compile(profile: &Profile) -> Result<Compiled, SandboxError> {
     let mut resources = HashMap::new();
     let mut by_route: HashMap<(String, String), Candidates> = HashMap::new();
     for (name, r) in &profile.resources {
-        resources.insert(name.clone(), compile_resource(name, r).map_err(fail)?);
+        resources.insert(
+            name.clone(),
+            compile_resource(name, r, &profile.field_values).map_err(fail)?,
+        );
         for route in &r.routes {
             let when = route
                 .when
@@ -81,8 +102,11 @@ pub fn compile(profile: &Profile) -> Result<Compiled, SandboxError> {
             .insert(path.clone(), candidates)
             .map_err(|e| fail(format!("route {path}: {e}")))?;
     }
+    let (schema_routes, schema_answers) = compile_schema_routes(profile).map_err(fail)?;
     let oauth = profile.oauth.as_ref();
     Ok(Compiled {
+        schema_routes,
+        schema_answers,
         resources,
         routes,
         unauthorized: FixedAnswer::compile("auth.unauthorized", &profile.auth.unauthorized)
@@ -111,16 +135,51 @@ pub fn compile(profile: &Profile) -> Result<Compiled, SandboxError> {
     })
 }
 
-fn compile_resource(name: &str, r: &ResourceProfile) -> Result<CompiledResource, String> {
+type SchemaRoutes = (
+    HashMap<String, matchit::Router<usize>>,
+    Vec<CompiledSchemaRoute>,
+);
+
+fn compile_schema_routes(profile: &Profile) -> Result<SchemaRoutes, String> {
+    let mut routes: HashMap<String, matchit::Router<usize>> = HashMap::new();
+    let mut answers = Vec::new();
+    for (i, route) in profile.schema_routes.iter().enumerate() {
+        let at = format!("schema_routes[{i}]");
+        routes
+            .entry(route.method.to_uppercase())
+            .or_default()
+            .insert(route.path.clone(), i)
+            .map_err(|e| format!("{at}: route {}: {e}", route.path))?;
+        answers.push(CompiledSchemaRoute {
+            body: expr(&format!("{at}.body"), &route.body)?,
+            not_found: FixedAnswer::compile(&format!("{at}.not_found"), &route.not_found)?,
+        });
+    }
+    Ok((routes, answers))
+}
+
+fn compile_resource(
+    name: &str,
+    r: &ResourceProfile,
+    values: &FieldValues,
+) -> Result<CompiledResource, String> {
     let at = |f: &str| format!("resources.{name}.{f}");
+    for (i, f) in r.schema.custom_fields.iter().enumerate() {
+        kind_of(f, values)
+            .map_err(|e| format!("{}: {e}", at(&format!("schema.custom_fields[{i}]"))))?;
+    }
     if r.named_properties.is_some() && r.select_query.is_some() {
         return Err(at("named_properties: give it or select_query, not both"));
     }
     let select_answers = match &r.select_query {
-        Some(q) => Some((
-            FixedAnswer::compile(&at("select_query.invalid_field"), &q.invalid_field)?,
-            FixedAnswer::compile(&at("select_query.malformed"), &q.malformed)?,
-        )),
+        Some(q) => Some(SelectAnswers {
+            invalid_field: FixedAnswer::compile(
+                &at("select_query.invalid_field"),
+                &q.invalid_field,
+            )?,
+            malformed: FixedAnswer::compile(&at("select_query.malformed"), &q.malformed)?,
+            invalid_type: FixedAnswer::compile(&at("select_query.invalid_type"), &q.invalid_type)?,
+        }),
         None => None,
     };
     Ok(CompiledResource {

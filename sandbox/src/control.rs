@@ -1,6 +1,17 @@
 //! The control API under `/_sandbox/`, for tests and demos: `GET stats`,
 //! `POST faults` / `DELETE faults`, `GET resources/{name}` (every record, whole),
-//! `POST resources/{name}/mutate`, `POST oauth/revoke`, `POST oauth/expire`.
+//! `POST resources/{name}/mutate`, `POST oauth/revoke`, `POST oauth/expire`, and
+//! a resource's fields:
+//! - `GET resources/{name}/fields`: `{"standard": [FieldDef], "custom": [FieldDef]}`;
+//! - `POST resources/{name}/fields` with a `FieldDef` (`{"name", "type", "label"?,
+//!   "options"?, "generate"?, "min"?, "max"?, "decimals"?, "attributes"?}`): a new
+//!   custom field, 201; its generated values appear in every record (records keep
+//!   their last-modified time, as when a provider adds a property); 409 when the
+//!   resource has a field of that name, 400 when its type has no value kind;
+//! - `DELETE resources/{name}/fields/{field}`: the field (standard or custom) is
+//!   gone from describe answers and records (selecting it is then an unknown
+//!   field), 204; 404 when there is none.
+//!
 //! Its HTTP contract is what the test harness (`SandboxControl`) relies on.
 
 use std::collections::BTreeMap;
@@ -16,7 +27,9 @@ use serde_json::{json, Value};
 
 use crate::data;
 use crate::faults::Fault;
+use crate::fields::FieldError;
 use crate::lock;
+use crate::profile::FieldDef;
 use crate::state::Sandbox;
 
 /// Counters tests assert on.
@@ -24,6 +37,9 @@ use crate::state::Sandbox;
 pub struct Stats {
     pub requests: u64,
     pub data_requests: u64,
+    /// Describe requests (`schema_routes`): counted in `requests`, not in `data_requests`.
+    #[serde(default)]
+    pub schema_requests: u64,
     pub over_budget: u64,
     pub throttled: u64,
     /// When the first and the last data request arrived (Unix milliseconds; 0 before any).
@@ -145,4 +161,58 @@ pub async fn mutate(
     }
     set.changed(None);
     Json(json!({"updated": updated, "deleted": deleted, "created": created})).into_response()
+}
+
+/// The fields a resource has now.
+pub async fn list_fields(State(s): State<Arc<Sandbox>>, Path(name): Path<String>) -> Response {
+    let data = lock(&s.data);
+    let Some(set) = data.get(&name) else {
+        return no_resource(&name);
+    };
+    Json(json!({"standard": set.schema.standard, "custom": set.schema.custom})).into_response()
+}
+
+/// Add a custom field: its values appear in every record, whose versions and
+/// last-modified times stay as they were.
+pub async fn add_field(
+    State(s): State<Arc<Sandbox>>,
+    Path(name): Path<String>,
+    Json(def): Json<FieldDef>,
+) -> Response {
+    let mut data = lock(&s.data);
+    let Some(set) = data.get_mut(&name) else {
+        return no_resource(&name);
+    };
+    let field = def.name.clone();
+    match set.schema.add(def, &s.profile.field_values) {
+        Ok(()) => {
+            set.fields_changed();
+            (StatusCode::CREATED, Json(json!({"added": field}))).into_response()
+        }
+        Err(e) => {
+            let status = match e {
+                FieldError::Exists(_) => StatusCode::CONFLICT,
+                FieldError::NoKind { .. } => StatusCode::BAD_REQUEST,
+            };
+            let message = format!("resource {name}: {e}");
+            (status, Json(json!({"error": message}))).into_response()
+        }
+    }
+}
+
+/// Remove a standard or custom field from the resource's describe answers and records.
+pub async fn remove_field(
+    State(s): State<Arc<Sandbox>>,
+    Path((name, field)): Path<(String, String)>,
+) -> Response {
+    let mut data = lock(&s.data);
+    let Some(set) = data.get_mut(&name) else {
+        return no_resource(&name);
+    };
+    if !set.schema.remove(&field) {
+        let message = format!("resource {name} has no field {field}");
+        return (StatusCode::NOT_FOUND, Json(json!({"error": message}))).into_response();
+    }
+    set.fields_changed();
+    StatusCode::NO_CONTENT.into_response()
 }

@@ -9,14 +9,18 @@
 //! fields a request gets) with `soql` (the SELECT parser), `auth` (data request
 //! credentials), `oauth` (the token endpoint), `throttle` (the sandbox's own
 //! budget), `faults` (failures on demand), `control` (the `/_sandbox/` API),
-//! `respond` (JSON answers) and `server` (the router, `start`). The public API
-//! is the profile format, `start`, the handle, and the control API's types.
+//! `fields` (a resource's fields as they are now, and generated custom values),
+//! `describe` (the describe endpoints, `schema_routes`), `respond` (JSON
+//! answers) and `server` (the router, `start`). The public API is the profile
+//! format, `start`, the handle, and the control API's types.
 
 mod auth;
 mod compile;
 mod control;
 mod data;
+mod describe;
 mod faults;
+mod fields;
 mod oauth;
 mod paging;
 pub mod profile;

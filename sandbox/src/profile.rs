@@ -5,7 +5,8 @@
 use std::path::Path;
 
 use indexmap::IndexMap;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::SandboxError;
 
@@ -24,6 +25,12 @@ pub struct Profile {
     /// Headers on every data answer (JSONata over `{remaining, limit, reset_epoch_seconds}`).
     #[serde(default)]
     pub headers: IndexMap<String, String>,
+    /// How the sandbox writes the values it generates for custom fields.
+    #[serde(default)]
+    pub field_values: FieldValues,
+    /// Endpoints describing the resources' fields and objects (`schema`).
+    #[serde(default)]
+    pub schema_routes: Vec<SchemaRoute>,
     pub resources: IndexMap<String, ResourceProfile>,
 }
 
@@ -188,6 +195,158 @@ pub struct ResourceProfile {
     /// refused, and only the selected ones are returned.
     #[serde(default)]
     pub select_query: Option<SelectQuery>,
+    /// The object's fields as the provider describes them; custom ones get generated values.
+    #[serde(default)]
+    pub schema: ResourceSchema,
+}
+
+/// A resource's object and fields, as `schema_routes` describe them. Standard
+/// fields are those the `record` expression writes; custom fields are the
+/// tenant's own, and the sandbox writes a generated value for each into every
+/// record (at `under`, or at the top level).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceSchema {
+    /// What a describe route's object parameter may name (the resource name when empty).
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// The object's own attributes (name, labels, ids, ...), given to the answers as `object`.
+    #[serde(default)]
+    pub object: IndexMap<String, Value>,
+    /// The record's key holding the fields (`properties`); the top level when absent.
+    #[serde(default)]
+    pub under: Option<String>,
+    #[serde(default)]
+    pub fields: Vec<FieldDef>,
+    #[serde(default)]
+    pub custom_fields: Vec<FieldDef>,
+}
+
+/// One field's definition: its name, label and type as the provider names them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldDef {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// The provider's type name (`enumeration`, `picklist`, `double`, ...).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A picklist's values: a bare value, or `{value, label}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<FieldOption>,
+    /// How values are generated; by default `field_values.kinds[type]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generate: Option<ValueKind>,
+    /// Generated numbers' range and decimals (0 to 1000, whole, unless given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decimals: Option<u32>,
+    /// Provider-specific attributes, copied into the field as the answers see it.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub attributes: IndexMap<String, Value>,
+}
+
+impl FieldDef {
+    pub fn label(&self) -> &str {
+        self.label.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// A picklist value, with its label.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FieldOption {
+    Value(String),
+    Labelled { value: String, label: String },
+}
+
+impl FieldOption {
+    pub fn value(&self) -> &str {
+        match self {
+            FieldOption::Value(v) | FieldOption::Labelled { value: v, .. } => v,
+        }
+    }
+    pub fn label(&self) -> &str {
+        match self {
+            FieldOption::Value(v) | FieldOption::Labelled { label: v, .. } => v,
+        }
+    }
+}
+
+/// What kind of value the sandbox generates for a custom field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueKind {
+    Text,
+    Number,
+    Boolean,
+    Date,
+    Datetime,
+    /// One of the field's options.
+    Option,
+}
+
+/// How generated custom values are written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldValues {
+    /// The provider's type names and the kind of value each gets.
+    #[serde(default)]
+    pub kinds: IndexMap<String, ValueKind>,
+    /// Every value as a string (numbers and booleans too).
+    #[serde(default)]
+    pub as_strings: bool,
+    /// strftime pattern of datetimes.
+    #[serde(default = "default_datetime_format")]
+    pub datetime_format: String,
+}
+
+impl Default for FieldValues {
+    fn default() -> Self {
+        FieldValues {
+            kinds: IndexMap::new(),
+            as_strings: false,
+            datetime_format: default_datetime_format(),
+        }
+    }
+}
+
+fn default_datetime_format() -> String {
+    "%Y-%m-%dT%H:%M:%S%.3fZ".into()
+}
+
+/// An endpoint describing objects: with `object`, the one object its path
+/// parameter names (its fields, as they are now); without, every resource's object.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaRoute {
+    #[serde(default = "default_method")]
+    pub method: String,
+    pub path: String,
+    /// The path parameter naming the object (matched against `schema.names`).
+    #[serde(default)]
+    pub object: Option<String>,
+    /// Names compare without case.
+    #[serde(default)]
+    pub ignore_case: bool,
+    /// JSONata over `{resource, object, fields, request, base_url}` (one object) or
+    /// `{objects, request, base_url}` (every object). Nothing (undefined) answers `not_found`.
+    pub body: String,
+    /// The answer when the parameter names no object: JSONata body over `{name, request}`.
+    #[serde(default = "default_not_found")]
+    pub not_found: Answer,
+}
+
+fn default_not_found() -> Answer {
+    Answer {
+        status: 404,
+        body: Some(r#"{"error": "not_found", "object": name}"#.into()),
+        headers: IndexMap::new(),
+    }
 }
 
 /// How `input.since` values read.
@@ -265,6 +424,18 @@ pub struct SelectQuery {
     /// The answer to a query the sandbox cannot read: JSONata body over `{message, query}`.
     #[serde(default = "default_malformed")]
     pub malformed: Answer,
+    /// The answer to a query FROM an object no resource at the route serves:
+    /// JSONata body over `{object, query}` (the first resource reading queries answers).
+    #[serde(default = "default_invalid_type")]
+    pub invalid_type: Answer,
+}
+
+fn default_invalid_type() -> Answer {
+    Answer {
+        status: 400,
+        body: Some(r#"{"error": "invalid_type", "object": object}"#.into()),
+        headers: IndexMap::new(),
+    }
 }
 
 fn default_invalid_field() -> Answer {

@@ -1,7 +1,8 @@
 //! Data requests: match the route, pick the resource it serves (its `when`
 //! predicate, and for a query route the object the query reads), then in order:
 //! count it, the sandbox's budget, paging inputs, an injected fault, the
-//! credential, the fields the request may see, and the page answer.
+//! credential, the fields the request may see, and the page answer. Describe
+//! routes (`schema_routes`) are looked up first and answered by `describe`.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -16,18 +17,28 @@ use tributary::mapping::jsonata::truthy;
 use crate::compile::Candidates;
 use crate::faults::{self, Outcome};
 use crate::paging::{self, PageRequest, Serving};
-use crate::respond::{bad_request, json_response, not_found, text};
+use crate::respond::{bad_request, json_response, not_found, text, FixedAnswer};
 use crate::select::{self, Selection};
 use crate::soql::{self, ParseError, Select};
 use crate::state::Sandbox;
 use crate::throttle::{self, epoch_millis};
-use crate::{auth, lock, oauth};
+use crate::{auth, describe, lock, oauth};
 
 /// The resource a request is for, with the query it carries when the resource
 /// reads one (`select_query`).
 struct Dispatch {
     resource: String,
-    statement: Option<Result<Select, ParseError>>,
+    statement: Option<Statement>,
+}
+
+/// A query as dispatch read it.
+enum Statement {
+    /// FROM the resource's object.
+    Read(Select),
+    /// Not readable: answered as malformed.
+    Unreadable(ParseError),
+    /// FROM an object no resource at the route serves: answered as an invalid type.
+    UnknownObject(Select),
 }
 
 /// Every request the control API does not answer.
@@ -45,6 +56,10 @@ pub async fn provider(
             return oauth::token_endpoint(&s, o, &headers, &body);
         }
     }
+    if let Some((index, params)) = describe::route(&s, method.as_str(), &path) {
+        let (query, request) = request_context(&uri, params, &headers, &body);
+        return describe_request(&s, index, &headers, &query, request);
+    }
     let Some(matched) = s
         .compiled
         .routes
@@ -53,22 +68,12 @@ pub async fn provider(
     else {
         return not_found(&path);
     };
-    let query: Map<String, Value> =
-        url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-            .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
-            .collect();
     let params: Map<String, Value> = matched
         .params
         .iter()
         .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
         .collect();
-    let header_map: Map<String, Value> = headers
-        .iter()
-        .filter_map(|(k, v)| Some((k.as_str().to_string(), json!(v.to_str().ok()?))))
-        .collect();
-    let body_json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let request =
-        json!({"query": query, "body": body_json, "params": params, "headers": header_map});
+    let (query, request) = request_context(&uri, params, &headers, &body);
     let Some(dispatch) = dispatch(&s, matched.value, &request) else {
         return bad_request(format!("no resource at {path} matches this request"));
     };
@@ -79,9 +84,59 @@ pub async fn provider(
     serve(&s, &dispatch, &headers, &query, request).await
 }
 
+/// The request as the profile's expressions read it, `{query, body, params,
+/// headers}`, and its query parameters.
+fn request_context(
+    uri: &Uri,
+    params: Map<String, Value>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> (Map<String, Value>, Value) {
+    let query: Map<String, Value> =
+        url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+            .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+            .collect();
+    let header_map: Map<String, Value> = headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), json!(v.to_str().ok()?))))
+        .collect();
+    let body_json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let request =
+        json!({"query": query, "body": body_json, "params": params, "headers": header_map});
+    (query, request)
+}
+
+/// A describe request: counted, then the budget, the credential and the answer.
+fn describe_request(
+    s: &Sandbox,
+    index: usize,
+    headers: &HeaderMap,
+    query: &Map<String, Value>,
+    request: Value,
+) -> Response {
+    lock(&s.stats).schema_requests += 1;
+    if let Some(throttled) = throttle::over_budget(s) {
+        return throttled;
+    }
+    if !auth::authorized(s, headers, query) {
+        lock(&s.stats).unauthorized += 1;
+        return s.compiled.unauthorized.render(&request);
+    }
+    describe::answer(s, index, request, base_url(headers))
+}
+
+/// `http://<Host header>`, for links in answers.
+fn base_url(headers: &HeaderMap) -> String {
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    format!("http://{host}")
+}
+
 /// The first candidate whose `when` holds and, if it reads a query, whose object
-/// the query is FROM; a query that cannot be read goes to the first candidate
-/// reading queries, which answers it as malformed.
+/// the query is FROM; a query that cannot be read, or reads an object no
+/// candidate serves, goes to the first candidate reading queries, which refuses it.
 fn dispatch(s: &Sandbox, candidates: &Candidates, request: &Value) -> Option<Dispatch> {
     let mut unreadable = None;
     for (name, when) in candidates {
@@ -104,14 +159,15 @@ fn dispatch(s: &Sandbox, candidates: &Candidates, request: &Value) -> Option<Dis
         let Some(q) = request["query"][&sq.param].as_str() else {
             return found(None);
         };
-        match soql::parse(q) {
-            Ok(st) if st.object.eq_ignore_ascii_case(&sq.object) => return found(Some(Ok(st))),
-            Ok(_) => {}
-            Err(e) => {
-                if unreadable.is_none() {
-                    unreadable = found(Some(Err(e)));
-                }
+        let refused = match soql::parse(q) {
+            Ok(st) if st.object.eq_ignore_ascii_case(&sq.object) => {
+                return found(Some(Statement::Read(st)))
             }
+            Ok(st) => Statement::UnknownObject(st),
+            Err(e) => Statement::Unreadable(e),
+        };
+        if unreadable.is_none() {
+            unreadable = found(Some(refused));
         }
     }
     unreadable
@@ -157,15 +213,11 @@ async fn serve(
         Ok(chosen) => chosen,
         Err(answer) => return *answer,
     };
-    let host = headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1");
     let serving = Serving {
         selection: &selection,
         selection_id,
         repeat_cursor,
-        base_url: format!("http://{host}"),
+        base_url: base_url(headers),
     };
     let ctx = paging::page_context(s, resource, compiled, &page, &serving, request);
     let mut resp_headers = throttle::rate_headers(s);
@@ -200,18 +252,16 @@ fn selection(
         let asked = names.eval_json(request).ok().flatten();
         return Ok((select::named_properties(np, asked), None));
     }
-    let (Some(sq), Some((invalid_field, malformed))) = (&rp.select_query, &compiled.select_answers)
-    else {
+    let (Some(sq), Some(answers)) = (&rp.select_query, &compiled.select_answers) else {
         return Ok((Selection::Whole, None));
     };
     let q = request["query"][&sq.param].clone();
+    let refuse = |answer: &FixedAnswer, ctx: Value| Err(Box::new(answer.render(&ctx)));
     match &dispatch.statement {
         // Neither a query nor a locator's cursor: nothing says what to read.
         None if page.cursor.is_none() => {
             let message = format!("the query parameter `{}` is missing", sq.param);
-            Err(Box::new(
-                malformed.render(&json!({"message": message, "query": q})),
-            ))
+            refuse(&answers.malformed, json!({"message": message, "query": q}))
         }
         None => match page.cursor_selection {
             None => Ok((Selection::Whole, None)),
@@ -223,16 +273,17 @@ fn selection(
                 )))),
             },
         },
-        Some(Err(e)) => Err(Box::new(
-            malformed.render(&json!({"message": e.0, "query": q})),
-        )),
-        Some(Ok(st)) => {
-            let fields = {
-                let mut data = lock(&s.data);
-                let Some(set) = data.get_mut(resource) else {
-                    return Ok((Selection::Whole, None));
-                };
-                set.fields(compiled, s.profile.seed, resource)
+        Some(Statement::Unreadable(e)) => {
+            refuse(&answers.malformed, json!({"message": e.0, "query": q}))
+        }
+        Some(Statement::UnknownObject(st)) => refuse(
+            &answers.invalid_type,
+            json!({"object": st.object, "query": q}),
+        ),
+        Some(Statement::Read(st)) => {
+            let fields = match lock(&s.data).get_mut(resource) {
+                Some(set) => set.fields(compiled),
+                None => return Ok((Selection::Whole, None)),
             };
             match select::selected_fields(st, sq, &fields) {
                 Ok(keys) => {
@@ -240,10 +291,10 @@ fn selection(
                     let id = s.selections.register(&keys);
                     Ok((Selection::Fields(keys), Some(id)))
                 }
-                Err(field) => {
-                    let ctx = json!({"field": field, "object": st.object, "query": q});
-                    Err(Box::new(invalid_field.render(&ctx)))
-                }
+                Err(field) => refuse(
+                    &answers.invalid_field,
+                    json!({"field": field, "object": st.object, "query": q}),
+                ),
             }
         }
     }

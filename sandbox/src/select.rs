@@ -169,6 +169,7 @@ mod tests {
             always: vec!["attributes".into()],
             invalid_field: crate::profile::Answer::default(),
             malformed: crate::profile::Answer::default(),
+            invalid_type: crate::profile::Answer::default(),
         };
         let fields: BTreeSet<String> = ["attributes", "Id", "Name", "Email"]
             .map(String::from)

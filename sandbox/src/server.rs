@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 
 use crate::profile::Profile;
@@ -39,6 +39,14 @@ pub fn router(sandbox: Arc<Sandbox>) -> Router {
         )
         .route("/_sandbox/resources/{name}", get(control::list_resource))
         .route("/_sandbox/resources/{name}/mutate", post(control::mutate))
+        .route(
+            "/_sandbox/resources/{name}/fields",
+            get(control::list_fields).post(control::add_field),
+        )
+        .route(
+            "/_sandbox/resources/{name}/fields/{field}",
+            delete(control::remove_field),
+        )
         .route("/_sandbox/oauth/revoke", post(control::revoke))
         .route("/_sandbox/oauth/expire", post(control::expire))
         .fallback(routes::provider)

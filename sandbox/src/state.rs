@@ -12,7 +12,8 @@ use crate::compile::{compile, Compiled, CompiledResource};
 use crate::control::Stats;
 use crate::data::{self, Stored};
 use crate::faults::Faults;
-use crate::profile::Profile;
+use crate::fields::{Generator, Schema};
+use crate::profile::{FieldValues, Profile, ResourceProfile};
 use crate::select::Selections;
 use crate::throttle::Window;
 use crate::SandboxError;
@@ -23,29 +24,40 @@ pub struct ResourceData {
     /// The provider's record per id, for the current version.
     pub rendered: HashMap<u64, Arc<Value>>,
     pub next_id: u64,
+    /// The fields the records have now (custom values are written at rendering).
+    pub schema: Schema,
     /// Every top-level key of the provider's records (cleared on any change).
     fields: Option<Arc<BTreeSet<String>>>,
+    seed: u64,
+    name: String,
+    values: FieldValues,
 }
 
 impl ResourceData {
-    fn generate(seed: u64, name: &str, count: u64) -> ResourceData {
+    fn generate(profile: &Profile, name: &str, rp: &ResourceProfile) -> ResourceData {
         ResourceData {
-            records: (1..=count)
-                .map(|id| data::generate(seed, name, id))
+            records: (1..=rp.count)
+                .map(|id| data::generate(profile.seed, name, id))
                 .collect(),
             rendered: HashMap::new(),
-            next_id: count + 1,
+            next_id: rp.count + 1,
+            schema: Schema::new(&rp.schema),
             fields: None,
+            seed: profile.seed,
+            name: name.to_string(),
+            values: profile.field_values.clone(),
         }
     }
 
     /// The provider's record at `index` of the list.
     pub fn render(&mut self, compiled: &CompiledResource, index: usize) -> Arc<Value> {
         let rec = &self.records[index];
-        self.rendered
-            .entry(rec.id)
-            .or_insert_with(|| Arc::new(render_one(compiled, rec)))
-            .clone()
+        if let Some(r) = self.rendered.get(&rec.id) {
+            return r.clone();
+        }
+        let r = Arc::new(self.render_one(compiled, rec));
+        self.rendered.insert(rec.id, r.clone());
+        r
     }
 
     /// Forget what was derived from the records (after a change).
@@ -56,14 +68,15 @@ impl ResourceData {
         self.fields = None;
     }
 
+    /// Forget every rendered record (after the fields changed).
+    pub fn fields_changed(&mut self) {
+        self.rendered.clear();
+        self.fields = None;
+    }
+
     /// The field names the records have: what a query may select. With no record
     /// left, the fields of the record the seed would generate first.
-    pub fn fields(
-        &mut self,
-        compiled: &CompiledResource,
-        seed: u64,
-        name: &str,
-    ) -> Arc<BTreeSet<String>> {
+    pub fn fields(&mut self, compiled: &CompiledResource) -> Arc<BTreeSet<String>> {
         if let Some(f) = &self.fields {
             return f.clone();
         }
@@ -74,7 +87,7 @@ impl ResourceData {
             }
         };
         if self.records.is_empty() {
-            add(&render_one(compiled, &data::generate(seed, name, 1)));
+            add(&self.render_one(compiled, &data::generate(self.seed, &self.name, 1)));
         }
         for i in 0..self.records.len() {
             add(&self.render(compiled, i));
@@ -83,15 +96,23 @@ impl ResourceData {
         self.fields = Some(fields.clone());
         fields
     }
-}
 
-fn render_one(compiled: &CompiledResource, rec: &Stored) -> Value {
-    compiled
-        .record
-        .eval_json(&rec.canonical)
-        .ok()
-        .flatten()
-        .unwrap_or(Value::Null)
+    /// The profile's record expression over the canonical record, then the fields as they are now.
+    fn render_one(&self, compiled: &CompiledResource, rec: &Stored) -> Value {
+        let mut record = compiled
+            .record
+            .eval_json(&rec.canonical)
+            .ok()
+            .flatten()
+            .unwrap_or(Value::Null);
+        let gen = Generator {
+            seed: self.seed,
+            resource: &self.name,
+            values: &self.values,
+        };
+        self.schema.apply(&mut record, &gen, rec.id);
+        record
+    }
 }
 
 /// Tokens the OAuth endpoint issued, and refresh tokens it accepts.
@@ -120,12 +141,7 @@ impl Sandbox {
         let data = profile
             .resources
             .iter()
-            .map(|(name, r)| {
-                (
-                    name.clone(),
-                    ResourceData::generate(profile.seed, name, r.count),
-                )
-            })
+            .map(|(name, r)| (name.clone(), ResourceData::generate(&profile, name, r)))
             .collect();
         let refresh = profile
             .oauth

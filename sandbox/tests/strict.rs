@@ -157,7 +157,7 @@ async fn a_selected_field_the_object_does_not_have_is_refused_as_invalid_field()
     let (status, body) = get(
         soql(
             &sbx,
-            "SELECT Id, Name, Region__c FROM Contact ORDER BY SystemModstamp ASC",
+            "SELECT Id, Name, Segment__c FROM Contact ORDER BY SystemModstamp ASC",
         ),
         SOQL_TOKEN,
     )
@@ -172,7 +172,7 @@ async fn a_selected_field_the_object_does_not_have_is_refused_as_invalid_field()
     assert_eq!(errors[0]["errorCode"], "INVALID_FIELD");
     let message = errors[0]["message"].as_str().unwrap();
     assert!(
-        message.contains("Region__c") && message.contains("Contact"),
+        message.contains("Segment__c") && message.contains("Contact"),
         "{message}"
     );
 
@@ -185,17 +185,17 @@ async fn a_selected_field_the_object_does_not_have_is_refused_as_invalid_field()
 
     // Filtering or sorting on a field the object does not have is refused the same way.
     for q in [
-        "SELECT Id FROM Contact WHERE Region__c = 'EMEA'",
-        "SELECT Id FROM Contact ORDER BY Region__c ASC",
+        "SELECT Id FROM Contact WHERE Segment__c = 'EMEA'",
+        "SELECT Id FROM Contact ORDER BY Segment__c ASC",
     ] {
         let (status, body) = get(soql(&sbx, q), SOQL_TOKEN).await;
         assert_eq!(status, 400, "{q}: {body}");
         assert_eq!(body[0]["errorCode"], "INVALID_FIELD", "{q}");
-        assert!(body[0]["message"].as_str().unwrap().contains("Region__c"));
+        assert!(body[0]["message"].as_str().unwrap().contains("Segment__c"));
     }
 
     // The credential is checked first, as the API does.
-    let (status, body) = get(soql(&sbx, "SELECT Region__c FROM Contact"), "wrong").await;
+    let (status, body) = get(soql(&sbx, "SELECT Segment__c FROM Contact"), "wrong").await;
     assert_eq!(status, 401, "{body}");
     assert_eq!(body[0]["errorCode"], "INVALID_SESSION_ID");
 

@@ -112,13 +112,14 @@ async fn run() -> anyhow::Result<()> {
         services.store.clone(),
         Some(settings.kafka_brokers.clone()),
     );
-    let state = Arc::new(api::ApiState::new(
-        services.store.clone(),
-        services.publisher.clone(),
-        services.topics.clone(),
-        services.settings.sync_settings(),
+    let state = Arc::new(api::ApiState {
+        store: services.store.clone(),
+        publisher: services.publisher.clone(),
+        topics: services.topics.clone(),
+        specs_dir: settings.sync.specs_dir.clone(),
         admin_token,
-    ));
+        syncer: Arc::new(services.syncer()),
+    });
     let listener = tokio::net::TcpListener::bind(&settings.api_addr)
         .await
         .with_context(|| format!("TRIBUTARY_API_ADDR {}", settings.api_addr))?;

@@ -186,13 +186,14 @@ async fn serve_api(args: &Args, services: &Services) -> anyhow::Result<(SocketAd
         "demo-admin-{}",
         &Cipher::generate_key()[..12].replace(['/', '+', '='], "x")
     );
-    let state = Arc::new(api::ApiState::new(
-        services.store.clone(),
-        services.publisher.clone(),
-        services.topics.clone(),
-        services.settings.sync_settings(),
-        admin_token.clone(),
-    ));
+    let state = Arc::new(api::ApiState {
+        store: services.store.clone(),
+        publisher: services.publisher.clone(),
+        topics: services.topics.clone(),
+        specs_dir: args.specs_dir.clone(),
+        admin_token: admin_token.clone(),
+        syncer: Arc::new(services.syncer()),
+    });
     let listener = tokio::net::TcpListener::bind(&args.api_addr)
         .await
         .with_context(|| format!("--api-addr {}", args.api_addr))?;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use tributary::sync::Syncer;
 use tributary_e2e::broker::{end_offsets, TopicReader};
 use tributary_e2e::check_event_schema;
 use tributary_e2e::inprocess::InProcess;
@@ -26,13 +27,19 @@ impl Api {
     /// The API's router on a loopback port, on the rig's store and broker.
     async fn serve(rig: &InProcess) -> Api {
         let lane = &rig.lane;
-        let state = Arc::new(ApiState::new(
-            lane.store.clone(),
-            lane.publisher.clone(),
-            lane.topics.clone(),
-            rig.settings(),
-            ADMIN.to_string(),
-        ));
+        let settings = rig.settings();
+        let state = Arc::new(ApiState {
+            store: lane.store.clone(),
+            publisher: lane.publisher.clone(),
+            topics: lane.topics.clone(),
+            specs_dir: settings.specs_dir.clone(),
+            admin_token: ADMIN.to_string(),
+            syncer: Arc::new(Syncer::new(
+                lane.store.clone(),
+                lane.publisher.clone(),
+                settings,
+            )),
+        });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, router(state)).await });

@@ -172,7 +172,11 @@ fn main() {
     line("custom fields: source copied (before)", n, (w, c), base);
     let (w, c, _) = best(rounds, || {
         raws.iter()
-            .map(|r| custom_fields(resource, r).unwrap().len())
+            .map(|r| {
+                custom_fields(resource, &Default::default(), r)
+                    .unwrap()
+                    .len()
+            })
             .sum::<usize>()
     });
     line("custom fields: read in place (now)", n, (w, c), base);

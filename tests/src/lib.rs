@@ -96,7 +96,10 @@ impl ProviderCase {
     }
 }
 
-/// Talk to a sandbox's control endpoints.
+/// Talk to a sandbox's control endpoints (`/_sandbox/...`, see `sandbox/src/control.rs`):
+/// records (`GET resources/{name}`), mutations (`POST resources/{name}/mutate`), faults
+/// (`POST faults`), token expiry (`POST oauth/expire`), counters (`GET stats`), and a
+/// resource's fields (`GET`/`POST resources/{name}/fields`, `DELETE resources/{name}/fields/{field}`).
 pub struct SandboxControl {
     pub base_url: String,
     http: reqwest::Client,
@@ -166,6 +169,51 @@ impl SandboxControl {
     pub async fn expire_tokens(&self) -> anyhow::Result<()> {
         self.http
             .post(format!("{}/_sandbox/oauth/expire", self.base_url))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
+    /// The fields a resource has now: `{"standard": [FieldDef], "custom": [FieldDef]}`.
+    pub async fn fields(&self, resource: &str) -> anyhow::Result<Value> {
+        Ok(self
+            .http
+            .get(format!(
+                "{}/_sandbox/resources/{resource}/fields",
+                self.base_url
+            ))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+
+    /// Add a custom field to a resource at runtime: `field` is a profile `FieldDef` as
+    /// JSON (`{"name", "type", "label"?, "options"?, "generate"?, "min"?, "max"?,
+    /// "decimals"?, "attributes"?}`). Its values appear in every record (when a request
+    /// asks for it) and it is described; records keep their last-modified times.
+    pub async fn add_field(&self, resource: &str, field: Value) -> anyhow::Result<()> {
+        self.http
+            .post(format!(
+                "{}/_sandbox/resources/{resource}/fields",
+                self.base_url
+            ))
+            .json(&field)
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
+    /// Remove a field (standard or custom) from a resource's records and describe answers.
+    pub async fn remove_field(&self, resource: &str, field: &str) -> anyhow::Result<()> {
+        self.http
+            .delete(format!(
+                "{}/_sandbox/resources/{resource}/fields/{field}",
+                self.base_url
+            ))
             .send()
             .await?
             .error_for_status()?;

@@ -15,12 +15,14 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tributary::breaker::{Breaker, BreakerSettings};
 use tributary::budget::{Budget, BudgetOwner};
+use tributary::domain::Schema;
 use tributary::engine::{
     Connection, ConnectionRuntime, EngineError, Page, ResourceRun, RunOptions,
 };
 use tributary::http::auth::{DiscardTokens, TokenSink};
-use tributary::mapping::normalize::{normalize, primary_key, NormalizeError};
+use tributary::mapping::normalize::{normalize_for, primary_key, NormalizeError, Tenancy};
 use tributary::secrets::Credentials;
+use tributary::spec::compile::custom_object;
 use tributary::spec::overrides::compile_with_file;
 use tributary::spec::{load_spec, CompiledSpec};
 
@@ -283,6 +285,7 @@ async fn run_resource(args: RunArgs) -> Result<ExitCode, (u8, anyhow::Error)> {
     );
     let runtime = ConnectionRuntime::new(&spec, &connection, &options, sink, budget)
         .map_err(|e| bad(anyhow!("{}: {e}", spec.file.display())))?;
+    let schema = discover(&spec, &args.resource, &connection, &runtime, &options).await?;
     let run = ResourceRun::new(
         spec.clone(),
         &args.resource,
@@ -291,14 +294,52 @@ async fn run_resource(args: RunArgs) -> Result<ExitCode, (u8, anyhow::Error)> {
         options,
         progress.observer(),
     )
-    .map_err(|e| bad(anyhow!(e)))?;
+    .map_err(|e| bad(anyhow!(e)))?
+    .with_schema(&schema);
+    let tenancy = Tenancy::new(&schema, custom_object(&args.resource));
     let started = Instant::now();
-    let counts = print_records(&spec, &args.resource, since.is_some(), run).await?;
+    let counts = print_records(&spec, &args.resource, since.is_some(), &tenancy, run).await?;
     if counts.closed {
         return Ok(ExitCode::SUCCESS);
     }
     counts.report(started.elapsed().as_secs_f64(), &progress);
     Ok(counts.exit_code())
+}
+
+/// The resource's fields for this connection, when its spec discovers them (before the
+/// first page, as a worker does before a connection's first sync).
+async fn discover(
+    spec: &Arc<CompiledSpec>,
+    resource: &str,
+    connection: &Connection,
+    runtime: &ConnectionRuntime,
+    options: &RunOptions,
+) -> Result<Schema, (u8, anyhow::Error)> {
+    let Some(target) = tributary::sync::discover::target_of(spec, resource) else {
+        return Ok(Schema::default());
+    };
+    let run = ResourceRun::discovery(
+        spec.clone(),
+        target,
+        connection,
+        runtime,
+        options.clone(),
+        tributary::engine::ignore_events(),
+    )
+    .map_err(|e| (EXIT_BAD_INPUT, anyhow!(e)))?;
+    let schema = run.discover_fields().await.map_err(|e| {
+        (
+            EXIT_RUN_FAILED,
+            anyhow!(e).context("discovering the fields"),
+        )
+    })?;
+    eprintln!(
+        "discovered {} fields of `{resource}` ({} custom: {})",
+        schema.fields.len(),
+        schema.custom().len(),
+        schema.custom().join(", ")
+    );
+    Ok(schema)
 }
 
 /// Serve `--sandbox PROFILE` in-process and point the connection at it.
@@ -410,6 +451,7 @@ async fn print_records(
     spec: &CompiledSpec,
     resource_name: &str,
     incremental: bool,
+    tenancy: &Tenancy,
     run: ResourceRun,
 ) -> Result<Printed, (u8, anyhow::Error)> {
     let resource = spec
@@ -431,7 +473,7 @@ async fn print_records(
                 .with_min_len(16)
                 .map(|raw| {
                     let record = primary_key(&raw, pk).and_then(|id| {
-                        normalize(resource, id, raw).map_err(|rejected| rejected.error)
+                        normalize_for(resource, tenancy, id, raw).map_err(|rejected| rejected.error)
                     })?;
                     Ok(serde_json::to_string(&record).expect("records serialize"))
                 })

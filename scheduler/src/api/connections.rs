@@ -77,8 +77,8 @@ pub async fn create(
         )));
     }
     check_id("provider", &body.provider)?;
-    let specs_dir = &state.sync.specs_dir;
-    let overlays = state.sync.overrides_dir.as_deref();
+    let specs_dir = &state.specs_dir;
+    let overlays = state.syncer.settings().overrides_dir.as_deref();
     let spec = load_layered(specs_dir, overlays, &body.provider).map_err(|e| match e {
         OverlayError::Spec(SpecError::Io { .. }) => {
             let mut known: Vec<String> = std::fs::read_dir(specs_dir)
@@ -112,7 +112,10 @@ pub async fn create(
         Some(r) => {
             for name in &r {
                 if spec.resource(name).is_none() {
-                    let known: Vec<&str> = spec.resources.keys().map(String::as_str).collect();
+                    let mut known: Vec<&str> = spec.resources.keys().map(String::as_str).collect();
+                    if spec.custom_objects.is_some() {
+                        known.push("custom:<object name>");
+                    }
                     return Err(ApiError::bad_request(format!(
                         "{} has no resource `{name}`; it has: {}",
                         body.provider,
@@ -242,7 +245,10 @@ pub async fn show(
 ) -> Result<Json<Value>, ApiError> {
     let conn = visible(&state, &caller, &id).await?;
     let runs = state.store.last_runs(&conn.id).await?;
-    Ok(Json(describe(&conn, &runs)))
+    let mut shown = describe(&conn, &runs);
+    let schemas = state.store.schemas(&conn.id).await?;
+    shown["schemas"] = super::schemas::summaries(&schemas);
+    Ok(Json(shown))
 }
 
 /// Two queries whatever the number of connections: the connections, then their last runs.

@@ -1,23 +1,24 @@
 //! The control API (axum, JSON): tenants and their tokens, connections, status,
-//! resync, pause and resume, runs, credentials, overrides and their preview. Admin token for the host
-//! product; tenant-scoped tokens see and trigger only their tenant's connections.
+//! resync, pause and resume, runs, credentials, overrides and their preview. Admin token
+//! for the host product; tenant-scoped tokens see and trigger only their tenant's
+//! connections.
 //! Bad input gets a 4xx with a JSON error that says what is wrong.
 
 mod connections;
 mod error;
 mod overrides;
+mod schemas;
 mod tenants;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::routing::{get, post, put};
 use axum::Router;
-use tributary::budget::Ledger;
 use tributary::bus::{Publisher, Topics};
 use tributary::store::Store;
-use tributary::sync::SyncSettings;
 
 pub use error::ApiError;
 
@@ -28,33 +29,11 @@ pub struct ApiState {
     pub store: Store,
     pub publisher: Publisher,
     pub topics: Topics,
-    /// What slices run with: where specs and the environment's overrides are, and what a
-    /// live preview reads with (engine options, budgets).
-    pub sync: SyncSettings,
-    /// The budgets previews spend, shared with the workers' when the store holds them.
-    pub ledger: Arc<dyn Ledger>,
+    pub specs_dir: PathBuf,
     pub admin_token: String,
-}
-
-impl ApiState {
-    /// The API's state on these services, with the ledger the settings choose.
-    pub fn new(
-        store: Store,
-        publisher: Publisher,
-        topics: Topics,
-        sync: SyncSettings,
-        admin_token: String,
-    ) -> ApiState {
-        let ledger = tributary::sync::ledger_for(&store, sync.ledger);
-        ApiState {
-            store,
-            publisher,
-            topics,
-            sync,
-            ledger,
-            admin_token,
-        }
-    }
+    /// Runs provider requests the API makes itself (on-demand discovery, previews), with
+    /// the workers' settings (the environment's overrides too), budgets and token handling.
+    pub syncer: Arc<tributary::sync::Syncer>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -82,6 +61,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/connections/{id}/pause", post(connections::pause))
         .route("/v1/connections/{id}/resume", post(connections::resume))
         .route("/v1/connections/{id}/runs", get(connections::runs))
+        .route("/v1/connections/{id}/schema", get(schemas::show))
+        .route("/v1/connections/{id}/discover", post(schemas::discover))
         .route(
             "/v1/connections/{id}/credentials",
             put(connections::replace_credentials),

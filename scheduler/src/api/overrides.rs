@@ -146,9 +146,10 @@ fn effective(
     conn: &ConnectionRecord,
     layer: &Overrides,
 ) -> Result<Arc<CompiledSpec>, ApiError> {
+    let settings = state.syncer.settings();
     let base = load_layered(
-        &state.sync.specs_dir,
-        state.sync.overrides_dir.as_deref(),
+        &state.specs_dir,
+        settings.overrides_dir.as_deref(),
         &conn.provider,
     )
     .map_err(ApiError::internal)?;
@@ -167,11 +168,12 @@ async fn preview(
     resource: &str,
     limit: usize,
 ) -> Result<Preview, ApiError> {
+    let settings = state.syncer.settings();
     let ctx = PreviewContext {
         store: &state.store,
-        engine: &state.sync.engine,
-        budgets: &state.sync.budgets,
-        ledger: state.ledger.clone(),
+        engine: &settings.engine,
+        budgets: &settings.budgets,
+        ledger: state.syncer.ledger(),
     };
     read_preview(&ctx, conn, spec, resource, limit)
         .await

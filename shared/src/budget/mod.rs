@@ -308,10 +308,7 @@ impl Budget {
             };
             permit.slots.push((f.key.clone(), slot));
         }
-        // Counted before the wait, so no round trip to the ledger sits between the
-        // lateness check below and the request going out (a request that then parks has
-        // spent its count: the day's budget errs on the safe side).
-        self.count_in_days().await?;
+        let mut counted = false;
         for _attempt in 0..4 {
             let now = micros(SystemTime::now());
             let latest = now + park_after.as_micros() as i64;
@@ -336,6 +333,12 @@ impl Budget {
                         }))
                     }
                 }
+            }
+            // Counted before the wait (once), so no round trip to the ledger sits between
+            // the lateness check below and the request going out.
+            if !counted {
+                self.count_in_days().await?;
+                counted = true;
             }
             let wait = Duration::from_micros((go_at - now).max(0) as u64);
             if wait > Duration::from_millis(5) {

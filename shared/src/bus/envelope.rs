@@ -213,7 +213,8 @@ pub fn event_id(
 pub struct StatusEvent {
     pub id: String,
     /// `run.started`, `run.completed`, `run.failed`, `connection.rate_limited`,
-    /// `connection.needs_reauth`, `connection.overrides_changed`.
+    /// `connection.needs_reauth`, `connection.schema_changed`, `connection.discovery_failed`,
+    /// `connection.overrides_changed`.
     #[serde(rename = "type")]
     pub event_type: String,
     pub tenant: String,
@@ -229,6 +230,9 @@ pub struct StatusEvent {
     /// On `connection.rate_limited`: when the connection's jobs resume (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resume_at: Option<String>,
+    /// On `connection.schema_changed` and `connection.discovery_failed`: which schema.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema: Option<SchemaNews>,
     pub occurred_at: String,
     pub schema_version: u32,
 }
@@ -241,7 +245,18 @@ pub enum StatusKind {
     RunFailed,
     RateLimited,
     NeedsReauth,
+    SchemaChanged,
+    DiscoveryFailed,
     OverridesChanged,
+}
+
+/// What a status event says about a connection's discovered schema.
+#[derive(Debug, Clone, Serialize)]
+pub struct SchemaNews {
+    /// The discovery's name, or `custom:<object>`.
+    pub subject: String,
+    #[serde(flatten)]
+    pub change: crate::domain::SchemaChange,
 }
 
 impl StatusKind {
@@ -252,6 +267,8 @@ impl StatusKind {
             StatusKind::RunFailed => "run.failed",
             StatusKind::RateLimited => "connection.rate_limited",
             StatusKind::NeedsReauth => "connection.needs_reauth",
+            StatusKind::SchemaChanged => "connection.schema_changed",
+            StatusKind::DiscoveryFailed => "connection.discovery_failed",
             StatusKind::OverridesChanged => "connection.overrides_changed",
         }
     }
@@ -271,6 +288,7 @@ impl StatusEvent {
             counts: None,
             reason: None,
             resume_at: None,
+            schema: None,
             occurred_at: event_time(now),
             schema_version: ENVELOPE_VERSION,
         }
@@ -307,6 +325,11 @@ impl StatusEvent {
 
     pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
         self.reason = Some(reason.into());
+        self
+    }
+
+    pub fn with_schema(mut self, news: SchemaNews) -> Self {
+        self.schema = Some(news);
         self
     }
 

@@ -14,7 +14,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
@@ -88,6 +88,9 @@ const PUBLISH_TIMEOUT_MS: &str = "300000";
 #[derive(Clone)]
 pub struct Publisher {
     producer: FutureProducer,
+    brokers: String,
+    /// Topics made (or found) by `ensure_topic`, so each is asked for once per process.
+    made: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl Publisher {
@@ -102,7 +105,49 @@ impl Publisher {
             // A slice whose publish does fail is retried whole, with the same event ids.
             .set("message.timeout.ms", PUBLISH_TIMEOUT_MS)
             .create()?;
-        Ok(Publisher { producer })
+        Ok(Publisher {
+            producer,
+            brokers: brokers.to_string(),
+            made: Default::default(),
+        })
+    }
+
+    /// Whether the broker's metadata has the topic with partitions (a blocking call, off
+    /// the runtime's threads).
+    async fn topic_exists(&self, topic: &str) -> bool {
+        let producer = self.producer.clone();
+        let topic = topic.to_string();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(&topic), Duration::from_secs(10))
+                .ok()
+                .and_then(|m| {
+                    m.topics()
+                        .iter()
+                        .find(|t| t.name() == topic)
+                        .map(|t| t.error().is_none() && !t.partitions().is_empty())
+                })
+                .unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// Make a topic that appears at run time (a custom object's) if it does not exist yet.
+    pub async fn ensure_topic(&self, topic: &str) -> Result<(), BusError> {
+        let known = |made: &std::collections::HashSet<String>| made.contains(topic);
+        if known(&self.made.lock().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(());
+        }
+        if !self.topic_exists(topic).await {
+            ensure_topics(&self.brokers, &[(topic.to_string(), 3)]).await?;
+        }
+        self.made
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(topic.to_string());
+        Ok(())
     }
 
     /// Send all messages at once (never one by one) and wait until the broker has
@@ -236,7 +281,12 @@ pub fn pipeline_topics(topics: &Topics, jobs_partitions: i32) -> Vec<(String, i3
         (topics.status(), 1),
         (topics.dead_letters(), 1),
     ];
-    wanted.extend(crate::mapping::models::model_names().map(|m| (topics.model(m), 3)));
+    // Custom objects' topics are made when a connection first syncs one.
+    wanted.extend(
+        crate::mapping::models::model_names()
+            .filter(|m| !crate::mapping::models::has_object_topics(m))
+            .map(|m| (topics.model(m), 3)),
+    );
     wanted
 }
 

@@ -8,6 +8,7 @@ mod connection;
 mod fingerprint;
 mod page;
 mod run;
+pub mod schema;
 pub mod time;
 
 pub use budgets::LedgerChoice;
@@ -15,6 +16,7 @@ pub use connection::ConnectionState;
 pub use fingerprint::StoredFingerprint;
 pub use page::PageState;
 pub use run::{RunCounts, RunMode, RunStatus};
+pub use schema::{FieldDef, FieldType, Schema, SchemaChange};
 
 /// A stored or configured name that is not one of a closed set.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

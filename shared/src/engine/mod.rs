@@ -4,6 +4,7 @@
 //! to read the next-page pointer and when to stop; this module does that,
 //! within the budget, through throttles and transient failures.
 
+mod discover;
 pub mod error;
 pub mod event;
 mod paginate;
@@ -19,6 +20,7 @@ use rand::SeedableRng;
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
+pub use discover::CustomObject;
 pub use error::{EngineError, ErrorKind};
 pub use event::{ignore_events, EngineEvent, Observer};
 
@@ -27,12 +29,15 @@ use crate::breaker::Breaker;
 pub use crate::domain::PageState;
 
 use crate::budget::{AcquireError, Budget};
+use crate::domain::Schema;
 use crate::http::auth::{without_url, Authenticator, TokenSink};
 use crate::http::guard;
 use crate::http::wait;
 use crate::mapping::jsonata::truthy;
 use crate::secrets::Credentials;
-use crate::spec::compile::{CompiledSpec, Plan, CREDENTIAL_FIELDS, ENGINE_SETTINGS};
+use crate::spec::compile::{
+    custom_object, CompiledDiscovery, CompiledSpec, Plan, CREDENTIAL_FIELDS, ENGINE_SETTINGS,
+};
 use crate::telemetry::{metrics, OwnedLabels};
 use request::PreparedRequest;
 
@@ -102,6 +107,11 @@ impl Default for RunOptions {
 pub struct ResourceRun {
     spec: Arc<CompiledSpec>,
     resource: String,
+    reads: Reads,
+    /// The custom object read (`custom:<name>` resources and their discovery).
+    object: Option<String>,
+    /// `fields.all`, `fields.custom`, `fields.standard` for the templates (none without a schema).
+    fields: minijinja::Value,
     plan_incremental: bool,
     since_text: Option<String>,
     config: minijinja::Value,
@@ -113,6 +123,42 @@ pub struct ResourceRun {
     options: RunOptions,
     page_size: u32,
     labels: OwnedLabels,
+}
+
+/// What a run reads: a resource's records, or the entries of a discovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reads {
+    Resource,
+    Discovery(DiscoveryTarget),
+}
+
+/// Which discovery a run reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiscoveryTarget {
+    /// A `discovery` entry of the spec, by name.
+    Named(String),
+    /// The list of the tenant's custom objects.
+    ObjectList,
+    /// One custom object's fields.
+    ObjectFields(String),
+}
+
+impl DiscoveryTarget {
+    /// The compiled discovery, if the spec has it.
+    pub fn find<'s>(&self, spec: &'s CompiledSpec) -> Option<&'s CompiledDiscovery> {
+        match self {
+            DiscoveryTarget::Named(name) => spec.discoveries.get(name),
+            DiscoveryTarget::ObjectList => spec.custom_objects.as_ref().map(|c| &c.list),
+            DiscoveryTarget::ObjectFields(_) => spec.custom_objects.as_ref().map(|c| &c.discovery),
+        }
+    }
+
+    fn object(&self) -> Option<String> {
+        match self {
+            DiscoveryTarget::ObjectFields(o) => Some(o.clone()),
+            _ => None,
+        }
+    }
 }
 
 /// Shared pieces several runs of one connection may reuse.
@@ -203,7 +249,13 @@ impl ResourceRun {
             kind: Box::new(kind),
         };
         let Some(res) = spec.resource(resource) else {
-            let known: Vec<_> = spec.resources.keys().cloned().collect();
+            let mut known: Vec<_> = spec.resources.keys().cloned().collect();
+            if spec.custom_objects.is_some() {
+                known.push(format!(
+                    "{}<object name>",
+                    crate::spec::compile::CUSTOM_PREFIX
+                ));
+            }
             return Err(fail(ErrorKind::Config(format!(
                 "the spec has no resource `{resource}`; it has: {}",
                 known.join(", ")
@@ -234,7 +286,49 @@ impl ResourceRun {
                 observer(&EngineEvent::Warning(note));
             }
         }
-        let config = config_context(&spec, connection).map_err(fail)?;
+        let (config, base_url) = Self::checked_base(&spec, connection, &options, &fail)?;
+        let plan_incremental = options.since.is_some() && res.incremental.is_some();
+        if options.since.is_some() && res.incremental.is_none() {
+            observer(&EngineEvent::Warning(format!(
+                "resource `{resource}` has no incremental request; reading everything"
+            )));
+        }
+        let since_text = match (&res.incremental, options.since) {
+            (Some(inc), Some(since)) if plan_incremental => {
+                let from = since - chrono::Duration::seconds(inc.lookback_seconds as i64);
+                Some(inc.since_format.render(from))
+            }
+            _ => None,
+        };
+        let page_size = options.page_size.unwrap_or(res.page_size);
+        Ok(ResourceRun {
+            spec: spec.clone(),
+            resource: resource.to_string(),
+            reads: Reads::Resource,
+            object: custom_object(resource).map(str::to_string),
+            fields: minijinja::Value::from(()),
+            plan_incremental,
+            since_text,
+            config,
+            base_url,
+            http: runtime.http.clone(),
+            auth: runtime.auth.clone(),
+            budget: runtime.budget.clone(),
+            observer,
+            options,
+            page_size,
+            labels: runtime.labels.clone(),
+        })
+    }
+
+    /// The connection's settings for the templates and its checked base URL.
+    fn checked_base(
+        spec: &Arc<CompiledSpec>,
+        connection: &Connection,
+        options: &RunOptions,
+        fail: &impl Fn(ErrorKind) -> EngineError,
+    ) -> Result<(minijinja::Value, url::Url), EngineError> {
+        let config = config_context(spec, connection).map_err(fail)?;
         let base_url = match connection.config.get("base_url").and_then(Value::as_str) {
             Some(b) => b.to_string(),
             None => spec
@@ -253,25 +347,44 @@ impl ResourceRun {
         })?;
         guard::check_url(&base_url, &spec.hosts, options.allow_private_hosts)
             .map_err(|e| fail(ErrorKind::Host(e)))?;
-        let plan_incremental = options.since.is_some() && res.incremental.is_some();
-        if options.since.is_some() && res.incremental.is_none() {
-            observer(&EngineEvent::Warning(format!(
-                "resource `{resource}` has no incremental request; reading everything"
-            )));
-        }
-        let since_text = match (&res.incremental, options.since) {
-            (Some(inc), Some(since)) if plan_incremental => {
-                let from = since - chrono::Duration::seconds(inc.lookback_seconds as i64);
-                Some(inc.since_format.render(from))
-            }
-            _ => None,
+        Ok((config, base_url))
+    }
+
+    /// Prepare a run of a discovery (a tenant's fields, or its custom objects), through
+    /// the same auth, budgets and pagination as a resource's.
+    pub fn discovery(
+        spec: Arc<CompiledSpec>,
+        target: DiscoveryTarget,
+        connection: &Connection,
+        runtime: &ConnectionRuntime,
+        options: RunOptions,
+        observer: Observer,
+    ) -> Result<Self, EngineError> {
+        let at = target
+            .find(&spec)
+            .map(|d| d.at.clone())
+            .unwrap_or_else(|| format!("{target:?}"));
+        let fail = |kind: ErrorKind| EngineError {
+            spec: spec.file.clone(),
+            resource: at.clone(),
+            page: 0,
+            kind: Box::new(kind),
         };
-        let page_size = options.page_size.unwrap_or(res.page_size);
+        if target.find(&spec).is_none() {
+            return Err(fail(ErrorKind::Config(format!(
+                "the spec has no discovery {target:?}"
+            ))));
+        }
+        let (config, base_url) = Self::checked_base(&spec, connection, &options, &fail)?;
         Ok(ResourceRun {
-            spec: spec.clone(),
-            resource: resource.to_string(),
-            plan_incremental,
-            since_text,
+            page_size: options.page_size.unwrap_or(spec.spec.page_size),
+            spec,
+            resource: at.clone(),
+            object: target.object(),
+            reads: Reads::Discovery(target),
+            fields: minijinja::Value::from(()),
+            plan_incremental: false,
+            since_text: None,
             config,
             base_url,
             http: runtime.http.clone(),
@@ -279,14 +392,31 @@ impl ResourceRun {
             budget: runtime.budget.clone(),
             observer,
             options,
-            page_size,
             labels: runtime.labels.clone(),
         })
     }
 
+    /// Give the request templates a connection's discovered fields (`fields.all`,
+    /// `fields.custom`, `fields.standard`).
+    pub fn with_schema(mut self, schema: &Schema) -> Self {
+        self.fields = minijinja::context! {
+            all => schema.all(),
+            custom => schema.custom(),
+            standard => schema.standard(),
+        };
+        self
+    }
+
     fn plan(&self) -> &Plan {
-        let res = self.spec.resource(&self.resource).expect("checked in new");
-        res.plan(self.plan_incremental)
+        match &self.reads {
+            Reads::Resource => {
+                let res = self.spec.resource(&self.resource).expect("checked in new");
+                res.plan(self.plan_incremental)
+            }
+            Reads::Discovery(target) => {
+                &target.find(&self.spec).expect("checked in discovery").plan
+            }
+        }
     }
 
     fn error(&self, page: u32, kind: ErrorKind) -> EngineError {

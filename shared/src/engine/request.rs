@@ -77,6 +77,8 @@ pub(crate) fn prepare(run: &ResourceRun, state: &PageState) -> Result<PreparedRe
         page_size => run.page_size,
         since => run.since_text.clone(),
         resource => run.resource.clone(),
+        object => run.object.clone(),
+        fields => run.fields.clone(),
     };
     let render = |id| spec.templates.render(id, &ctx).map_err(ErrorKind::Template);
     let mut headers = Vec::new();

@@ -96,6 +96,11 @@ const SCHEMAS: &[(&str, u32, &str)] = &[
         1,
         include_str!("../../schemas/unified/accounting.invoice.v1.json"),
     ),
+    (
+        "custom.object",
+        1,
+        include_str!("../../schemas/unified/custom.object.v1.json"),
+    ),
 ];
 
 static MODELS: LazyLock<BTreeMap<&'static str, UnifiedModel>> = LazyLock::new(|| {
@@ -122,6 +127,12 @@ pub fn model(name: &str) -> Option<&'static UnifiedModel> {
     MODELS.get(name)
 }
 
+/// Whether records of this model go to a topic of their own per object
+/// (`custom.<object>`) rather than to the model's topic.
+pub fn has_object_topics(name: &str) -> bool {
+    name == crate::spec::compile::CUSTOM_OBJECT_MODEL
+}
+
 /// Names of every unified model.
 pub fn model_names() -> impl Iterator<Item = &'static str> {
     MODELS.keys().copied()
@@ -134,7 +145,7 @@ mod tests {
 
     #[test]
     fn every_schema_compiles_and_requires_an_id() {
-        assert_eq!(model_names().count(), 7);
+        assert_eq!(model_names().count(), 8);
         for name in model_names() {
             let m = model(name).unwrap();
             assert!(m.check(&json!({"id": "1"})).is_ok(), "{name}");

@@ -2,10 +2,60 @@
 //! id, the fields the mapping did not use (`custom_fields`), the raw record
 //! (`remote_data`), and a check against the unified model's schema.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::domain::schema::{typed, FieldType};
+use crate::domain::Schema;
 use crate::spec::compile::{CompiledResource, FieldTarget};
+
+/// What one connection's records are normalized with besides the spec: its discovered
+/// fields (their types type the custom fields; a discovered standard field is never a
+/// custom one) and, for a custom object, the object's name. Built once per slice.
+#[derive(Debug, Clone, Default)]
+pub struct Tenancy {
+    fields: HashMap<String, (FieldType, bool)>,
+    object: Option<String>,
+}
+
+impl Tenancy {
+    pub fn new(schema: &Schema, object: Option<&str>) -> Tenancy {
+        Tenancy {
+            fields: schema
+                .fields
+                .iter()
+                .map(|f| (f.name.clone(), (f.kind, f.custom)))
+                .collect(),
+            object: object.map(str::to_string),
+        }
+    }
+
+    /// Whether a provider field may be a custom field: unknown to the schema, or custom in it.
+    fn may_be_custom(&self, name: &str) -> bool {
+        self.fields.get(name).is_none_or(|(_, custom)| *custom)
+    }
+
+    /// The value typed from the field's discovered type (unchanged for unknown fields).
+    fn typed(&self, name: &str, value: Value) -> Value {
+        match self.fields.get(name) {
+            Some((kind, _)) => typed(*kind, value),
+            None => value,
+        }
+    }
+
+    /// A custom object's `fields`, typed; the object's name set.
+    fn finish_object(&self, data: &mut Map<String, Value>) {
+        let Some(object) = &self.object else { return };
+        data.insert("object".into(), Value::String(object.clone()));
+        if let Some(Value::Object(fields)) = data.get_mut("fields") {
+            for (name, value) in fields.iter_mut() {
+                *value = self.typed(name, std::mem::take(value));
+            }
+        }
+    }
+}
 
 /// A normalized record, as `spec run` prints it and the pipeline publishes it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -72,7 +122,17 @@ pub fn normalize(
     id: String,
     raw: Value,
 ) -> Result<UnifiedRecord, Rejected> {
-    match mapped(resource, &id, &raw) {
+    normalize_for(resource, &Tenancy::default(), id, raw)
+}
+
+/// [`normalize`] for one connection's discovered schema.
+pub fn normalize_for(
+    resource: &CompiledResource,
+    tenancy: &Tenancy,
+    id: String,
+    raw: Value,
+) -> Result<UnifiedRecord, Rejected> {
+    match mapped(resource, tenancy, &id, &raw) {
         Ok((data, custom_fields)) => Ok(UnifiedRecord {
             model: resource.model.name,
             id,
@@ -88,7 +148,12 @@ pub fn normalize(
 type Mapped = (Map<String, Value>, Map<String, Value>);
 
 /// The unified fields and the custom fields of one record, checked against the model.
-fn mapped(resource: &CompiledResource, id: &str, raw: &Value) -> Result<Mapped, NormalizeError> {
+fn mapped(
+    resource: &CompiledResource,
+    tenancy: &Tenancy,
+    id: &str,
+    raw: &Value,
+) -> Result<Mapped, NormalizeError> {
     let mapped = resource
         .mapping_plan
         .map(raw)
@@ -104,7 +169,8 @@ fn mapped(resource: &CompiledResource, id: &str, raw: &Value) -> Result<Mapped, 
     // Unified fields left empty are absent, so consumers see one shape for "unknown".
     data.retain(|_, v| !v.is_null());
     data.insert("id".into(), Value::String(id.to_string()));
-    let mut custom_fields = custom_fields(resource, raw)?;
+    tenancy.finish_object(&mut data);
+    let mut custom_fields = custom_fields(resource, tenancy, raw)?;
     if !resource.fields.is_empty() {
         merge_fields(resource, raw, &mut data, &mut custom_fields)?;
     }
@@ -126,10 +192,16 @@ fn mapped(resource: &CompiledResource, id: &str, raw: &Value) -> Result<Mapped, 
 /// The provider fields the mapping did not use, as `custom_fields`.
 pub fn custom_fields(
     resource: &CompiledResource,
+    tenancy: &Tenancy,
     raw: &Value,
 ) -> Result<Map<String, Value>, NormalizeError> {
+    if tenancy.object.is_some() {
+        // A custom object's fields are all in its `fields`.
+        return Ok(Map::new());
+    }
     let keep = |name: &String, value: &Value| {
         !value.is_null()
+            && tenancy.may_be_custom(name)
             && !resource.mapped_fields.contains(name)
             && !resource.custom_exclude.contains(name)
             && resource
@@ -147,7 +219,7 @@ pub fn custom_fields(
             Some(Value::Object(fields)) => fields
                 .iter()
                 .filter(|(k, v)| keep(k, v))
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(k, v)| (k.clone(), tenancy.typed(k, v.clone())))
                 .collect(),
             _ => Map::new(),
         });
@@ -163,7 +235,14 @@ pub fn custom_fields(
     let Some(Value::Object(fields)) = source else {
         return Ok(Map::new());
     };
-    Ok(fields.into_iter().filter(|(k, v)| keep(k, v)).collect())
+    Ok(fields
+        .into_iter()
+        .filter(|(k, v)| keep(k, v))
+        .map(|(k, v)| {
+            let v = tenancy.typed(&k, v);
+            (k, v)
+        })
+        .collect())
 }
 
 /// The resource's `fields` merged into the mapping's result: each replaces (or adds) one

@@ -42,6 +42,8 @@ const REQUEST_VARS: &[&str] = &[
     "resource",
 ];
 const CONFIG_VARS: &[&str] = &["config"];
+/// The unified model every custom object maps into.
+pub const CUSTOM_OBJECT_MODEL: &str = "custom.object";
 const AUTH_VARS: &[&str] = &["config", "credentials"];
 
 /// A spec ready to run.
@@ -60,6 +62,19 @@ pub struct CompiledSpec {
     pub resources: IndexMap<String, CompiledResource>,
     /// Credential fields the auth scheme reads.
     pub credentials_used: BTreeSet<String>,
+    /// Field discoveries, by name.
+    pub discoveries: IndexMap<String, CompiledDiscovery>,
+    pub custom_objects: Option<CompiledCustomObjects>,
+}
+
+/// How a connection names one of its custom objects among its resources.
+pub const CUSTOM_PREFIX: &str = "custom:";
+
+/// The object a `custom:<name>` resource reads, if it is one.
+pub fn custom_object(resource: &str) -> Option<&str> {
+    resource
+        .strip_prefix(CUSTOM_PREFIX)
+        .filter(|name| !name.is_empty())
 }
 
 impl CompiledSpec {
@@ -67,9 +82,49 @@ impl CompiledSpec {
         &self.spec.name
     }
 
+    /// A resource by name; `custom:<object>` is the custom-object resource.
     pub fn resource(&self, name: &str) -> Option<&CompiledResource> {
-        self.resources.get(name)
+        match custom_object(name) {
+            Some(_) => self.custom_objects.as_ref().map(|c| &c.resource),
+            None => self.resources.get(name),
+        }
     }
+
+    /// The discovery that lists a resource's fields, if it has one.
+    pub fn discovery_of(&self, resource: &str) -> Option<&CompiledDiscovery> {
+        if custom_object(resource).is_some() {
+            return self.custom_objects.as_ref().map(|c| &c.discovery);
+        }
+        let name = self.resources.get(resource)?.discovery.as_ref()?;
+        self.discoveries.get(name)
+    }
+
+    /// Where a resource's discovered schema is kept for a connection: its discovery's
+    /// name (shared by the resources that use it), or `custom:<object>`.
+    pub fn schema_subject(&self, resource: &str) -> Option<String> {
+        if custom_object(resource).is_some() {
+            return self.custom_objects.as_ref().map(|_| resource.to_string());
+        }
+        self.resources.get(resource)?.discovery.clone()
+    }
+}
+
+/// A discovery with its request and its field expression compiled.
+#[derive(Debug)]
+pub struct CompiledDiscovery {
+    /// The spec path it was written at (`discovery.contact_fields`), for errors.
+    pub at: String,
+    pub plan: Plan,
+    pub field: Jsonata,
+    pub every: std::time::Duration,
+}
+
+/// The custom-object parts, compiled.
+#[derive(Debug)]
+pub struct CompiledCustomObjects {
+    pub list: CompiledDiscovery,
+    pub discovery: CompiledDiscovery,
+    pub resource: CompiledResource,
 }
 
 /// Authentication with its templates compiled.
@@ -138,6 +193,8 @@ pub struct CompiledResource {
     pub fields: Vec<FieldExpr>,
     /// `custom_fields.include`: only these provider fields are custom.
     pub custom_include_names: Option<HashSet<String>>,
+    /// The discovery listing this resource's fields (by name), if any.
+    pub discovery: Option<String>,
 }
 
 /// One entry of a resource's `fields`: an expression over the provider record and
@@ -273,6 +330,7 @@ pub fn compile(source: SpecSource) -> Result<CompiledSpec, SpecError> {
         src: &source,
         templates: Templates::new(),
         problems: Vec::new(),
+        request_vars: REQUEST_VARS.to_vec(),
     };
     let spec = &source.spec;
     if spec.spec_version != 1 {
@@ -331,12 +389,22 @@ pub fn compile(source: SpecSource) -> Result<CompiledSpec, SpecError> {
     if spec.resources.is_empty() {
         c.problem("resources", "a spec needs at least one resource");
     }
+    let mut discoveries = IndexMap::new();
+    for (name, d) in &spec.discovery {
+        if let Some(d) = c.discovery(&format!("discovery.{name}"), d, false) {
+            discoveries.insert(name.clone(), d);
+        }
+    }
     let mut resources = IndexMap::new();
     for (name, resource) in &spec.resources {
         if let Some(r) = c.resource(name, resource) {
             resources.insert(name.clone(), r);
         }
     }
+    let custom_objects = spec
+        .custom_objects
+        .as_ref()
+        .and_then(|o| c.custom_objects(o));
     let credentials_used = credentials_used(&c.templates, &auth);
     let Compiler {
         templates,
@@ -362,6 +430,8 @@ pub fn compile(source: SpecSource) -> Result<CompiledSpec, SpecError> {
         error_message,
         resources,
         credentials_used,
+        discoveries,
+        custom_objects,
     })
 }
 
@@ -406,6 +476,9 @@ struct Compiler<'a> {
     src: &'a SpecSource,
     templates: Templates,
     problems: Vec<Problem>,
+    /// What request templates may read where the compiler is now (`fields` only in a
+    /// resource with a discovery, `object` only inside `custom_objects`).
+    request_vars: Vec<&'static str>,
 }
 
 impl Compiler<'_> {
@@ -635,6 +708,89 @@ impl Compiler<'_> {
 
     fn resource(&mut self, name: &str, r: &Resource) -> Option<CompiledResource> {
         let at = format!("resources.{name}");
+        if let Some(d) = &r.discovery {
+            if !self.src.spec.discovery.contains_key(d) {
+                let known: Vec<&str> = self.src.spec.discovery.keys().map(String::as_str).collect();
+                self.problem(
+                    &format!("{at}.discovery"),
+                    format!(
+                        "no `discovery` entry is named `{d}`; the spec has: {}",
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                );
+            }
+        }
+        let vars = if r.discovery.is_some() {
+            &["fields"][..]
+        } else {
+            &[]
+        };
+        self.with_vars(vars, |c| c.resource_at(&at, name, r))
+    }
+
+    /// Compile with extra request variables available.
+    fn with_vars<T>(&mut self, extra: &[&'static str], f: impl FnOnce(&mut Self) -> T) -> T {
+        let before = self.request_vars.len();
+        self.request_vars.extend_from_slice(extra);
+        let out = f(self);
+        self.request_vars.truncate(before);
+        out
+    }
+
+    fn discovery(
+        &mut self,
+        at: &str,
+        d: &Discovery,
+        in_objects: bool,
+    ) -> Option<CompiledDiscovery> {
+        let vars = if in_objects { &["object"][..] } else { &[] };
+        let plan = self.with_vars(vars, |c| c.plan(at, &d.request, &d.pagination, &d.records));
+        let field = self.jsonata(&format!("{at}.field"), &d.field);
+        if d.every_seconds == 0 {
+            self.problem(&format!("{at}.every_seconds"), "must be at least 1");
+        }
+        Some(CompiledDiscovery {
+            at: at.to_string(),
+            plan: plan?,
+            field: field?,
+            every: std::time::Duration::from_secs(d.every_seconds),
+        })
+    }
+
+    fn custom_objects(&mut self, o: &CustomObjects) -> Option<CompiledCustomObjects> {
+        let list = self.discovery("custom_objects.list", &o.list, false);
+        let discovery = self.discovery("custom_objects.discovery", &o.discovery, true);
+        if o.resource.model != CUSTOM_OBJECT_MODEL {
+            self.problem(
+                "custom_objects.resource.model",
+                format!(
+                    "custom objects map into `{CUSTOM_OBJECT_MODEL}`, not `{}`",
+                    o.resource.model
+                ),
+            );
+        }
+        if o.resource.discovery.is_some() {
+            self.problem(
+                "custom_objects.resource.discovery",
+                "a custom object's fields come from `custom_objects.discovery`; remove this",
+            );
+        }
+        let resource = self.with_vars(&["object", "fields"], |c| {
+            c.resource_at("custom_objects.resource", "custom", &o.resource)
+        });
+        Some(CompiledCustomObjects {
+            list: list?,
+            discovery: discovery?,
+            resource: resource?,
+        })
+    }
+
+    fn resource_at(&mut self, at: &str, name: &str, r: &Resource) -> Option<CompiledResource> {
+        let at = at.to_string();
         let model = models::model(&r.model);
         if model.is_none() {
             let known: Vec<_> = models::model_names().collect();
@@ -722,6 +878,7 @@ impl Compiler<'_> {
                 .include
                 .as_ref()
                 .map(|names| names.iter().cloned().collect()),
+            discovery: r.discovery.clone(),
         })
     }
 
@@ -744,9 +901,10 @@ impl Compiler<'_> {
     }
 
     fn request(&mut self, at: &str, req: &Request) -> Option<CompiledRequest> {
-        let path = self.template(&format!("{at}.path"), &req.path, REQUEST_VARS);
-        let query = self.template_map(&format!("{at}.query"), &req.query, REQUEST_VARS);
-        let headers = self.template_map(&format!("{at}.headers"), &req.headers, REQUEST_VARS);
+        let vars = self.request_vars.clone();
+        let path = self.template(&format!("{at}.path"), &req.path, &vars);
+        let query = self.template_map(&format!("{at}.query"), &req.query, &vars);
+        let headers = self.template_map(&format!("{at}.headers"), &req.headers, &vars);
         let body = match &req.body {
             None => None,
             Some(b) => {
@@ -758,8 +916,8 @@ impl Compiler<'_> {
                 }
                 match self.templates.add_body(b) {
                     Ok(t) => {
-                        let vars = self.templates.body_variables(&t);
-                        self.check_vars(&format!("{at}.body"), vars, REQUEST_VARS);
+                        let used = self.templates.body_variables(&t);
+                        self.check_vars(&format!("{at}.body"), used, &vars);
                         Some(t)
                     }
                     Err(e) => {
@@ -971,5 +1129,93 @@ resources:
             "{shown}"
         );
         assert!(err.problems().len() >= 3);
+    }
+
+    const DISCOVERY: &str = r#"discovery:
+  contact_fields:
+    request: {path: /fields}
+    records: {path: items, primary_key: name}
+    field: "{'name': name, 'type': kind, 'custom': custom}"
+"#;
+
+    #[test]
+    fn fields_are_for_resources_with_a_discovery_and_the_name_must_exist() {
+        let uses_fields = spec_with("", "{ 'id': id }").replace(
+            "request: {path: /contacts}",
+            "request: {path: /contacts, query: {select: \"{{ fields.all | join(',') }}\"}}",
+        );
+        let err = compile(parse_spec(Path::new("demo.yaml"), &uses_fields).unwrap()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("reads `fields.all`, which is not available here"),
+            "{err}"
+        );
+        let wrong_name = format!(
+            "{}{DISCOVERY}",
+            uses_fields.replace(
+                "    model: crm.contact",
+                "    model: crm.contact\n    discovery: fields"
+            )
+        );
+        let err = compile(parse_spec(Path::new("demo.yaml"), &wrong_name).unwrap()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("no `discovery` entry is named `fields`; the spec has: contact_fields"),
+            "{err}"
+        );
+        let good = wrong_name.replace("discovery: fields", "discovery: contact_fields");
+        let spec = compile(parse_spec(Path::new("demo.yaml"), &good).unwrap()).unwrap();
+        assert_eq!(
+            spec.schema_subject("contacts").as_deref(),
+            Some("contact_fields")
+        );
+        assert_eq!(
+            spec.discovery_of("contacts").unwrap().every.as_secs(),
+            86_400
+        );
+    }
+
+    #[test]
+    fn custom_objects_map_into_custom_object_and_name_the_object() {
+        let objects = r#"custom_objects:
+  list:
+    request: {path: /objects}
+    records: {path: items, primary_key: name}
+    field: "{'name': name}"
+  discovery:
+    request: {path: "/objects/{{ object }}/fields"}
+    records: {path: items, primary_key: name}
+    field: "{'name': name}"
+  resource:
+    model: crm.contact
+    request: {path: "/objects/{{ object }}", query: {select: "{{ fields.all | join(',') }}"}}
+    pagination: {type: none}
+    records: {path: items, primary_key: id}
+    mapping: "{'fields': $}"
+"#;
+        let text = format!("{}{objects}", spec_with("", "{ 'id': id }"));
+        let err = compile(parse_spec(Path::new("demo.yaml"), &text).unwrap()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("custom objects map into `custom.object`, not `crm.contact`"),
+            "{err}"
+        );
+        let text = text.replace(
+            "    model: crm.contact\n    request: {path: \"/objects",
+            "    model: custom.object\n    request: {path: \"/objects",
+        );
+        let spec = compile(parse_spec(Path::new("demo.yaml"), &text).unwrap()).unwrap();
+        let r = spec.resource("custom:Project__c").unwrap();
+        assert_eq!(r.model.name, "custom.object");
+        assert_eq!(
+            spec.schema_subject("custom:Project__c").as_deref(),
+            Some("custom:Project__c")
+        );
+        assert!(spec.resource("custom:").is_none());
+        // `object` is a custom object's alone.
+        let leak =
+            spec_with("", "{ 'id': id }").replace("path: /contacts", "path: \"/{{ object }}\"");
+        let err = compile(parse_spec(Path::new("demo.yaml"), &leak).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("reads `object`"), "{err}");
     }
 }

@@ -50,6 +50,75 @@ pub struct ProviderSpec {
     pub page_size: u32,
     /// The resources this provider exposes, by name.
     pub resources: IndexMap<String, Resource>,
+    /// How to list a tenant's fields of an object, by name; a resource names the one it
+    /// uses in its `discovery`, and several may share one.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub discovery: IndexMap<String, Discovery>,
+    /// How to list a tenant's custom objects and read any of them (`custom:<name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_objects: Option<CustomObjects>,
+}
+
+/// A request listing the fields one tenant's account has on an object, and how to read
+/// its answer into field definitions. It goes through the same templates, auth, budgets
+/// and pagination as any resource's request.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Discovery {
+    /// The request (templates over `config`, `page_size`, the paging variables, and
+    /// `object` inside `custom_objects`).
+    pub request: Request,
+    /// How the answer's pages follow each other (default: one page).
+    #[serde(default = "single_page")]
+    pub pagination: Pagination,
+    /// Where the entries are (`path`) and what identifies one (`primary_key`).
+    pub records: Records,
+    /// JSONata from one entry to a field definition `{name, label, type, custom,
+    /// required, options}` (`type`: string, number, integer, boolean, date, datetime,
+    /// picklist, multipicklist, reference; anything else is `other`); an entry it maps to
+    /// nothing is skipped.
+    pub field: String,
+    /// Discover again once the last discovery is this old (seconds; default one day).
+    #[serde(default = "one_day")]
+    pub every_seconds: u64,
+}
+
+fn single_page() -> Pagination {
+    Pagination {
+        kind: PaginationKind::None,
+        cursor_path: None,
+        next_url_path: None,
+        param: None,
+        limit_param: None,
+        start: None,
+        has_more: None,
+        total: None,
+        stop_on_empty_page: true,
+        stop_on_short_page: false,
+        max_pages: None,
+    }
+}
+
+fn one_day() -> u64 {
+    86_400
+}
+
+/// A tenant's custom objects: how to list them, how to discover one's fields, and the
+/// resource any of them is read with. A connection syncs one by naming `custom:<name>`
+/// in its resources; its records map into `custom.object` on the topic
+/// `<prefix>.custom.<name lowercased>`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CustomObjects {
+    /// Lists the objects: `field` maps an entry to `{name, label}` for each custom object
+    /// (nothing for the others).
+    pub list: Discovery,
+    /// One object's fields; `{{ object }}` is its name.
+    pub discovery: Discovery,
+    /// How any custom object is read; `{{ object }}` is its name in the templates. Its
+    /// `model` must be `custom.object`; its mapping gives `fields`, `created_at` and
+    /// `updated_at` (the engine sets `object` and `id`), and `discovery` above is implied.
+    pub resource: Resource,
 }
 
 fn default_page_size() -> u32 {
@@ -451,6 +520,11 @@ pub struct Resource {
     /// restating the whole mapping. A result of null removes the field.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub fields: IndexMap<String, String>,
+    /// The `discovery` entry that lists this resource's fields for each connection: its
+    /// names are `fields.all`, `fields.custom` and `fields.standard` in the request
+    /// templates, and its types type the `custom_fields`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<String>,
 }
 
 /// A request template.

@@ -2,7 +2,7 @@
 //! and SQLite (one machine) run the same SQL; migrations are embedded and applied at
 //! start. One file per kind of row, each an `impl Store` block:
 //! `tenants`, `tokens` (API tokens), `connections` (sealed credentials, key rotation),
-//! `schedules` (and leases), `runs`, `checkpoints`, `fingerprints` (the slice commit, the
+//! `schedules` (and leases), `runs`, `checkpoints`, `schemas` (discovered schemas), `fingerprints` (the slice commit, the
 //! sweep's candidates), `locks` (token refresh locks), `overrides` (a connection's overrides and their
 //! version), `breaker` (the circuit breaker's
 //! columns) and `ledger` (rate budgets). Times are stored as `domain::time::stamp` text.
@@ -16,6 +16,7 @@ mod locks;
 mod overrides;
 mod runs;
 mod schedules;
+mod schemas;
 mod tenants;
 mod tokens;
 
@@ -30,6 +31,7 @@ pub use ledger::StoreLedger;
 pub use overrides::StoredOverrides;
 pub use runs::{NewRun, RunRecord};
 pub use schedules::{Due, DueSchedule};
+pub use schemas::StoredSchema;
 
 use crate::domain::time::stamp;
 use crate::secrets::crypto::{Cipher, CryptoError};

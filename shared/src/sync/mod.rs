@@ -13,6 +13,7 @@
 mod admit;
 mod ahead;
 mod deliver;
+pub mod discover;
 mod effective;
 mod finish;
 pub mod keepalive;
@@ -175,11 +176,7 @@ impl Syncer {
             Verdict::Run(admitted) => *admitted,
             Verdict::Done(outcome) => return Ok(outcome),
         };
-        let spec = match self.effective_spec(&admitted.conn).await? {
-            Ok(spec) => spec,
-            Err(reason) => return self.fail(&admitted.run, job, reason).await,
-        };
-        let (reading, pages) = match self.open_pages(job, &admitted, spec) {
+        let (reading, pages) = match self.open_pages(job, &admitted).await? {
             Ok(opened) => opened,
             Err(reason) => return self.fail(&admitted.run, job, reason).await,
         };
@@ -205,6 +202,7 @@ impl Syncer {
         PageContext {
             run: &step.admitted.run,
             resource: reading.resource(&job.resource),
+            tenancy: &reading.tenancy,
             plan: reading.plan(&job.resource),
             spec_file,
             topics: &self.settings.topics,

@@ -15,13 +15,15 @@ use crate::bus::envelope::{Change as EventChange, ModelRef, RecordFailure, RunRe
 use crate::bus::{ChangeEvent, DeadLetter, Op, OutMessage, Topics};
 use crate::changes::{self, Change};
 use crate::domain::{RunCounts, StoredFingerprint};
-use crate::mapping::normalize::{normalize, primary_key, UnifiedRecord};
-use crate::spec::compile::{CompiledResource, Plan};
+use crate::mapping::normalize::{normalize_for, primary_key, Tenancy, UnifiedRecord};
+use crate::spec::compile::{custom_object, CompiledResource, Plan};
 
 /// Everything processing a page needs to know besides the page.
 pub struct PageContext<'a> {
     pub run: &'a RunRef,
     pub resource: &'a CompiledResource,
+    /// The connection's discovered fields (typing custom fields) and custom object.
+    pub tenancy: &'a Tenancy,
     /// The plan the pages were read with (full or incremental): its primary key and
     /// updated-at expressions.
     pub plan: &'a Plan,
@@ -41,8 +43,12 @@ impl PageContext<'_> {
         }
     }
 
+    /// The model's topic; a custom object's records go to the object's own topic.
     fn model_topic(&self) -> String {
-        self.topics.model(self.resource.model.name)
+        match custom_object(&self.run.resource) {
+            Some(object) => self.topics.model(&super::read::object_topic(object)),
+            None => self.topics.model(self.resource.model.name),
+        }
     }
 }
 
@@ -181,7 +187,7 @@ fn normalized(ctx: &PageContext<'_>, raw: Value) -> Result<UnifiedRecord, Record
         }
     };
     // A failed record comes back from normalize with its error: no copy is kept for it.
-    normalize(ctx.resource, id.clone(), raw).map_err(|rejected| RecordFailure {
+    normalize_for(ctx.resource, ctx.tenancy, id.clone(), raw).map_err(|rejected| RecordFailure {
         record_id: Some(id),
         error: rejected.error.to_string(),
         raw: rejected.raw,
@@ -321,9 +327,11 @@ resources:
         let resource = spec.resource("contacts").unwrap();
         let run = run();
         let topics = Topics::new("t");
+        let tenancy = Tenancy::default();
         let ctx = PageContext {
             run: &run,
             resource,
+            tenancy: &tenancy,
             plan: &resource.full,
             spec_file: "demo.yaml",
             topics: &topics,

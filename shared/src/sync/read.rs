@@ -14,6 +14,7 @@ use futures::StreamExt;
 use tracing::Instrument;
 
 use super::admit::Admitted;
+use super::discover::{schema_for_slice, DiscoveryRun};
 use super::{StoreTokens, SyncError, Syncer};
 use crate::budget::{Budget, BudgetOwner};
 use crate::bus::Job;
@@ -22,13 +23,22 @@ use crate::domain::{RunMode, StoredFingerprint};
 use crate::engine::{
     ignore_events, Connection, ConnectionRuntime, EngineError, Page, ResourceRun, RunOptions,
 };
-use crate::spec::compile::{CompiledResource, Plan};
+use crate::mapping::normalize::Tenancy;
+use crate::spec::compile::{custom_object, CompiledResource, Plan};
 use crate::spec::CompiledSpec;
+use crate::store::ConnectionRecord;
 
 /// What the pages of one slice are read with.
 pub struct Reading {
     pub spec: Arc<CompiledSpec>,
     incremental: bool,
+    /// The connection's discovered fields and custom object, for normalizing.
+    pub tenancy: Tenancy,
+}
+
+/// The model name whose topic a custom object's records go to: `custom.<name lowercased>`.
+pub fn object_topic(object: &str) -> String {
+    format!("custom.{}", object.to_lowercase())
 }
 
 /// The pages of one slice, in order.
@@ -55,25 +65,93 @@ impl Reading {
 }
 
 impl Syncer {
-    /// Open the job's pages, read with the connection's effective spec (effective.rs). An
-    /// error is a reason to fail the run (bad settings or credentials), already worded for
-    /// the status event.
-    pub(super) fn open_pages(
+    /// Open the job's pages (after the discovery stage, where the resource has one), read
+    /// with the connection's effective spec (effective.rs: its stored overrides on top). The
+    /// outer error is infrastructure; the inner one a reason to fail the run (bad spec or
+    /// overrides, settings or credentials, a first discovery that failed), worded for the
+    /// status event.
+    pub(super) async fn open_pages(
         &self,
         job: &Job,
         admitted: &Admitted,
+    ) -> Result<Result<(Reading, Pages), String>, SyncError> {
+        let options = self.run_options(job, admitted);
+        let spec = match self.effective_spec(&admitted.conn).await? {
+            Ok(spec) => spec,
+            Err(reason) => return Ok(Err(reason)),
+        };
+        let (spec, connection, runtime, options) =
+            match self.runtime_with(spec, &admitted.conn, &job.resource, options) {
+                Ok(parts) => parts,
+                Err(reason) => return Ok(Err(reason)),
+            };
+        let desk = self.desk();
+        let with = DiscoveryRun {
+            spec: &spec,
+            connection: &connection,
+            runtime: &runtime,
+            options: &options,
+        };
+        let starting = !admitted.resuming;
+        let schema =
+            match schema_for_slice(desk, &admitted.run, &with, &job.resource, starting).await? {
+                Ok(schema) => schema,
+                Err(reason) => return Ok(Err(reason)),
+            };
+        let object = custom_object(&job.resource);
+        if let Some(object) = object {
+            self.publisher
+                .ensure_topic(&self.settings.topics.model(&object_topic(object)))
+                .await?;
+        }
+        let incremental = options.since.is_some();
+        let run = match ResourceRun::new(
+            spec.clone(),
+            &job.resource,
+            &connection,
+            &runtime,
+            options,
+            ignore_events(),
+        ) {
+            Ok(run) => run.with_schema(&schema),
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        let reading = Reading {
+            spec,
+            incremental,
+            tenancy: Tenancy::new(&schema, object),
+        };
+        Ok(Ok((reading, Pages(run.pages().boxed()))))
+    }
+
+    /// The provider's spec, the engine's view of the connection, its runtime (HTTP client,
+    /// authenticator storing renewed tokens, the shared budget) and the run's options.
+    pub(super) fn connection_runtime(
+        &self,
+        conn: &ConnectionRecord,
+        resource: &str,
+        options: RunOptions,
+    ) -> Result<(Arc<CompiledSpec>, Connection, ConnectionRuntime, RunOptions), String> {
+        let spec = self
+            .spec(&conn.provider)
+            .map_err(|e| format!("provider spec `{}`: {e}", conn.provider))?;
+        self.runtime_with(spec, conn, resource, options)
+    }
+
+    /// [`Self::connection_runtime`] with this spec (a connection's effective one).
+    fn runtime_with(
+        &self,
         spec: Arc<CompiledSpec>,
-    ) -> Result<(Reading, Pages), String> {
-        let conn = &admitted.conn;
-        if spec.resource(&job.resource).is_none() {
+        conn: &ConnectionRecord,
+        resource: &str,
+        options: RunOptions,
+    ) -> Result<(Arc<CompiledSpec>, Connection, ConnectionRuntime, RunOptions), String> {
+        if spec.resource(resource).is_none() {
             return Err(format!(
-                "{} has no resource `{}`",
+                "{} has no resource `{resource}`",
                 spec.file.display(),
-                job.resource
             ));
         }
-        let options = self.run_options(job, admitted);
-        let incremental = options.since.is_some();
         let connection = Connection {
             config: conn.config.clone(),
             credentials: conn.credentials.clone(),
@@ -90,16 +168,7 @@ impl Syncer {
             self.settings.budgets.clone(),
         );
         let runtime = ConnectionRuntime::new(&spec, &connection, &options, sink, budget)?;
-        let run = ResourceRun::new(
-            spec.clone(),
-            &job.resource,
-            &connection,
-            &runtime,
-            options,
-            ignore_events(),
-        )
-        .map_err(|e| e.to_string())?;
-        Ok((Reading { spec, incremental }, Pages(run.pages().boxed())))
+        Ok((spec, connection, runtime, options))
     }
 
     /// Where the pages start: the checkpoint's page state when resuming, changes since
