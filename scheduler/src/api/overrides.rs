@@ -180,6 +180,7 @@ async fn preview(
         .map_err(|e| match e {
             PreviewError::UnknownResource { .. } => ApiError::bad_request(e.to_string()),
             PreviewError::Read { .. } => ApiError::bad_gateway(e.to_string()),
+            PreviewError::Store(e) => ApiError::internal(e),
         })
 }
 

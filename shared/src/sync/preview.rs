@@ -12,10 +12,12 @@ use serde_json::{Map, Value};
 
 use super::StoreTokens;
 use crate::budget::{Budget, BudgetOwner, BudgetSettings, Ledger};
+use crate::domain::Schema;
 use crate::engine::{ignore_events, Connection, ConnectionRuntime, ResourceRun, RunOptions};
-use crate::mapping::normalize::{normalize, primary_key};
+use crate::mapping::normalize::{normalize_for, primary_key, Tenancy};
+use crate::spec::compile::custom_object;
 use crate::spec::CompiledSpec;
-use crate::store::{ConnectionRecord, Store};
+use crate::store::{ConnectionRecord, Store, StoreError};
 
 /// What a preview reads with: the settings slices use.
 pub struct PreviewContext<'a> {
@@ -64,6 +66,8 @@ pub enum PreviewError {
     /// The first page could not be read (settings, credentials, the provider's answer).
     #[error("reading the first page of `{resource}` failed: {message}")]
     Read { resource: String, message: String },
+    #[error("state store: {0}")]
+    Store(#[from] StoreError),
 }
 
 /// Read the first page of `resource` for `conn` with `spec` and map up to all its
@@ -91,7 +95,9 @@ pub async fn preview(
         resource: resource.to_string(),
         message,
     };
-    let page = first_page(ctx, conn, &spec, resource)
+    let schema = stored_schema(ctx, conn, &spec, resource).await?;
+    let tenancy = Tenancy::new(&schema, custom_object(resource));
+    let page = first_page(ctx, conn, &spec, resource, &schema)
         .await
         .map_err(read_failed)?;
     let plan = compiled.plan(false);
@@ -111,7 +117,7 @@ pub async fn preview(
                 continue;
             }
         };
-        match normalize(compiled, id.clone(), raw) {
+        match normalize_for(compiled, &tenancy, id.clone(), raw) {
             Ok(rec) if out.records.len() < limit => out.records.push(PreviewRecord {
                 id,
                 data: rec.data,
@@ -127,12 +133,28 @@ pub async fn preview(
     Ok(out)
 }
 
+/// The connection's stored schema of the resource (its discovered fields), as slices read
+/// with it; a preview never discovers (that would store a schema).
+async fn stored_schema(
+    ctx: &PreviewContext<'_>,
+    conn: &ConnectionRecord,
+    spec: &CompiledSpec,
+    resource: &str,
+) -> Result<Schema, StoreError> {
+    let Some(subject) = spec.schema_subject(resource) else {
+        return Ok(Schema::default());
+    };
+    let stored = ctx.store.schema(&conn.id, &subject).await?;
+    Ok(stored.map(|s| s.schema).unwrap_or_default())
+}
+
 /// The records of the resource's first page (a full run's first request).
 async fn first_page(
     ctx: &PreviewContext<'_>,
     conn: &ConnectionRecord,
     spec: &Arc<CompiledSpec>,
     resource: &str,
+    schema: &Schema,
 ) -> Result<Vec<Value>, String> {
     let mut options = ctx.engine.clone();
     options.tenant = conn.tenant.clone();
@@ -162,7 +184,8 @@ async fn first_page(
         options,
         ignore_events(),
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| e.to_string())?
+    .with_schema(schema);
     let mut pages = Box::pin(run.pages());
     match pages.next().await {
         Some(Ok(page)) => Ok(page.records),
