@@ -573,3 +573,53 @@ async fn connections_and_their_last_runs_by_tenant() {
         );
     }
 }
+
+#[tokio::test]
+async fn connection_overrides_are_versioned_on_both_databases() {
+    for (backend, url) in fresh_databases().await {
+        let store = Store::connect(&url, test_cipher()).await.unwrap();
+        store.create_tenant("acme").await.unwrap();
+        let id = store
+            .create_connection(&new_connection("acme", "demo", json!({}), json!({})))
+            .await
+            .unwrap();
+        let never = store.connection_overrides(&id).await.unwrap();
+        assert_eq!((never.version, never.overrides), (0, None), "{backend}");
+        let layer = json!({"resources": {"contacts": {"fields": {"title": "'x'"}}}});
+        assert_eq!(
+            store
+                .set_connection_overrides(&id, Some(&layer))
+                .await
+                .unwrap(),
+            1
+        );
+        let set = store.connection_overrides(&id).await.unwrap();
+        assert_eq!(
+            (set.version, set.overrides),
+            (1, Some(layer.clone())),
+            "{backend}"
+        );
+        assert!(set.updated_at.is_some(), "{backend}");
+        // Removing is a change too: the version goes on.
+        assert_eq!(store.set_connection_overrides(&id, None).await.unwrap(), 2);
+        assert_eq!(
+            store
+                .set_connection_overrides(&id, Some(&layer))
+                .await
+                .unwrap(),
+            3
+        );
+        assert_eq!(store.set_connection_overrides(&id, None).await.unwrap(), 4);
+        let removed = store.connection_overrides(&id).await.unwrap();
+        assert_eq!((removed.version, removed.overrides), (4, None), "{backend}");
+        assert!(
+            matches!(
+                store
+                    .set_connection_overrides("conn_missing", Some(&layer))
+                    .await,
+                Err(StoreError::NotFound { .. })
+            ),
+            "{backend}"
+        );
+    }
+}
