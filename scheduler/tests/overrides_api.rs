@@ -303,6 +303,13 @@ async fn a_preview_maps_the_live_first_page_and_publishes_nothing() {
         .map(|t| end_offsets(&lane.brokers, t))
         .collect();
     assert_eq!(before, after, "a preview publishes nothing");
+    // The connection never synced: the preview discovered its fields live, storing none.
+    assert!(lane
+        .store
+        .schemas(&lane.connection)
+        .await
+        .unwrap()
+        .is_empty());
     let (_, v) = api.call("GET", &path, ADMIN, None).await;
     assert_eq!(v["version"], 1);
 }

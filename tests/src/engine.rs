@@ -37,6 +37,22 @@ pub async fn read_resource(
     let runtime =
         ConnectionRuntime::new(spec, connection, &options, Arc::new(DiscardTokens), budget)
             .unwrap();
+    // As a worker does: the account's fields first, where the spec discovers them.
+    let schema = match tributary::sync::discover::target_of(spec, resource) {
+        Some(target) => ResourceRun::discovery(
+            spec.clone(),
+            target,
+            connection,
+            &runtime,
+            options.clone(),
+            tributary::engine::ignore_events(),
+        )
+        .unwrap()
+        .discover_fields()
+        .await
+        .expect("the account's fields are discovered"),
+        None => tributary::domain::Schema::default(),
+    };
     let run = ResourceRun::new(
         spec.clone(),
         resource,
@@ -45,7 +61,8 @@ pub async fn read_resource(
         options,
         observer,
     )
-    .unwrap();
+    .unwrap()
+    .with_schema(&schema);
     let pages = run.pages();
     futures::pin_mut!(pages);
     let mut records = Vec::new();

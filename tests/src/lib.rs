@@ -379,3 +379,23 @@ pub async fn fetch_and_parse_contacts(http: &reqwest::Client, base: &str) -> (Ve
         }
     }
 }
+
+/// A spec (as YAML text) without its discoveries and custom objects, every request naming
+/// no custom field: for benches, which measure syncing, against servers that replay pages
+/// (and answer no discovery).
+pub fn without_discovery(yaml: &str) -> String {
+    let mut doc: Value = serde_yaml_ng::from_str(yaml).expect("the spec is YAML");
+    let top = doc.as_object_mut().expect("a spec is a mapping");
+    top.remove("discovery");
+    top.remove("custom_objects");
+    if let Some(Value::Object(resources)) = top.get_mut("resources") {
+        for resource in resources.values_mut() {
+            if let Value::Object(r) = resource {
+                r.remove("discovery");
+            }
+        }
+    }
+    serde_yaml_ng::to_string(&doc)
+        .expect("YAML serializes")
+        .replace("fields.custom", "[]")
+}

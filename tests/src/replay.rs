@@ -203,7 +203,9 @@ impl Replay {
             options,
             ignore_events(),
         )
-        .unwrap();
+        .unwrap()
+        // The recorded pages are the whole answer: no custom fields to name.
+        .with_schema(&tributary::domain::Schema::default());
         let pages = run.pages();
         futures::pin_mut!(pages);
         let mut records = 0;

@@ -90,10 +90,14 @@ fn an_invalid_jsonata_expression_names_its_path() {
     let out = worker(&["spec", "check", &path]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
+    // The first resource's mapping (the custom objects' comes before `resources:`).
+    let resources = broken.lines().position(|l| l == "resources:").unwrap();
     let line = broken
         .lines()
+        .skip(resources)
         .position(|l| l.trim_start().starts_with("mapping: |"))
         .unwrap()
+        + resources
         + 1;
     assert!(
         err.contains(&format!(

@@ -278,6 +278,9 @@ struct ResyncBody {
     resources: Option<Vec<String>>,
     #[serde(default)]
     full: bool,
+    /// Discover the connection's fields again at the start of these runs.
+    #[serde(default)]
+    rediscover: bool,
 }
 
 /// Runs ahead of scheduled work: the jobs go to the urgent jobs topic. In an `api.resync`
@@ -296,7 +299,7 @@ pub async fn resync(
     } else {
         serde_json::from_slice(&body).map_err(|e| {
             ApiError::bad_request(format!(
-                "the body is not valid: {e}; expected {{\"resources\": [...], \"full\": true}}"
+                "the body is not valid: {e}; expected {{\"resources\": [...], \"full\": true, \"rediscover\": true}}"
             ))
         })?
     };
@@ -325,6 +328,9 @@ pub async fn resync(
             r
         }
     };
+    if body.rediscover {
+        state.store.request_discovery(&conn.id).await?;
+    }
     let mode = if body.full {
         RunMode::Full
     } else {

@@ -407,6 +407,14 @@ impl ResourceRun {
         self
     }
 
+    /// The schema subject of the resource this run reads, when its spec discovers its fields.
+    fn reads_resource_with_discovery(&self) -> Option<String> {
+        match self.reads {
+            Reads::Resource => self.spec.schema_subject(&self.resource),
+            Reads::Discovery(_) => None,
+        }
+    }
+
     fn plan(&self) -> &Plan {
         match &self.reads {
             Reads::Resource => {

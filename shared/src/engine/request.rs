@@ -41,6 +41,15 @@ pub(crate) fn resolve(run: &ResourceRun, link: &str) -> Result<Url, ErrorKind> {
 
 pub(crate) fn prepare(run: &ResourceRun, state: &PageState) -> Result<PreparedRequest, ErrorKind> {
     let spec = &run.spec;
+    if run.fields.is_none() {
+        if let Some(subject) = run.reads_resource_with_discovery() {
+            return Err(ErrorKind::Config(format!(
+                "resource `{}` names the connection's fields (discovery `{subject}`): discover \
+                 them first (`ResourceRun::with_schema`)",
+                run.resource
+            )));
+        }
+    }
     let plan = run.plan();
     let pg = &plan.pagination;
     let none = minijinja::Value::from(());

@@ -1,6 +1,8 @@
 //! Preview: a connection's first page of one resource read live and mapped with a spec
 //! (its effective one, or one with proposed overrides), without publishing or storing
 //! anything but a renewed token (the connection's credential, stored before use as always).
+//! The page is read with the connection's stored discovered fields, or, where none were
+//! ever discovered, with fields discovered live for the preview only.
 //! The connection's runtime is built as the read stage builds it (HTTP client with the
 //! host guard, authenticator with `StoreTokens`, the shared budget).
 
@@ -10,6 +12,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::discover::target_of;
 use super::StoreTokens;
 use crate::budget::{Budget, BudgetOwner, BudgetSettings, Ledger};
 use crate::domain::Schema;
@@ -95,11 +98,11 @@ pub async fn preview(
         resource: resource.to_string(),
         message,
     };
-    let schema = stored_schema(ctx, conn, &spec, resource).await?;
-    let tenancy = Tenancy::new(&schema, custom_object(resource));
-    let page = first_page(ctx, conn, &spec, resource, &schema)
+    let stored = stored_schema(ctx, conn, &spec, resource).await?;
+    let (schema, page) = first_page(ctx, conn, &spec, resource, stored)
         .await
         .map_err(read_failed)?;
+    let tenancy = Tenancy::new(&schema, custom_object(resource));
     let plan = compiled.plan(false);
     let mut out = Preview {
         resource: resource.to_string(),
@@ -134,28 +137,31 @@ pub async fn preview(
 }
 
 /// The connection's stored schema of the resource (its discovered fields), as slices read
-/// with it; a preview never discovers (that would store a schema).
+/// with it; None when the resource discovers its fields and none was ever discovered.
 async fn stored_schema(
     ctx: &PreviewContext<'_>,
     conn: &ConnectionRecord,
     spec: &CompiledSpec,
     resource: &str,
-) -> Result<Schema, StoreError> {
+) -> Result<Option<Schema>, StoreError> {
     let Some(subject) = spec.schema_subject(resource) else {
-        return Ok(Schema::default());
+        return Ok(Some(Schema::default()));
     };
     let stored = ctx.store.schema(&conn.id, &subject).await?;
-    Ok(stored.map(|s| s.schema).unwrap_or_default())
+    Ok(stored
+        .filter(|s| s.discovered_at.is_some())
+        .map(|s| s.schema))
 }
 
-/// The records of the resource's first page (a full run's first request).
+/// The schema read with and the records of the resource's first page (a full run's first
+/// request). Without a stored schema the fields are discovered live and not stored.
 async fn first_page(
     ctx: &PreviewContext<'_>,
     conn: &ConnectionRecord,
     spec: &Arc<CompiledSpec>,
     resource: &str,
-    schema: &Schema,
-) -> Result<Vec<Value>, String> {
+    stored: Option<Schema>,
+) -> Result<(Schema, Vec<Value>), String> {
     let mut options = ctx.engine.clone();
     options.tenant = conn.tenant.clone();
     options.since = None;
@@ -176,6 +182,23 @@ async fn first_page(
         ctx.budgets.clone(),
     );
     let runtime = ConnectionRuntime::new(spec, &connection, &options, sink, budget)?;
+    let schema = match (stored, target_of(spec, resource)) {
+        (Some(schema), _) => schema,
+        (None, None) => Schema::default(),
+        (None, Some(target)) => {
+            let run = ResourceRun::discovery(
+                spec.clone(),
+                target,
+                &connection,
+                &runtime,
+                options.clone(),
+                ignore_events(),
+            )
+            .map_err(|e| e.to_string())?;
+            let found = run.discover_fields().await;
+            found.map_err(|e| format!("discovering its fields: {e}"))?
+        }
+    };
     let run = ResourceRun::new(
         spec.clone(),
         resource,
@@ -185,11 +208,12 @@ async fn first_page(
         ignore_events(),
     )
     .map_err(|e| e.to_string())?
-    .with_schema(schema);
+    .with_schema(&schema);
     let mut pages = Box::pin(run.pages());
-    match pages.next().await {
-        Some(Ok(page)) => Ok(page.records),
-        Some(Err(e)) => Err(e.to_string()),
-        None => Ok(Vec::new()),
-    }
+    let records = match pages.next().await {
+        Some(Ok(page)) => page.records,
+        Some(Err(e)) => return Err(e.to_string()),
+        None => Vec::new(),
+    };
+    Ok((schema, records))
 }

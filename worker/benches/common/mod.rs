@@ -35,7 +35,8 @@ pub fn rate(records: usize, took: Duration) -> f64 {
 }
 
 /// A directory holding the HubSpot spec without its `rate_limit`: a bench measures the
-/// engine, not HubSpot's 100 requests per 10 s.
+/// engine, not HubSpot's 100 requests per 10 s; nor its discovery (the replay server
+/// answers pages only).
 pub fn unbudgeted_specs() -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "tributary-bench-specs-{}-{}",
@@ -44,6 +45,7 @@ pub fn unbudgeted_specs() -> PathBuf {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let text = std::fs::read_to_string(repo_root().join("provider-specs/hubspot.yaml")).unwrap();
+    let text = tributary_e2e::without_discovery(&text);
     let mut doc: Value = serde_yaml_ng::from_str(&text).unwrap();
     doc.as_object_mut().unwrap().remove("rate_limit");
     std::fs::write(
