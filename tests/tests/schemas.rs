@@ -213,6 +213,46 @@ async fn each_portal_gets_its_own_custom_properties_typed_and_new_ones_after_dis
             "{e}"
         );
     }
+    // A discovery that fails (here: a spec asking for an object the portal does not have)
+    // keeps the last good schema, and the connection's stored schema says why.
+    let broken = specs_with_fast_cadence();
+    let file = broken.join("hubspot.yaml");
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        "/crm/v3/properties/contacts",
+        "/crm/v3/properties/no_such_object",
+    );
+    std::fs::write(&file, text).unwrap();
+    let failing = Syncer::new(rig.lane.store.clone(), rig.lane.publisher.clone(), {
+        let mut s = rig.settings();
+        s.specs_dir = broken;
+        s
+    });
+    let reports = failing.discover_connection(&conn).await.unwrap().unwrap();
+    assert!(!reports[0].ok, "{reports:?}");
+    assert!(
+        reports[0].error.as_deref().unwrap().contains("404"),
+        "{reports:?}"
+    );
+    let kept = reports[0]
+        .schema
+        .as_ref()
+        .expect("the last good schema stays");
+    assert!(kept.field("renewal_date").is_some(), "{kept:?}");
+    let stored = rig
+        .lane
+        .store
+        .schema(&acme, "contact_fields")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stored.error.is_some());
+    assert!(stored.schema.field("renewal_date").is_some());
+    let acme_id = acme.clone();
+    statuses.read_until(WAIT, "connection.discovery_failed for acme", move |all| {
+        all.iter().filter_map(|r| r.value.as_ref()).any(|v| {
+            v["type"] == "connection.discovery_failed" && v["connection"] == acme_id.as_str()
+        })
+    });
 }
 
 /// A Salesforce org: the contacts' SOQL selects the org's custom fields (found by
