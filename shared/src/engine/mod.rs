@@ -407,6 +407,11 @@ impl ResourceRun {
         self
     }
 
+    /// What this run reads: the resource's name, or the discovery's path in the spec.
+    pub fn name(&self) -> &str {
+        &self.resource
+    }
+
     /// The schema subject of the resource this run reads, when its spec discovers its fields.
     fn reads_resource_with_discovery(&self) -> Option<String> {
         match self.reads {

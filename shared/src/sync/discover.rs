@@ -18,7 +18,8 @@ use crate::bus::envelope::{RunRef, SchemaNews, StatusKind};
 use crate::bus::{Publisher, StatusEvent, Topics};
 use crate::domain::{Schema, SchemaChange};
 use crate::engine::{
-    ignore_events, Connection, ConnectionRuntime, DiscoveryTarget, ResourceRun, RunOptions,
+    ignore_events, Connection, ConnectionRuntime, DiscoveryTarget, EngineError, ErrorKind,
+    ResourceRun, RunOptions,
 };
 use crate::spec::compile::{custom_object, CompiledSpec};
 use crate::store::{Store, StoredSchema};
@@ -32,7 +33,7 @@ pub struct SchemaDesk<'a> {
 }
 
 /// What one discovery came to.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub enum Discovered {
     /// The schema in use now, and what changed (empty on a first discovery or no change).
     Good {
@@ -41,6 +42,19 @@ pub enum Discovered {
     },
     /// The discovery failed; the last good schema, if any, stays in use.
     Failed { kept: Option<Schema>, error: String },
+    /// The request could not be made for a reason of the connection's, not the discovery's
+    /// (its credentials need renewing, its budget is spent, the ledger is unreachable):
+    /// nothing is recorded, and the slice handles the error as a page's.
+    Interrupted(EngineError),
+}
+
+/// Errors that say something about the connection rather than about the discovery.
+fn interrupts(error: &EngineError) -> bool {
+    error.kind.needs_reauth()
+        || matches!(
+            *error.kind,
+            ErrorKind::RateLimited { .. } | ErrorKind::Ledger(_)
+        )
 }
 
 /// Pure: whether a subject's schema must be discovered (again) now.
@@ -95,6 +109,7 @@ pub async fn rediscover(
     let stored = desk.store.schema(&run.connection, &subject).await?;
     let now = Utc::now();
     match read_fields(with, target).await {
+        Err(error) if interrupts(&error) => Ok(Discovered::Interrupted(error)),
         Ok(schema) => {
             desk.store
                 .save_schema(&run.connection, &subject, &schema, now)
@@ -118,6 +133,7 @@ pub async fn rediscover(
             Ok(Discovered::Good { schema, change })
         }
         Err(error) => {
+            let error = error.to_string();
             tracing::warn!(subject, %error, "discovery failed; the last good schema stays");
             desk.store
                 .schema_failed(&run.connection, &subject, &error, now)
@@ -140,8 +156,11 @@ pub async fn rediscover(
     }
 }
 
-/// One discovery request's pages, read into a schema; the error is worded for people.
-async fn read_fields(with: &DiscoveryRun<'_>, target: DiscoveryTarget) -> Result<Schema, String> {
+/// One discovery request's pages, read into a schema.
+async fn read_fields(
+    with: &DiscoveryRun<'_>,
+    target: DiscoveryTarget,
+) -> Result<Schema, EngineError> {
     let run = ResourceRun::discovery(
         with.spec.clone(),
         target,
@@ -149,11 +168,18 @@ async fn read_fields(with: &DiscoveryRun<'_>, target: DiscoveryTarget) -> Result
         with.runtime,
         with.options.clone(),
         ignore_events(),
-    )
-    .map_err(|e| e.to_string())?;
-    let schema = run.discover_fields().await.map_err(|e| e.to_string())?;
+    )?;
+    let at = run.name().to_string();
+    let schema = run.discover_fields().await?;
     if schema.fields.is_empty() {
-        return Err("the discovery listed no fields; check its `records.path` and `field`".into());
+        return Err(EngineError {
+            spec: with.spec.file.clone(),
+            resource: at.clone(),
+            page: 1,
+            kind: Box::new(ErrorKind::Config(format!(
+                "`{at}` listed no fields; check its `records.path` and `field`"
+            ))),
+        });
     }
     Ok(schema)
 }
@@ -179,18 +205,26 @@ async fn announce(
     Ok(())
 }
 
+/// What a slice reads with, or why it cannot start.
+pub enum SliceSchema {
+    Ready(Schema),
+    /// A reason to fail the run: no schema was ever discovered and discovery fails now.
+    Fail(String),
+    /// An error of the connection's (credentials, budget), handled as a page's would be.
+    Engine(EngineError),
+}
+
 /// The schema a slice reads with: discovered now when due (only where a run starts, so
-/// every page of a run uses one schema), else the stored one. `Err` is a reason to fail
-/// the run: no schema was ever discovered and discovery fails now.
+/// every page of a run uses one schema), else the stored one.
 pub async fn schema_for_slice(
     desk: SchemaDesk<'_>,
     run: &RunRef,
     with: &DiscoveryRun<'_>,
     resource: &str,
     starting: bool,
-) -> Result<Result<Schema, String>, SyncError> {
+) -> Result<SliceSchema, SyncError> {
     let Some(subject) = with.spec.schema_subject(resource) else {
-        return Ok(Ok(Schema::default()));
+        return Ok(SliceSchema::Ready(Schema::default()));
     };
     let every = with
         .spec
@@ -200,17 +234,18 @@ pub async fn schema_for_slice(
     let usable = stored.as_ref().filter(|s| s.discovered_at.is_some());
     if let Some(s) = usable {
         if !(starting && due(stored.as_ref(), every, Utc::now())) {
-            return Ok(Ok(s.schema.clone()));
+            return Ok(SliceSchema::Ready(s.schema.clone()));
         }
     }
     Ok(match rediscover(desk, run, with, resource).await? {
-        Discovered::Good { schema, .. } => Ok(schema),
+        Discovered::Good { schema, .. } => SliceSchema::Ready(schema),
         Discovered::Failed {
             kept: Some(schema), ..
-        } => Ok(schema),
-        Discovered::Failed { kept: None, error } => Err(format!(
+        } => SliceSchema::Ready(schema),
+        Discovered::Failed { kept: None, error } => SliceSchema::Fail(format!(
             "discovering the fields of `{resource}` ({subject}) failed and no earlier schema exists: {error}"
         )),
+        Discovered::Interrupted(error) => SliceSchema::Engine(error),
     })
 }
 
@@ -287,6 +322,14 @@ impl super::Syncer {
                     schema: kept,
                     change: SchemaChange::default(),
                 },
+                Discovered::Interrupted(error) => DiscoveryReport {
+                    subject: subject.clone(),
+                    resources: vec![resource.clone()],
+                    ok: false,
+                    error: Some(error.to_string()),
+                    schema: desk_schema(self, &conn.id, &subject).await?,
+                    change: SchemaChange::default(),
+                },
             };
             reports.push(report);
         }
@@ -307,6 +350,20 @@ impl super::Syncer {
         options.tenant = conn.tenant.clone();
         options
     }
+}
+
+/// The stored good schema of a subject, if any.
+async fn desk_schema(
+    syncer: &super::Syncer,
+    connection: &str,
+    subject: &str,
+) -> Result<Option<Schema>, SyncError> {
+    Ok(syncer
+        .store
+        .schema(connection, subject)
+        .await?
+        .filter(|s| s.discovered_at.is_some())
+        .map(|s| s.schema))
 }
 
 #[cfg(test)]

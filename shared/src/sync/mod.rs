@@ -43,6 +43,7 @@ use admit::{Admitted, Verdict};
 use ahead::{Ahead, Processed, Window};
 use deliver::{PageCommit, SliceBounds, SliceProgress};
 use process::{sweep, PageContext};
+use read::Unopened;
 use tokio::sync::mpsc;
 
 pub use crate::domain::LedgerChoice;
@@ -178,7 +179,8 @@ impl Syncer {
         };
         let (reading, pages) = match self.open_pages(job, &admitted).await? {
             Ok(opened) => opened,
-            Err(reason) => return self.fail(&admitted.run, job, reason).await,
+            Err(Unopened::Fail(reason)) => return self.fail(&admitted.run, job, reason).await,
+            Err(Unopened::Engine(e)) => return self.on_engine_error(&admitted, job, e).await,
         };
         let _timer = SliceTimer::start(&admitted);
         let step = PageStep {

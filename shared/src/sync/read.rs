@@ -14,7 +14,7 @@ use futures::StreamExt;
 use tracing::Instrument;
 
 use super::admit::Admitted;
-use super::discover::{schema_for_slice, DiscoveryRun};
+use super::discover::{schema_for_slice, DiscoveryRun, SliceSchema};
 use super::{StoreTokens, SyncError, Syncer};
 use crate::budget::{Budget, BudgetOwner};
 use crate::bus::Job;
@@ -39,6 +39,16 @@ pub struct Reading {
 /// The model name whose topic a custom object's records go to: `custom.<name lowercased>`.
 pub fn object_topic(object: &str) -> String {
     format!("custom.{}", object.to_lowercase())
+}
+
+/// Why a slice's pages could not be opened.
+pub enum Unopened {
+    /// A reason to fail the run (bad spec or overrides, settings, credentials, a first
+    /// discovery that failed), worded for the status event.
+    Fail(String),
+    /// The discovery before the pages met an error of the connection's (its credentials,
+    /// its budget): handled as a page's error is.
+    Engine(EngineError),
 }
 
 /// The pages of one slice, in order.
@@ -74,16 +84,16 @@ impl Syncer {
         &self,
         job: &Job,
         admitted: &Admitted,
-    ) -> Result<Result<(Reading, Pages), String>, SyncError> {
+    ) -> Result<Result<(Reading, Pages), Unopened>, SyncError> {
         let options = self.run_options(job, admitted);
         let spec = match self.effective_spec(&admitted.conn).await? {
             Ok(spec) => spec,
-            Err(reason) => return Ok(Err(reason)),
+            Err(reason) => return Ok(Err(Unopened::Fail(reason))),
         };
         let (spec, connection, runtime, options) =
             match self.runtime_with(spec, &admitted.conn, &job.resource, options) {
                 Ok(parts) => parts,
-                Err(reason) => return Ok(Err(reason)),
+                Err(reason) => return Ok(Err(Unopened::Fail(reason))),
             };
         let desk = self.desk();
         let with = DiscoveryRun {
@@ -95,8 +105,9 @@ impl Syncer {
         let starting = !admitted.resuming;
         let schema =
             match schema_for_slice(desk, &admitted.run, &with, &job.resource, starting).await? {
-                Ok(schema) => schema,
-                Err(reason) => return Ok(Err(reason)),
+                SliceSchema::Ready(schema) => schema,
+                SliceSchema::Fail(reason) => return Ok(Err(Unopened::Fail(reason))),
+                SliceSchema::Engine(e) => return Ok(Err(Unopened::Engine(e))),
             };
         let object = custom_object(&job.resource);
         if let Some(object) = object {
@@ -114,7 +125,7 @@ impl Syncer {
             ignore_events(),
         ) {
             Ok(run) => run.with_schema(&schema),
-            Err(e) => return Ok(Err(e.to_string())),
+            Err(e) => return Ok(Err(Unopened::Fail(e.to_string()))),
         };
         let reading = Reading {
             spec,
