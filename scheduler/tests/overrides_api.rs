@@ -1,7 +1,8 @@
 //! Connection overrides through the control API, served in-process on the in-process rig
 //! (librdkafka's mock cluster, SQLite, the HubSpot-shaped sandbox): set, show and remove
 //! with versions; refused overrides leave the stored ones in force; other tenants see
-//! nothing; a preview maps the live first page and publishes nothing.
+//! nothing; a preview maps the live first page and publishes nothing; discovery on demand
+//! finds what the account added.
 
 use std::sync::Arc;
 
@@ -355,4 +356,87 @@ fn the_scheduler_refuses_to_start_on_an_overlay_that_does_not_apply() {
         assert!(!out.status.success(), "{name} started: {err}");
         assert!(err.contains(&wanted), "{name}: {err}");
     }
+}
+
+/// On-demand discovery through the API: a property added at the portal is found at once,
+/// announced, and shown with the connection; another tenant's token sees nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn discovery_on_demand_finds_a_new_property_and_the_connection_shows_it() {
+    let rig = InProcess::start(CONTACTS).await;
+    let api = Api::serve(&rig).await;
+    let lane = &rig.lane;
+    let acme = lane.store.create_token(&lane.tenant).await.unwrap();
+    lane.store.create_tenant("beta").await.unwrap();
+    let beta = lane.store.create_token("beta").await.unwrap();
+    let discover = format!("/v1/connections/{}/discover", lane.connection);
+    let (s, v) = api.call("POST", &discover, &acme, None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let first = &v["discovered"][0];
+    assert_eq!(first["subject"], "contact_fields", "{v}");
+    assert_eq!(first["ok"], true, "{v}");
+    assert!(
+        first["change"]["added"].as_array().unwrap().is_empty(),
+        "a first discovery: {v}"
+    );
+
+    lane.control
+        .add_field(
+            "contacts",
+            json!({"name": "churn_risk", "label": "Churn risk", "type": "number"}),
+        )
+        .await
+        .unwrap();
+    let (s, v) = api.call("POST", &discover, &acme, None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let added = &v["discovered"][0]["change"]["added"];
+    assert_eq!(added[0]["name"], "churn_risk", "{v}");
+    assert_eq!(added[0]["type"], "number", "{v}");
+    assert_eq!(added[0]["custom"], true, "{v}");
+
+    let (s, v) = api
+        .call(
+            "GET",
+            &format!("/v1/connections/{}", lane.connection),
+            &acme,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let shown = &v["schemas"][0];
+    assert_eq!(shown["status"], "current", "{v}");
+    assert!(
+        shown["custom_fields"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("churn_risk")),
+        "{v}"
+    );
+    let (s, v) = api
+        .call(
+            "GET",
+            &format!("/v1/connections/{}/schema", lane.connection),
+            &acme,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let fields = v["schemas"][0]["fields"].as_array().unwrap();
+    assert!(
+        fields
+            .iter()
+            .any(|f| f["name"] == "churn_risk" && f["type"] == "number"),
+        "{v}"
+    );
+
+    let (s, _) = api.call("POST", &discover, &beta, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = api
+        .call(
+            "GET",
+            &format!("/v1/connections/{}/schema", lane.connection),
+            &beta,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
 }
