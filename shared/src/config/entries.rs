@@ -85,6 +85,11 @@ entries! {
     TRIBUTARY_SLICE_MAX_PAGES: Number => sync.slice_max_pages;
     /// seconds per slice, likewise
     TRIBUTARY_SLICE_MAX_SECONDS: Seconds => sync.slice_max_duration;
+    /// rediscover every account's fields (custom ones included) at least this often, in seconds,
+    /// even where a spec's `discovery` declares a longer cadence (each spec's own, daily by
+    /// default, when unset)
+    TRIBUTARY_DISCOVERY_MAX_AGE_SECONDS: OptNumber => sync.discovery_max_age,
+        shown "each spec's `every_seconds`";
     /// pages a slice reads and maps ahead while earlier ones are published and committed (1 = no overlap; memory grows with it)
     TRIBUTARY_PAGES_IN_FLIGHT: Number => sync.pages_in_flight;
     /// jobs one worker runs at once (bounded memory)

@@ -82,12 +82,14 @@ pub fn target_of(spec: &CompiledSpec, resource: &str) -> Option<DiscoveryTarget>
     }
 }
 
-/// Everything a discovery request needs: the spec, the connection, its runtime.
+/// Everything a discovery request needs: the spec, the connection, its runtime, and the
+/// deployment's ceiling on a schema's age.
 pub struct DiscoveryRun<'a> {
     pub spec: &'a std::sync::Arc<CompiledSpec>,
     pub connection: &'a Connection,
     pub runtime: &'a ConnectionRuntime,
     pub options: &'a RunOptions,
+    pub max_age: Option<Duration>,
 }
 
 /// Discover a resource's schema now, store it and announce what changed.
@@ -229,7 +231,8 @@ pub async fn schema_for_slice(
     let every = with
         .spec
         .discovery_of(resource)
-        .map_or(Duration::MAX, |d| d.every);
+        .map_or(Duration::MAX, |d| d.every)
+        .min(with.max_age.unwrap_or(Duration::MAX));
     let stored = desk.store.schema(&run.connection, &subject).await?;
     let usable = stored.as_ref().filter(|s| s.discovered_at.is_some());
     if let Some(s) = usable {
@@ -296,6 +299,7 @@ impl super::Syncer {
                 connection: &connection,
                 runtime: &runtime,
                 options: &options,
+                max_age: None,
             };
             let run = RunRef {
                 tenant: conn.tenant.clone(),

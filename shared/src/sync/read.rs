@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::stream::BoxStream;
 use futures::StreamExt;
@@ -101,6 +102,7 @@ impl Syncer {
             connection: &connection,
             runtime: &runtime,
             options: &options,
+            max_age: self.settings.discovery_max_age.map(Duration::from_secs),
         };
         let starting = !admitted.resuming;
         let schema =

@@ -30,6 +30,9 @@ pub struct SyncSettings {
     pub emit_remote_data: bool,
     /// Follow each delete event with a tombstone (compacted topics).
     pub tombstones: bool,
+    /// Discover every account's fields at least this often (seconds), even where a spec
+    /// declares a longer cadence; None keeps each spec's own (daily by default).
+    pub discovery_max_age: Option<u64>,
     pub engine: RunOptions,
     pub budgets: BudgetSettings,
     pub ledger: LedgerChoice,
@@ -46,6 +49,7 @@ impl Default for SyncSettings {
             pages_in_flight: 2,
             emit_remote_data: true,
             tombstones: false,
+            discovery_max_age: None,
             engine: RunOptions::default(),
             budgets: BudgetSettings::default(),
             ledger: LedgerChoice::Auto,
