@@ -428,7 +428,18 @@ async fn discovery_on_demand_finds_a_new_property_and_the_connection_shows_it() 
         "{v}"
     );
 
+    // The portal's custom objects, named as a connection's resources name them.
+    let objects = format!("/v1/connections/{}/objects", lane.connection);
+    let (s, v) = api.call("GET", &objects, &acme, None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["objects"][0]["resource"], "custom:p12345678_project",
+        "{v}"
+    );
+
     let (s, _) = api.call("POST", &discover, &beta, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = api.call("GET", &objects, &beta, None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = api
         .call(

@@ -63,6 +63,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/connections/{id}/runs", get(connections::runs))
         .route("/v1/connections/{id}/schema", get(schemas::show))
         .route("/v1/connections/{id}/discover", post(schemas::discover))
+        .route("/v1/connections/{id}/objects", get(schemas::objects))
         .route(
             "/v1/connections/{id}/credentials",
             put(connections::replace_credentials),

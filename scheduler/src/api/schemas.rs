@@ -1,5 +1,6 @@
 //! A connection's discovered schemas: `GET .../schema` shows them, `POST .../discover`
-//! discovers them now (the provider is asked at once, through the connection's budgets).
+//! discovers them now (the provider is asked at once, through the connection's budgets);
+//! `GET .../objects` lists the account's custom objects.
 
 use std::sync::Arc;
 
@@ -71,4 +72,32 @@ pub async fn discover(
         .map_err(ApiError::internal)?
         .map_err(ApiError::bad_request)?;
     Ok(Json(json!({"connection": conn.id, "discovered": reports})))
+}
+
+/// `GET /v1/connections/{id}/objects`: the account's custom objects (ask the provider now),
+/// each named as a connection's resources name it (`custom:<name>`).
+pub async fn objects(
+    caller: Caller,
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let conn = visible(&state, &caller, &id).await?;
+    let objects = state
+        .syncer
+        .custom_objects(&conn)
+        .await
+        .map_err(ApiError::bad_gateway)?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "the {} spec declares no custom objects",
+                conn.provider
+            ))
+        })?;
+    let listed: Vec<Value> = objects
+        .iter()
+        .map(
+            |o| json!({"name": o.name, "label": o.label, "resource": format!("custom:{}", o.name)}),
+        )
+        .collect();
+    Ok(Json(json!({"connection": conn.id, "objects": listed})))
 }

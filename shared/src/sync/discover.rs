@@ -18,8 +18,8 @@ use crate::bus::envelope::{RunRef, SchemaNews, StatusKind};
 use crate::bus::{Publisher, StatusEvent, Topics};
 use crate::domain::{Schema, SchemaChange};
 use crate::engine::{
-    ignore_events, Connection, ConnectionRuntime, DiscoveryTarget, EngineError, ErrorKind,
-    ResourceRun, RunOptions,
+    ignore_events, Connection, ConnectionRuntime, CustomObject, DiscoveryTarget, EngineError,
+    ErrorKind, ResourceRun, RunOptions,
 };
 use crate::spec::compile::{custom_object, CompiledSpec};
 use crate::store::{Store, StoredSchema};
@@ -338,6 +338,35 @@ impl super::Syncer {
             reports.push(report);
         }
         Ok(Ok(reports))
+    }
+
+    /// The connection's custom objects, as its spec's `custom_objects.list` reads them
+    /// (`Ok(None)` when the spec has none); the inner error is worded for people.
+    pub async fn custom_objects(
+        &self,
+        conn: &crate::store::ConnectionRecord,
+    ) -> Result<Option<Vec<CustomObject>>, String> {
+        let spec = self
+            .spec(&conn.provider)
+            .map_err(|e| format!("provider spec `{}`: {e}", conn.provider))?;
+        if spec.custom_objects.is_none() {
+            return Ok(None);
+        }
+        let (spec, connection, runtime, options) =
+            self.runtime_of(spec, conn, self.options_for(conn))?;
+        let run = ResourceRun::discovery(
+            spec,
+            DiscoveryTarget::ObjectList,
+            &connection,
+            &runtime,
+            options,
+            ignore_events(),
+        )
+        .map_err(|e| e.to_string())?;
+        run.list_objects()
+            .await
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 
     pub(super) fn desk(&self) -> SchemaDesk<'_> {

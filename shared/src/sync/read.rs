@@ -165,6 +165,16 @@ impl Syncer {
                 spec.file.display(),
             ));
         }
+        self.runtime_of(spec, conn, options)
+    }
+
+    /// The connection's runtime on this spec, for any of its requests.
+    pub(super) fn runtime_of(
+        &self,
+        spec: Arc<CompiledSpec>,
+        conn: &ConnectionRecord,
+        options: RunOptions,
+    ) -> Result<(Arc<CompiledSpec>, Connection, ConnectionRuntime, RunOptions), String> {
         let connection = Connection {
             config: conn.config.clone(),
             credentials: conn.credentials.clone(),
