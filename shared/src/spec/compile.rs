@@ -272,6 +272,8 @@ pub struct CompiledRecords {
     pub path: Jsonata,
     pub primary_key: Jsonata,
     pub updated_at: Option<Jsonata>,
+    /// The provider marks the record removed.
+    pub deleted: Option<Jsonata>,
 }
 
 /// How a since time is written for the provider.
@@ -1005,10 +1007,15 @@ impl Compiler<'_> {
             .updated_at
             .as_deref()
             .and_then(|e| self.jsonata(&format!("{at}.updated_at"), e));
+        let deleted = r
+            .deleted
+            .as_deref()
+            .and_then(|e| self.jsonata(&format!("{at}.deleted"), e));
         Some(CompiledRecords {
             path: path?,
             primary_key: primary_key?,
             updated_at,
+            deleted,
         })
     }
 }

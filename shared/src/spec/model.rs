@@ -628,6 +628,11 @@ pub struct Records {
     /// JSONata to a record's last-modified time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
+    /// JSONata predicate: the provider says this record was removed (e.g. `status =
+    /// 'deleted'`, `$exists($.'@removed')`). Such a record emits a `deleted` event at once,
+    /// in an incremental run too: the provider itself asserts the delete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<String>,
 }
 
 /// How to ask for records changed since a time.

@@ -264,7 +264,7 @@ impl Syncer {
         progress.add_page(outcome.max_updated);
         let last = next.is_none();
         let ends_slice = progress.ends(last, self.bounds(), stop);
-        let mut deleted = Vec::new();
+        let mut gone_unseen = Vec::new();
         if last && job.mode == RunMode::Full {
             // The run read everything: what it did not see is gone at the provider.
             let unseen = self
@@ -275,9 +275,15 @@ impl Syncer {
             let ctx = self.page_context(step, &spec_file);
             let (messages, gone) = sweep(&ctx, unseen, &outcome);
             outcome.messages.extend(messages);
+            gone_unseen = gone;
+        }
+        // Records the provider marked removed on this page, and those a full run's last page
+        // found it never saw.
+        let mut deleted = std::mem::take(&mut outcome.removed);
+        deleted.extend(gone_unseen);
+        if !deleted.is_empty() {
             let labels = labels(&admitted.run);
-            telemetry::metrics().events_published(&labels, "deleted", gone.len() as u64);
-            deleted = gone;
+            telemetry::metrics().events_published(&labels, "deleted", deleted.len() as u64);
         }
         // Events first, acknowledged; only then the state that says they were sent.
         self.publish(&outcome.messages).await?;

@@ -64,6 +64,9 @@ pub struct PageOutcome {
     pub unchanged: Vec<usize>,
     /// Records that exist at the provider but failed their mapping: never swept.
     pub touched: Vec<String>,
+    /// Known records the provider marked removed on this page (`records.deleted`): their
+    /// `deleted` events are among `messages`; the commit forgets them.
+    pub removed: Vec<String>,
     pub counts: RunCounts,
     /// The latest updated-at among the page's records.
     pub max_updated: Option<DateTime<Utc>>,
@@ -96,6 +99,7 @@ impl PageOutcome {
                 .extend(part.unchanged.into_iter().map(|i| i + offset));
             out.seen.extend(part.seen);
             out.touched.extend(part.touched);
+            out.removed.extend(part.removed);
             out.counts.add(&part.counts);
             out.max_updated = out.max_updated.max(part.max_updated);
         }
@@ -166,6 +170,10 @@ fn process_part(
     for raw in records {
         if let Some(t) = updated_at(ctx.plan, &raw) {
             out.max_updated = Some(out.max_updated.map_or(t, |m| m.max(t)));
+        }
+        if marked_removed(ctx.plan, &raw) {
+            removed(ctx, &model_topic, &raw, stored, &mut out);
+            continue;
         }
         match normalized(ctx, raw) {
             Ok(rec) => classify(ctx, &model_topic, rec, stored, &mut out),
@@ -239,6 +247,54 @@ fn dead_letter(ctx: &PageContext<'_>, page: u32, failure: RecordFailure, out: &m
     out.messages.push(letter.to_message(ctx.topics));
 }
 
+/// Whether the provider marks this record removed (`records.deleted`).
+fn marked_removed(plan: &Plan, raw: &Value) -> bool {
+    plan.records
+        .deleted
+        .as_ref()
+        .is_some_and(|expr| crate::mapping::jsonata::truthy(&expr.eval_json(raw).ok().flatten()))
+}
+
+/// A record the provider says is removed: a `deleted` event when it was known (one never
+/// synced has nothing to delete), at once, whatever the run's mode.
+fn removed(
+    ctx: &PageContext<'_>,
+    model_topic: &str,
+    raw: &Value,
+    stored: &HashMap<String, StoredFingerprint>,
+    out: &mut PageOutcome,
+) {
+    let Ok(id) = primary_key(raw, &ctx.plan.records.primary_key) else {
+        return;
+    };
+    let Some(known) = stored.get(&id) else {
+        return;
+    };
+    out.messages
+        .extend(delete_messages(ctx, model_topic, known));
+    out.counts.deleted += 1;
+    out.removed.push(id);
+}
+
+/// The `deleted` event of a stored record (and its tombstone, when the topics want one).
+fn delete_messages(
+    ctx: &PageContext<'_>,
+    model_topic: &str,
+    gone: &StoredFingerprint,
+) -> Vec<OutMessage> {
+    let change = EventChange {
+        record_id: gone.record_id.clone(),
+        content_hash: format!("deleted:{}", gone.hash),
+        ..EventChange::default()
+    };
+    let event = ChangeEvent::new(ctx.run, ctx.model(), Op::Deleted, change, ctx.now);
+    let mut messages = vec![event.to_message(model_topic)];
+    if ctx.tombstones {
+        messages.push(event.tombstone(model_topic));
+    }
+    messages
+}
+
 fn updated_at(plan: &Plan, raw: &Value) -> Option<DateTime<Utc>> {
     let expr = plan.records.updated_at.as_ref()?;
     let value = expr.eval_json(raw).ok().flatten()?;
@@ -253,11 +309,13 @@ pub fn sweep(
     unseen: Vec<StoredFingerprint>,
     last_page: &PageOutcome,
 ) -> (Vec<OutMessage>, Vec<String>) {
+    // Seen by the last page, or already deleted by it (the provider marked them removed).
     let here: HashSet<&str> = last_page
         .seen
         .iter()
         .map(|f| f.record_id.as_str())
         .chain(last_page.touched.iter().map(String::as_str))
+        .chain(last_page.removed.iter().map(String::as_str))
         .collect();
     let model_topic = ctx.model_topic();
     let mut messages = Vec::new();
@@ -266,16 +324,7 @@ pub fn sweep(
         if here.contains(gone.record_id.as_str()) {
             continue;
         }
-        let change = EventChange {
-            record_id: gone.record_id.clone(),
-            content_hash: format!("deleted:{}", gone.hash),
-            ..EventChange::default()
-        };
-        let event = ChangeEvent::new(ctx.run, ctx.model(), Op::Deleted, change, ctx.now);
-        messages.push(event.to_message(&model_topic));
-        if ctx.tombstones {
-            messages.push(event.tombstone(&model_topic));
-        }
+        messages.extend(delete_messages(ctx, &model_topic, &gone));
         deleted.push(gone.record_id);
     }
     (messages, deleted)
@@ -302,7 +351,7 @@ resources:
     model: crm.contact
     request: {path: /contacts}
     pagination: {type: cursor, cursor_path: next, param: after}
-    records: {path: items, primary_key: id, updated_at: updated}
+    records: {path: items, primary_key: id, updated_at: updated, deleted: "status = 'deleted'"}
     mapping: |
       { 'id': $string(id), 'first_name': first, 'title': title, 'emails': email ? [{'email': email}] : undefined }
 "#;
@@ -351,6 +400,30 @@ resources:
             json!({"id": 1, "first": "Ada", "title": "Director", "updated": "2026-11-01T00:00:00Z"}),
             json!({"id": 2, "first": "Alan", "updated": "2026-11-03T10:00:00Z"}),
         ]
+    }
+
+    #[test]
+    fn a_record_the_provider_marks_removed_is_deleted_at_once_if_it_was_known() {
+        let first = with_context(|ctx| process_page(ctx, 1, records(), &HashMap::new()));
+        let stored = changes::by_id(first.seen);
+        let page = vec![
+            json!({"id": 1, "status": "deleted", "updated": "2026-11-04T00:00:00Z"}),
+            json!({"id": 9, "status": "deleted"}),
+            json!({"id": 2, "first": "Alan", "updated": "2026-11-03T10:00:00Z"}),
+        ];
+        let out = with_context(|ctx| process_page(ctx, 1, page, &stored));
+        assert_eq!(out.removed, vec!["1".to_string()], "9 was never synced");
+        assert_eq!(out.counts.deleted, 1);
+        // The delete event, then its tombstone (this context asks for them).
+        assert_eq!(out.messages.len(), 2);
+        assert!(out.messages[1].payload.is_none());
+        let deleted: Vec<Value> = out.messages[..1].iter().map(body).collect();
+        assert_eq!(deleted[0]["op"], "deleted");
+        assert_eq!(deleted[0]["record_id"], "1");
+        assert!(out.seen.iter().all(|f| f.record_id != "1"));
+        // The last page's sweep does not delete it a second time.
+        let (events, gone) = with_context(|ctx| sweep(ctx, stored.into_values().collect(), &out));
+        assert!(events.is_empty() && gone.is_empty(), "{gone:?}");
     }
 
     #[test]
