@@ -548,6 +548,11 @@ impl ResourceRun {
                     self.retry_or_fail(page, req, &mut tries.transient, reason, &mut tries.rng)
                         .await?;
                 }
+                Verdict::Busy => {
+                    let reason = format!("{} (too many requests in flight)", answer.status);
+                    self.retry_or_fail(page, req, &mut tries.transient, reason, &mut tries.rng)
+                        .await?;
+                }
                 Verdict::Refused => return Err(self.refused(req, &answer, false)),
                 Verdict::Page => return answer.into_page(),
             }
@@ -590,6 +595,14 @@ impl ResourceRun {
         };
         let auth_statuses = self.spec.spec.errors.auth_statuses.as_deref();
         if self
+            .spec
+            .spec
+            .rate_limit
+            .in_flight_statuses
+            .contains(&status)
+        {
+            Verdict::Busy
+        } else if self
             .spec
             .spec
             .rate_limit
@@ -900,6 +913,8 @@ impl Answer {
 /// What an answer calls for.
 enum Verdict {
     Throttled,
+    /// Too many requests in flight at the provider: retried after a short backoff.
+    Busy,
     Unauthorized,
     ServerError,
     Refused,

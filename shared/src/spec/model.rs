@@ -361,6 +361,12 @@ pub struct RateLimit {
     /// Statuses that mean "throttled".
     #[serde(default = "default_throttle_statuses")]
     pub throttle_statuses: Vec<u16>,
+    /// Statuses that mean "too many requests in flight" (a provider that governs
+    /// concurrency, not a rate window): the request is retried after a short backoff, as a
+    /// transient failure, without holding the connection's budget or parking the run. They
+    /// take precedence over `throttle_statuses`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub in_flight_statuses: Vec<u16>,
     /// JSONata predicate over a JSON error body that means "throttled" (any status >= 400).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttle_body: Option<String>,
@@ -388,6 +394,7 @@ impl Default for RateLimit {
             scope: BudgetScope::default(),
             app_budget: None,
             throttle_statuses: default_throttle_statuses(),
+            in_flight_statuses: Vec::new(),
             throttle_body: None,
             retry_after_header: default_retry_after(),
             reset_header: None,
