@@ -55,8 +55,10 @@ async fn the_store_round_trips_on_both_databases() {
             field_hashes: [("id".to_string(), h.to_string())].into_iter().collect(),
         };
         let seen = vec![fp("1", "a"), fp("2", "b"), fp("3", "c")];
+        // A value captured from the first page travels with the page state.
         let next = PageState::Cursor {
             cursor: "c2".into(),
+            captured: [("as_of".to_string(), "2026-12-02T05:00:00Z".to_string())].into(),
         };
         store
             .commit_slice(&SliceCommit {

@@ -14,7 +14,7 @@ pub mod time;
 pub use budgets::LedgerChoice;
 pub use connection::ConnectionState;
 pub use fingerprint::StoredFingerprint;
-pub use page::PageState;
+pub use page::{Captured, PageState};
 pub use run::{RunCounts, RunMode, RunStatus};
 pub use schema::{FieldDef, FieldType, Schema, SchemaChange};
 

@@ -4,6 +4,7 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 
 use super::{request, ErrorKind, PageState, ResourceRun};
+use crate::domain::Captured;
 use crate::mapping::jsonata::{truthy, Jsonata};
 use crate::spec::model::PaginationKind;
 
@@ -28,10 +29,34 @@ fn text(v: Option<Value>) -> Option<String> {
 /// The key under which a next-page pointer must not repeat.
 pub(crate) fn repeat_key(state: &PageState) -> Option<(&'static str, String)> {
     match state {
-        PageState::Cursor { cursor } => Some(("cursor", cursor.clone())),
-        PageState::Url { url } => Some(("next-page URL", url.clone())),
+        PageState::Cursor { cursor, .. } => Some(("cursor", cursor.clone())),
+        PageState::Url { url, .. } => Some(("next-page URL", url.clone())),
         _ => None,
     }
+}
+
+fn number(v: Option<Value>) -> Option<u64> {
+    let v = v?;
+    v.as_u64()
+        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+}
+
+/// What the run carries to its next page: read from the first page's answer, then kept.
+fn captured(
+    capture: &[(String, Jsonata)],
+    state: &PageState,
+    body: &Value,
+) -> Result<Captured, ErrorKind> {
+    if let Some(kept) = state.captured() {
+        return Ok(kept.clone());
+    }
+    let mut out = Captured::new();
+    for (name, expr) in capture {
+        if let Some(value) = text(eval(expr, body, "pagination.capture")?) {
+            out.insert(name.clone(), value);
+        }
+    }
+    Ok(out)
 }
 
 pub(crate) fn next(
@@ -63,6 +88,11 @@ pub(crate) fn next(
         Some(e) => text(eval(e, body, "pagination.next_url_path")?),
         None => None,
     };
+    let total_pages = match &pg.total_pages {
+        Some(e) => number(eval(e, body, "pagination.total_pages")?),
+        None => None,
+    };
+    let captured = captured(&pg.capture, state, body)?;
     let found = match plan.records.path.take_json(body) {
         Some(v) => v,
         None => eval(&plan.records.path, body, "records.path")?,
@@ -80,45 +110,50 @@ pub(crate) fn next(
     };
     let count = records.len() as u64;
     let current_offset = match state {
-        PageState::Offset { offset } => *offset,
+        PageState::Offset { offset, .. } => *offset,
         _ => pg.start,
     };
     let position = match pg.kind {
         PaginationKind::Offset => current_offset - pg.start + count,
         _ => read_before + count,
     };
+    let this_page = match state {
+        PageState::Page { page, .. } => *page,
+        _ => pg.start,
+    };
     let stop = has_more == Some(false)
         || (pg.stop_on_empty_page && count == 0)
         || (pg.stop_on_short_page && count < run.page_size as u64)
-        || total.is_some_and(|t| position >= t);
+        || total.is_some_and(|t| position >= t)
+        || (pg.kind == PaginationKind::PageNumber && total_pages.is_some_and(|n| this_page >= n));
     let next = if stop {
         None
     } else {
         match pg.kind {
             PaginationKind::None => None,
-            PaginationKind::Cursor => cursor.map(|cursor| PageState::Cursor { cursor }),
+            PaginationKind::Cursor => cursor.map(|cursor| PageState::Cursor { cursor, captured }),
             PaginationKind::NextUrl => match next_url {
                 Some(u) => Some(PageState::Url {
                     url: request::resolve(run, &u)?.to_string(),
+                    captured,
                 }),
                 None => None,
             },
             PaginationKind::LinkHeader => match link_next(headers) {
                 Some(u) => Some(PageState::Url {
                     url: request::resolve(run, &u)?.to_string(),
+                    captured,
                 }),
                 None => None,
             },
             PaginationKind::Offset => Some(PageState::Offset {
                 offset: current_offset + count,
+                captured,
             }),
-            PaginationKind::PageNumber => {
-                let page = match state {
-                    PageState::Page { page } => *page,
-                    _ => pg.start,
-                };
-                Some(PageState::Page { page: page + 1 })
-            }
+            PaginationKind::PageNumber => Some(PageState::Page {
+                page: this_page + 1,
+                captured,
+            }),
         }
     };
     Ok(Step { records, next })

@@ -67,15 +67,15 @@ pub(crate) fn prepare(run: &ResourceRun, state: &PageState) -> Result<PreparedRe
                 none.clone()
             },
         ),
-        PageState::Cursor { cursor } => (
+        PageState::Cursor { cursor, .. } => (
             minijinja::Value::from(cursor.as_str()),
             none.clone(),
             none.clone(),
         ),
-        PageState::Offset { offset } => {
+        PageState::Offset { offset, .. } => {
             (none.clone(), minijinja::Value::from(*offset), none.clone())
         }
-        PageState::Page { page } => (none.clone(), none.clone(), minijinja::Value::from(*page)),
+        PageState::Page { page, .. } => (none.clone(), none.clone(), minijinja::Value::from(*page)),
         PageState::Url { .. } => (none.clone(), none.clone(), none.clone()),
     };
     let ctx = minijinja::context! {
@@ -88,13 +88,14 @@ pub(crate) fn prepare(run: &ResourceRun, state: &PageState) -> Result<PreparedRe
         resource => run.resource.clone(),
         object => run.object.clone(),
         fields => run.fields.clone(),
+        captured => state.captured().cloned().unwrap_or_default(),
     };
     let render = |id| spec.templates.render(id, &ctx).map_err(ErrorKind::Template);
     let mut headers = Vec::new();
     for (k, t) in spec.headers.iter().chain(plan.request.headers.iter()) {
         headers.push((k.clone(), render(t)?));
     }
-    if let PageState::Url { url } = state {
+    if let PageState::Url { url, .. } = state {
         let url = resolve(run, url)?;
         guard::check_url(&url, &spec.hosts, run.options.allow_private_hosts)?;
         return Ok(PreparedRequest {

@@ -33,6 +33,7 @@ pub const CREDENTIAL_FIELDS: &[&str] = &[
 pub const ENGINE_SETTINGS: &[&str] = &["base_url", "token_url"];
 
 const REQUEST_VARS: &[&str] = &[
+    "captured",
     "config",
     "cursor",
     "page_size",
@@ -265,6 +266,9 @@ pub struct CompiledPagination {
     pub stop_on_empty_page: bool,
     pub stop_on_short_page: bool,
     pub max_pages: Option<u32>,
+    pub total_pages: Option<Jsonata>,
+    /// Values read from the first page, by name.
+    pub capture: Vec<(String, Jsonata)>,
 }
 
 #[derive(Debug)]
@@ -980,6 +984,24 @@ impl Compiler<'_> {
         if p.max_pages == Some(0) {
             self.problem(&format!("{at}.max_pages"), "must be at least 1");
         }
+        let total_pages = p
+            .total_pages
+            .as_deref()
+            .and_then(|e| self.jsonata(&format!("{at}.total_pages"), e));
+        if p.total_pages.is_some() && p.kind != PaginationKind::PageNumber {
+            self.problem(
+                &format!("{at}.total_pages"),
+                "`total_pages` stops `page_number` pagination; use `total` (records) for the others",
+            );
+        }
+        let capture = p
+            .capture
+            .iter()
+            .filter_map(|(name, e)| {
+                self.jsonata(&format!("{at}.capture.{name}"), e)
+                    .map(|j| (name.clone(), j))
+            })
+            .collect();
         let default_start = if p.kind == PaginationKind::PageNumber {
             1
         } else {
@@ -997,6 +1019,8 @@ impl Compiler<'_> {
             stop_on_empty_page: p.stop_on_empty_page,
             stop_on_short_page: p.stop_on_short_page,
             max_pages: p.max_pages,
+            total_pages,
+            capture,
         })
     }
 

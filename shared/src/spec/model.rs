@@ -96,6 +96,8 @@ fn single_page() -> Pagination {
         stop_on_empty_page: true,
         stop_on_short_page: false,
         max_pages: None,
+        total_pages: None,
+        capture: IndexMap::new(),
     }
 }
 
@@ -618,6 +620,14 @@ pub struct Pagination {
     /// Upper bound on pages per run; reaching it is an error, not a silent stop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_pages: Option<u32>,
+    /// JSONata to the number of pages there are (`page_number`): stop after that page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_pages: Option<String>,
+    /// Values read from the first page's answer (name -> JSONata) that later requests of
+    /// the same run send again as `{{ captured.<name> }}`: e.g. the snapshot time page 1
+    /// was read at, so pages 2..n read the same snapshot.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub capture: IndexMap<String, String>,
 }
 
 fn default_true() -> bool {
