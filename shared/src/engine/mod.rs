@@ -718,6 +718,10 @@ impl ResourceRun {
         let status = answer.status.as_u16();
         let message = match &answer.fault {
             Some(f) => Some(f.message.clone()),
+            // An error page that is not the XML the spec expects: show how it starts.
+            None if answer.xml_error.is_some() && !answer.bytes.is_empty() => {
+                Some(snippet(&answer.bytes))
+            }
             None => self.error_message(answer.json.as_ref(), &answer.headers),
         };
         if unauthorized {
