@@ -1197,6 +1197,36 @@ resources:
         assert!(err.problems().len() >= 3);
     }
 
+    #[test]
+    fn xml_bodies_need_post_and_no_json_body_and_compile_their_response() {
+        let xml = spec_with(
+            "    response: {format: xml, arrays: [Item]}\n",
+            "{ 'id': id }",
+        )
+        .replace(
+            "request: {path: /contacts}",
+            "request: {method: POST, path: /contacts, xml_body: '<q><p>{{ cursor }}</p></q>'}",
+        );
+        let spec = compile(parse_spec(Path::new("demo.yaml"), &xml).unwrap()).unwrap();
+        let r = spec.resource("contacts").unwrap();
+        assert!(r.response.xml && r.response.arrays.contains("Item"));
+        assert!(r.full.request.xml_body.is_some());
+        assert!(!spec.response.xml, "the spec's own default stays JSON");
+
+        let bad = spec_with("", "{ 'id': id }").replace(
+            "request: {path: /contacts}",
+            "request: {path: /contacts, body: {a: 1}, xml_body: '<q>{{ nope }}</q>'}",
+        );
+        let err = compile(parse_spec(Path::new("demo.yaml"), &bad).unwrap()).unwrap_err();
+        let shown = err.to_string();
+        assert!(shown.contains("a GET request has no body"), "{shown}");
+        assert!(
+            shown.contains("`body` (JSON) or `xml_body`, not both"),
+            "{shown}"
+        );
+        assert!(shown.contains("`nope`"), "{shown}");
+    }
+
     const DISCOVERY: &str = r#"discovery:
   contact_fields:
     request: {path: /fields}
