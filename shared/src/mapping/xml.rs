@@ -386,6 +386,15 @@ mod tests {
     }
 
     #[test]
+    fn a_utf8_byte_order_mark_and_a_doctype_are_skipped() {
+        let doc = read(
+            "\u{feff}<?xml version=\"1.0\"?><!DOCTYPE r><r><a>1</a></r>",
+            &[],
+        );
+        assert_eq!(doc, json!({"r": {"a": "1"}}));
+    }
+
+    #[test]
     fn malformed_documents_are_errors() {
         let none = HashSet::new();
         for bad in [
@@ -394,6 +403,9 @@ mod tests {
             "",
             "{\"json\": true}",
             "<a>&bogus;</a>",
+            // Entities a DTD declares are not expanded (nor fetched).
+            "<!DOCTYPE a [<!ENTITY x \"y\">]><a>&x;</a>",
+            "<a x=\"1\" x=\"2\"/>",
         ] {
             let err = decode(bad.as_bytes(), &none).unwrap_err();
             assert!(!err.message.is_empty(), "{bad}: {err}");
