@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::respond::json_response;
+use crate::respond::{json_response, with_headers, xml_response};
 use crate::state::Sandbox;
 use crate::{lock, throttle};
 
@@ -46,6 +46,15 @@ pub enum FaultKind {
     },
     /// Answer 200 with a truncated JSON body.
     MalformedJson,
+    /// Answer 200 with a truncated XML body.
+    MalformedXml,
+    /// Answer this status (500 unless given) with `body`, a JSON tree written as XML
+    /// (e.g. a SOAP fault).
+    Xml {
+        #[serde(default)]
+        status: Option<u16>,
+        body: Value,
+    },
     /// Hand out the request's own cursor again as the next one.
     RepeatCursor,
     /// The profile's throttle answer, asking for this wait (1 s unless given).
@@ -119,6 +128,15 @@ pub async fn inject(s: &Sandbox, kind: &FaultKind, request: &Value) -> Outcome {
                 .insert("content-type", HeaderValue::from_static("application/json"));
             Outcome::Answer(resp)
         }
+        FaultKind::MalformedXml => Outcome::Answer(with_headers(
+            200,
+            "<?xml version=\"1.0\"?><Envelope><Body><Page><Item><id>1</id>".into(),
+            "text/xml; charset=utf-8",
+            Vec::new(),
+        )),
+        FaultKind::Xml { status, body } => {
+            Outcome::Answer(xml_response(status.unwrap_or(500), body, Vec::new()))
+        }
         FaultKind::Throttle { wait_seconds } => {
             lock(&s.stats).throttled += 1;
             let wait = Duration::from_secs_f64(wait_seconds.unwrap_or(1.0).max(0.0));
@@ -146,7 +164,8 @@ mod tests {
             {"kind": "throttle", "times": 3, "wait_seconds": 1},
             {"kind": "malformed_json", "page": 2},
             {"kind": "repeat_cursor", "page": 3, "resource": "contacts"},
-            {"kind": "unauthorized", "status": 401}
+            {"kind": "unauthorized", "status": 401},
+            {"kind": "xml", "body": {"Envelope": {"Body": {"Fault": {"faultstring": "no"}}}}}
         ]))
         .unwrap();
         assert_eq!(faults[0].kind, FaultKind::Status { status: Some(502) });
@@ -166,6 +185,10 @@ mod tests {
         assert_eq!(faults[3].kind, FaultKind::MalformedJson);
         assert_eq!(faults[4].resource.as_deref(), Some("contacts"));
         assert_eq!(faults[5].kind, FaultKind::Unauthorized);
+        assert!(matches!(
+            faults[6].kind,
+            FaultKind::Xml { status: None, .. }
+        ));
         let unknown = serde_json::from_value::<Fault>(json!({"kind": "explode"}));
         assert!(unknown.is_err(), "an unknown kind is refused when posted");
     }

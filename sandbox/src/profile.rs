@@ -85,6 +85,9 @@ pub struct Answer {
     pub body: Option<String>,
     #[serde(default)]
     pub headers: IndexMap<String, String>,
+    /// `xml`: the body's JSON result is written as XML (e.g. a SOAP fault).
+    #[serde(default)]
+    pub format: Format,
 }
 
 impl Default for Answer {
@@ -93,8 +96,20 @@ impl Default for Answer {
             status: default_401(),
             body: None,
             headers: IndexMap::new(),
+            format: Format::Json,
         }
     }
+}
+
+/// How an answer's body is written: JSON, or XML by the inverse of the engine's decoding
+/// (`tributary::mapping::xml::encode`: the one key is the root, `@name` attributes,
+/// `#text` text, arrays repeated elements).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    #[default]
+    Json,
+    Xml,
 }
 
 fn default_401() -> u16 {
@@ -146,6 +161,7 @@ fn default_invalid_grant() -> Answer {
         status: 400,
         body: Some(r#"{"error": "invalid_grant", "error_description": "refresh token is invalid or revoked"}"#.into()),
         headers: IndexMap::new(),
+        format: Format::Json,
     }
 }
 
@@ -346,6 +362,7 @@ fn default_not_found() -> Answer {
         status: 404,
         body: Some(r#"{"error": "not_found", "object": name}"#.into()),
         headers: IndexMap::new(),
+        format: Format::Json,
     }
 }
 
@@ -435,6 +452,7 @@ fn default_invalid_type() -> Answer {
         status: 400,
         body: Some(r#"{"error": "invalid_type", "object": object}"#.into()),
         headers: IndexMap::new(),
+        format: Format::Json,
     }
 }
 
@@ -443,6 +461,7 @@ fn default_invalid_field() -> Answer {
         status: 400,
         body: Some(r#"{"error": "invalid_field", "field": field, "object": object}"#.into()),
         headers: IndexMap::new(),
+        format: Format::Json,
     }
 }
 
@@ -451,6 +470,7 @@ fn default_malformed() -> Answer {
         status: 400,
         body: Some(r#"{"error": "malformed_query", "message": message}"#.into()),
         headers: IndexMap::new(),
+        format: Format::Json,
     }
 }
 
@@ -499,6 +519,9 @@ pub struct PageShape {
     /// Header templates (JSONata over the same context); an undefined result omits the header.
     #[serde(default)]
     pub headers: IndexMap<String, String>,
+    /// `xml`: the body is written as XML (see `Format`).
+    #[serde(default)]
+    pub format: Format,
 }
 
 impl Profile {

@@ -7,13 +7,14 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use tributary::mapping::jsonata::Jsonata;
 
-use crate::profile::Answer;
+use crate::profile::{Answer, Format};
 
 /// A profile's fixed answer with its JSONata compiled.
 pub struct FixedAnswer {
     status: u16,
     body: Option<Jsonata>,
     headers: Vec<(String, Jsonata)>,
+    format: Format,
 }
 
 impl FixedAnswer {
@@ -28,6 +29,7 @@ impl FixedAnswer {
                 .iter()
                 .map(|(k, v)| Ok((k.clone(), expr(v)?)))
                 .collect::<Result<_, String>>()?,
+            format: answer.format,
         })
     }
 
@@ -44,19 +46,56 @@ impl FixedAnswer {
             .iter()
             .filter_map(|(h, e)| Some((h.clone(), text(&e.eval_json(ctx).ok()??))))
             .collect();
-        json_response(self.status, &body, headers)
+        respond(self.format, self.status, &body, headers)
+    }
+}
+
+/// An answer in the given format.
+pub fn respond(
+    format: Format,
+    status: u16,
+    body: &Value,
+    headers: Vec<(String, String)>,
+) -> Response {
+    match format {
+        Format::Json => json_response(status, body, headers),
+        Format::Xml => xml_response(status, body, headers),
+    }
+}
+
+/// An XML answer: `body` written by the inverse of the engine's decoding. A body that
+/// cannot be written (not one root) is the profile's mistake: a 500 saying so.
+pub fn xml_response(status: u16, body: &Value, headers: Vec<(String, String)>) -> Response {
+    match tributary::mapping::xml::encode(body) {
+        Ok(text) => with_headers(status, text, "text/xml; charset=utf-8", headers),
+        Err(message) => json_response(
+            500,
+            &json!({"error": "sandbox_profile", "message": format!("the XML body: {message}")}),
+            Vec::new(),
+        ),
     }
 }
 
 /// A JSON answer; headers whose name or value HTTP cannot carry are left out.
 pub fn json_response(status: u16, body: &Value, headers: Vec<(String, String)>) -> Response {
+    with_headers(status, body.to_string(), "application/json", headers)
+}
+
+/// A text body of one content type; headers whose name or value HTTP cannot carry are
+/// left out.
+pub fn with_headers(
+    status: u16,
+    body: String,
+    content_type: &'static str,
+    headers: Vec<(String, String)>,
+) -> Response {
     let mut resp = (
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        body.to_string(),
+        body,
     )
         .into_response();
     resp.headers_mut()
-        .insert("content-type", HeaderValue::from_static("application/json"));
+        .insert("content-type", HeaderValue::from_static(content_type));
     for (k, v) in headers {
         if let (Ok(k), Ok(v)) = (
             HeaderName::from_bytes(k.as_bytes()),

@@ -17,7 +17,7 @@ use tributary::mapping::jsonata::truthy;
 use crate::compile::Candidates;
 use crate::faults::{self, Outcome};
 use crate::paging::{self, PageRequest, Serving};
-use crate::respond::{bad_request, json_response, not_found, text, FixedAnswer};
+use crate::respond::{bad_request, not_found, respond, text, FixedAnswer};
 use crate::select::{self, Selection};
 use crate::soql::{self, ParseError, Select};
 use crate::state::Sandbox;
@@ -100,10 +100,24 @@ fn request_context(
         .iter()
         .filter_map(|(k, v)| Some((k.as_str().to_string(), json!(v.to_str().ok()?))))
         .collect();
-    let body_json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let body_json = request_body(headers, body);
     let request =
         json!({"query": query, "body": body_json, "params": params, "headers": header_map});
     (query, request)
+}
+
+/// A JSON body, or an XML one (by its `Content-Type`) decoded as the engine decodes
+/// answers, so a SOAP request's page number is a path like `body.Envelope.Body.Page`.
+fn request_body(headers: &HeaderMap, body: &Bytes) -> Value {
+    let is_xml = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.contains("xml"));
+    if is_xml {
+        tributary::mapping::xml::decode(body, &Default::default()).unwrap_or(Value::Null)
+    } else {
+        serde_json::from_slice(body).unwrap_or(Value::Null)
+    }
 }
 
 /// A describe request: counted, then the budget, the credential and the answer.
@@ -234,7 +248,7 @@ async fn serve(
         .ok()
         .flatten()
         .unwrap_or(Value::Null);
-    json_response(200, &body, resp_headers)
+    respond(rp.response.format, 200, &body, resp_headers)
 }
 
 /// What the request may see of each record, and the selection id its next

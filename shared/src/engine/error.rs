@@ -60,6 +60,16 @@ pub enum ErrorKind {
     ThrottleStorm { waited: Duration, ceiling: Duration },
     #[error("the body is not JSON ({message}); it starts with: {snippet}")]
     NotJson { message: String, snippet: String },
+    #[error("the body is not well-formed XML ({message}); it starts with: {snippet}")]
+    NotXml { message: String, snippet: String },
+    #[error("{method} {path} answered {status} with a SOAP fault{}: {message}", .code.as_ref().map(|c| format!(" ({c})")).unwrap_or_default())]
+    SoapFault {
+        method: &'static str,
+        path: String,
+        status: u16,
+        code: Option<String>,
+        message: String,
+    },
     #[error("`records.path` ({path}) gave {found}, not a list of records")]
     Records { path: String, found: String },
     #[error(

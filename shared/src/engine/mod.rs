@@ -34,9 +34,11 @@ use crate::http::auth::{without_url, Authenticator, TokenSink};
 use crate::http::guard;
 use crate::http::wait;
 use crate::mapping::jsonata::truthy;
+use crate::mapping::xml::{self, SoapFault, XmlError};
 use crate::secrets::Credentials;
 use crate::spec::compile::{
-    custom_object, CompiledDiscovery, CompiledSpec, Plan, CREDENTIAL_FIELDS, ENGINE_SETTINGS,
+    custom_object, CompiledDiscovery, CompiledResponse, CompiledSpec, Plan, CREDENTIAL_FIELDS,
+    ENGINE_SETTINGS,
 };
 use crate::telemetry::{metrics, OwnedLabels};
 use request::PreparedRequest;
@@ -420,6 +422,20 @@ impl ResourceRun {
         }
     }
 
+    /// How this run's answers are decoded.
+    pub(crate) fn response(&self) -> &CompiledResponse {
+        match &self.reads {
+            Reads::Resource => {
+                &self
+                    .spec
+                    .resource(&self.resource)
+                    .expect("checked in new")
+                    .response
+            }
+            Reads::Discovery(_) => &self.spec.response,
+        }
+    }
+
     fn plan(&self) -> &Plan {
         match &self.reads {
             Reads::Resource => {
@@ -512,7 +528,9 @@ impl ResourceRun {
             let sent_token = parts.oauth_token.clone();
             tries.attempt += 1;
             let answer = match self.exchange(page, req, parts, tries.attempt).await {
-                Ok((status, headers, bytes)) => Answer::new(status, headers, bytes),
+                Ok((status, headers, bytes)) => {
+                    Answer::new(status, headers, bytes, self.response())
+                }
                 Err(e) => {
                     let reason = without_url(&e);
                     self.retry_or_fail(page, req, &mut tries.transient, reason, &mut tries.rng)
@@ -554,6 +572,7 @@ impl ResourceRun {
                         .await?;
                 }
                 Verdict::Refused => return Err(self.refused(req, &answer, false)),
+                Verdict::Fault => return Err(self.fault(req, &answer)),
                 Verdict::Page => return answer.into_page(),
             }
         }
@@ -611,6 +630,8 @@ impl ResourceRun {
             || (status >= 400 && throttle_body())
         {
             Verdict::Throttled
+        } else if let Some(fault) = &answer.fault {
+            self.fault_verdict(fault)
         } else if auth_statuses.unwrap_or(&[401]).contains(&status) {
             Verdict::Unauthorized
         } else if answer.status.is_server_error() {
@@ -678,11 +699,44 @@ impl ResourceRun {
         Ok(())
     }
 
+    /// A SOAP fault refuses the credentials when the spec's `errors.auth_fault` says so;
+    /// any other fault stops the run (whatever the status: it is the provider's answer).
+    fn fault_verdict(&self, fault: &SoapFault) -> Verdict {
+        let refused = self
+            .spec
+            .auth_fault
+            .as_ref()
+            .is_some_and(|p| truthy(&p.eval_json(&fault.fault).unwrap_or(None)));
+        if refused {
+            Verdict::Unauthorized
+        } else {
+            Verdict::Fault
+        }
+    }
+
+    fn fault(&self, req: &PreparedRequest, answer: &Answer) -> ErrorKind {
+        let fault = answer.fault.as_ref().expect("a fault verdict has a fault");
+        ErrorKind::SoapFault {
+            method: req.method_name(),
+            path: req.path_for_errors(),
+            status: answer.status.as_u16(),
+            code: fault.code.clone(),
+            message: fault.message.clone(),
+        }
+    }
+
     /// A 4xx the request cannot get past (or a 401 after its one refresh).
     fn refused(&self, req: &PreparedRequest, answer: &Answer, unauthorized: bool) -> ErrorKind {
         let (method, path) = (req.method_name(), req.path_for_errors());
         let status = answer.status.as_u16();
-        let message = self.error_message(answer.json.as_ref(), &answer.headers);
+        let message = match &answer.fault {
+            Some(f) => Some(f.message.clone()),
+            // An error page that is not the XML the spec expects: show how it starts.
+            None if answer.xml_error.is_some() && !answer.bytes.is_empty() => {
+                Some(snippet(&answer.bytes))
+            }
+            None => self.error_message(answer.json.as_ref(), &answer.headers),
+        };
         if unauthorized {
             ErrorKind::Unauthorized {
                 method,
@@ -868,12 +922,15 @@ impl Tries {
     }
 }
 
-/// One HTTP answer, its body parsed once.
+/// One HTTP answer, its body parsed once (JSON, or XML decoded into the same tree).
 struct Answer {
     status: reqwest::StatusCode,
     headers: reqwest::header::HeaderMap,
     bytes: bytes::Bytes,
     json: Option<Value>,
+    /// Why an XML answer did not decode.
+    xml_error: Option<XmlError>,
+    fault: Option<SoapFault>,
 }
 
 impl Answer {
@@ -881,19 +938,36 @@ impl Answer {
         status: reqwest::StatusCode,
         headers: reqwest::header::HeaderMap,
         bytes: bytes::Bytes,
+        response: &CompiledResponse,
     ) -> Self {
-        let json = serde_json::from_slice(&bytes).ok();
+        let (json, xml_error) = if response.xml {
+            match xml::decode(&bytes, &response.arrays) {
+                Ok(v) => (Some(v), None),
+                Err(e) => (None, Some(e)),
+            }
+        } else {
+            (serde_json::from_slice(&bytes).ok(), None)
+        };
+        let fault = json.as_ref().and_then(xml::soap_fault);
         Answer {
             status,
             headers,
             bytes,
             json,
+            xml_error,
+            fault,
         }
     }
 
-    /// A 2xx answer as a page body, or why it is not JSON.
+    /// A 2xx answer as a page body, or why it is not JSON (or XML).
     fn into_page(self) -> Result<(reqwest::header::HeaderMap, Value, usize), ErrorKind> {
         let len = self.bytes.len();
+        if let Some(e) = self.xml_error {
+            return Err(ErrorKind::NotXml {
+                message: e.to_string(),
+                snippet: snippet(&self.bytes),
+            });
+        }
         match self.json {
             Some(body) => Ok((self.headers, body, len)),
             None => {
@@ -916,6 +990,8 @@ enum Verdict {
     /// Too many requests in flight at the provider: retried after a short backoff.
     Busy,
     Unauthorized,
+    /// A SOAP fault that is not about the credentials.
+    Fault,
     ServerError,
     Refused,
     Page,

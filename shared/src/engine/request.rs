@@ -1,6 +1,6 @@
 //! Building one page's request from the spec's templates and the page state.
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
 use serde_json::Value;
 use url::Url;
 
@@ -15,6 +15,10 @@ pub(crate) struct PreparedRequest {
     pub url: Url,
     pub headers: Vec<(String, String)>,
     pub body: Option<Value>,
+    /// `xml_body`, rendered (values escaped).
+    pub xml_body: Option<String>,
+    /// The answers are XML: what `Accept` asks for.
+    pub accept_xml: bool,
 }
 
 impl PreparedRequest {
@@ -103,6 +107,8 @@ pub(crate) fn prepare(run: &ResourceRun, state: &PageState) -> Result<PreparedRe
             url,
             headers,
             body: None,
+            xml_body: None,
+            accept_xml: run.response().xml,
         });
     }
     let path = render(&plan.request.path)?;
@@ -144,11 +150,17 @@ pub(crate) fn prepare(run: &ResourceRun, state: &PageState) -> Result<PreparedRe
             .map_err(ErrorKind::Template)?,
         None => None,
     };
+    let xml_body = match &plan.request.xml_body {
+        Some(t) => Some(render(t)?),
+        None => None,
+    };
     Ok(PreparedRequest {
         method: plan.request.method,
         url,
         headers,
         body,
+        xml_body,
+        accept_xml: run.response().xml,
     })
 }
 
@@ -169,7 +181,10 @@ pub(crate) fn build(
         Method::Post => http.post(url),
     };
     let mut headers = HeaderMap::new();
-    headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+    headers.insert(ACCEPT, HeaderValue::from_static(accept(req)));
+    if req.xml_body.is_some() {
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(XML_CONTENT_TYPE));
+    }
     // The spec's headers replace defaults of the same name rather than repeating them.
     for (k, v) in &req.headers {
         if let (Ok(name), Ok(value)) = (
@@ -185,6 +200,20 @@ pub(crate) fn build(
     b = b.headers(headers);
     if let Some(body) = &req.body {
         b = b.json(body);
+    } else if let Some(xml) = &req.xml_body {
+        b = b.body(xml.clone());
     }
     b
+}
+
+/// SOAP 1.1's content type; a spec's `Content-Type` header replaces it (SOAP 1.2 is
+/// `application/soap+xml`).
+const XML_CONTENT_TYPE: &str = "text/xml; charset=utf-8";
+
+fn accept(req: &PreparedRequest) -> &'static str {
+    if req.accept_xml {
+        "application/xml, text/xml, application/soap+xml"
+    } else {
+        "application/json"
+    }
 }

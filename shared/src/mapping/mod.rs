@@ -7,3 +7,4 @@ pub mod models;
 pub mod normalize;
 pub mod paths;
 pub mod plan;
+pub mod xml;

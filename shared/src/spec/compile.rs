@@ -60,6 +60,10 @@ pub struct CompiledSpec {
     pub auth: CompiledAuth,
     pub throttle_body: Option<Jsonata>,
     pub error_message: Option<Jsonata>,
+    /// `errors.auth_fault`: over a decoded SOAP fault, true when it refuses the credentials.
+    pub auth_fault: Option<Jsonata>,
+    /// `response`: how answers are decoded where a resource does not say (discoveries too).
+    pub response: CompiledResponse,
     pub resources: IndexMap<String, CompiledResource>,
     /// Credential fields the auth scheme reads.
     pub credentials_used: BTreeSet<String>,
@@ -196,6 +200,27 @@ pub struct CompiledResource {
     pub custom_include_names: Option<HashSet<String>>,
     /// The discovery listing this resource's fields (by name), if any.
     pub discovery: Option<String>,
+    /// How this resource's answers are decoded (its `response`, else the spec's).
+    pub response: CompiledResponse,
+}
+
+/// How answers are decoded: JSON, or XML with the elements always read as arrays.
+#[derive(Debug, Clone, Default)]
+pub struct CompiledResponse {
+    pub xml: bool,
+    pub arrays: HashSet<String>,
+}
+
+impl CompiledResponse {
+    fn new(r: Option<&crate::spec::model::ResponseFormat>) -> Self {
+        match r {
+            None => CompiledResponse::default(),
+            Some(r) => CompiledResponse {
+                xml: r.format == crate::spec::model::BodyFormat::Xml,
+                arrays: r.arrays.iter().cloned().collect(),
+            },
+        }
+    }
 }
 
 /// One entry of a resource's `fields`: an expression over the provider record and
@@ -251,6 +276,8 @@ pub struct CompiledRequest {
     pub query: Vec<(String, TemplateId)>,
     pub headers: Vec<(String, TemplateId)>,
     pub body: Option<BodyTemplate>,
+    /// `xml_body`: rendered with every value XML-escaped.
+    pub xml_body: Option<TemplateId>,
 }
 
 #[derive(Debug)]
@@ -392,6 +419,11 @@ pub fn compile(source: SpecSource) -> Result<CompiledSpec, SpecError> {
         .message
         .as_deref()
         .and_then(|e| c.jsonata("errors.message", e));
+    let auth_fault = spec
+        .errors
+        .auth_fault
+        .as_deref()
+        .and_then(|e| c.jsonata("errors.auth_fault", e));
     if spec.resources.is_empty() {
         c.problem("resources", "a spec needs at least one resource");
     }
@@ -434,6 +466,8 @@ pub fn compile(source: SpecSource) -> Result<CompiledSpec, SpecError> {
         auth: auth.expect("no problems means compiled"),
         throttle_body,
         error_message,
+        auth_fault,
+        response: CompiledResponse::new(spec.response.as_ref()),
         resources,
         credentials_used,
         discoveries,
@@ -866,6 +900,8 @@ impl Compiler<'_> {
         for f in &fields {
             mapped_fields.extend(f.expr.field_names());
         }
+        let response =
+            CompiledResponse::new(r.response.as_ref().or(self.src.spec.response.as_ref()));
         Some(CompiledResource {
             name: name.to_string(),
             model: model?,
@@ -885,6 +921,7 @@ impl Compiler<'_> {
                 .as_ref()
                 .map(|names| names.iter().cloned().collect()),
             discovery: r.discovery.clone(),
+            response,
         })
     }
 
@@ -893,6 +930,7 @@ impl Compiler<'_> {
         mentions(&req.path)
             || req.query.values().any(|v| mentions(v))
             || req.body.as_ref().is_some_and(|b| mentions(&b.to_string()))
+            || req.xml_body.as_deref().is_some_and(mentions)
     }
 
     fn plan(&mut self, at: &str, req: &Request, pg: &Pagination, rec: &Records) -> Option<Plan> {
@@ -936,13 +974,41 @@ impl Compiler<'_> {
                 }
             }
         };
+        let xml_body = self.xml_body(at, req);
         Some(CompiledRequest {
             method: req.method,
             path: path?,
             query,
             headers,
             body,
+            xml_body,
         })
+    }
+
+    /// `xml_body`: a POST's XML template, instead of a JSON `body`.
+    fn xml_body(&mut self, at: &str, req: &Request) -> Option<TemplateId> {
+        let source = req.xml_body.as_deref()?;
+        let path = format!("{at}.xml_body");
+        if req.method == Method::Get {
+            self.problem(&path, "a GET request has no body; use `method: POST`");
+        }
+        if req.body.is_some() {
+            self.problem(
+                &path,
+                "a request has one body: `body` (JSON) or `xml_body`, not both",
+            );
+        }
+        match self.templates.add_xml(source) {
+            Ok(id) => {
+                let vars = self.request_vars.clone();
+                self.check_vars(&path, self.templates.variables(&id), &vars);
+                Some(id)
+            }
+            Err(err) => {
+                self.problem(&path, format!("invalid template: {err}"));
+                None
+            }
+        }
     }
 
     fn pagination(&mut self, at: &str, p: &Pagination) -> Option<CompiledPagination> {
@@ -1160,6 +1226,36 @@ resources:
             "{shown}"
         );
         assert!(err.problems().len() >= 3);
+    }
+
+    #[test]
+    fn xml_bodies_need_post_and_no_json_body_and_compile_their_response() {
+        let xml = spec_with(
+            "    response: {format: xml, arrays: [Item]}\n",
+            "{ 'id': id }",
+        )
+        .replace(
+            "request: {path: /contacts}",
+            "request: {method: POST, path: /contacts, xml_body: '<q><p>{{ cursor }}</p></q>'}",
+        );
+        let spec = compile(parse_spec(Path::new("demo.yaml"), &xml).unwrap()).unwrap();
+        let r = spec.resource("contacts").unwrap();
+        assert!(r.response.xml && r.response.arrays.contains("Item"));
+        assert!(r.full.request.xml_body.is_some());
+        assert!(!spec.response.xml, "the spec's own default stays JSON");
+
+        let bad = spec_with("", "{ 'id': id }").replace(
+            "request: {path: /contacts}",
+            "request: {path: /contacts, body: {a: 1}, xml_body: '<q>{{ nope }}</q>'}",
+        );
+        let err = compile(parse_spec(Path::new("demo.yaml"), &bad).unwrap()).unwrap_err();
+        let shown = err.to_string();
+        assert!(shown.contains("a GET request has no body"), "{shown}");
+        assert!(
+            shown.contains("`body` (JSON) or `xml_body`, not both"),
+            "{shown}"
+        );
+        assert!(shown.contains("`nope`"), "{shown}");
     }
 
     const DISCOVERY: &str = r#"discovery:

@@ -45,6 +45,9 @@ pub struct ProviderSpec {
     /// How the provider's error bodies are read.
     #[serde(default)]
     pub errors: ErrorHandling,
+    /// How answers are decoded (JSON unless said); a resource's `response` replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<ResponseFormat>,
     /// Default number of records asked for per page.
     #[serde(default = "default_page_size")]
     pub page_size: u32,
@@ -499,6 +502,34 @@ pub struct ErrorHandling {
     /// Statuses meaning the credentials were refused (default 401).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_statuses: Option<Vec<u16>>,
+    /// JSONata predicate over a decoded SOAP `Fault` element (XML answers): true when the
+    /// fault means the credentials were refused (the connection then needs re-auth).
+    /// Other faults stop the run with their fault string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_fault: Option<String>,
+}
+
+/// How a provider's answers are decoded.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseFormat {
+    /// `json` (the default) or `xml`.
+    #[serde(default)]
+    pub format: BodyFormat,
+    /// XML only: element names (local, without prefix) always decoded as arrays, so a
+    /// page holding one record still gives a list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub arrays: Vec<String>,
+}
+
+/// The format of answer bodies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyFormat {
+    #[default]
+    Json,
+    /// Decoded into the JSON tree described in provider-specs/README.md ("XML answers").
+    Xml,
 }
 
 /// One resource: a list of records of one unified model.
@@ -519,6 +550,9 @@ pub struct Resource {
     /// Records per page for this resource (overrides the spec's `page_size`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page_size: Option<u32>,
+    /// How this resource's answers are decoded (replaces the spec's `response`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<ResponseFormat>,
     /// JSONata from one provider record to the unified model's fields.
     pub mapping: String,
     /// Which provider fields become `custom_fields`.
@@ -554,6 +588,11 @@ pub struct Request {
     /// `{{ expression }}` keeps the expression's type, and is left out when it is none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<serde_json::Value>,
+    /// XML body for POST (a template, e.g. a SOAP envelope): every value it prints is
+    /// XML-escaped (`| safe` prints markup as is). `Content-Type` defaults to
+    /// `text/xml; charset=utf-8`; `SOAPAction` and the like go in `headers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xml_body: Option<String>,
 }
 
 /// HTTP method.

@@ -40,13 +40,54 @@ impl Default for Templates {
     }
 }
 
+const XML_SUFFIX: &str = ".xml";
+const XML_ESCAPE: &str = "xml";
+
+/// Values printed by XML templates are escaped (none prints nothing); `| safe` values and
+/// every other template go through minijinja's own formatter.
+fn xml_formatter(
+    out: &mut minijinja::Output,
+    state: &mut minijinja::State,
+    value: &Ctx,
+) -> Result<(), minijinja::Error> {
+    match state.auto_escape() {
+        minijinja::AutoEscape::Custom(name) if name == XML_ESCAPE && !value.is_safe() => {
+            if value.is_none() || value.is_undefined() {
+                return Ok(());
+            }
+            let text = crate::mapping::xml::escape(&value.to_string());
+            out.write_str(&text).map_err(minijinja::Error::from)
+        }
+        _ => minijinja::escape_formatter(out, state, value),
+    }
+}
+
 impl Templates {
     pub fn new() -> Self {
         let mut env = Environment::new();
         // Missing values may be tested (`{% if since %}`) but never printed silently.
         env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
-        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        // XML body templates (named `*.xml`) escape every value they print; the rest
+        // print values as they are.
+        env.set_auto_escape_callback(|name| {
+            if name.ends_with(XML_SUFFIX) {
+                minijinja::AutoEscape::Custom(XML_ESCAPE.into())
+            } else {
+                minijinja::AutoEscape::None
+            }
+        });
+        env.set_formatter(xml_formatter);
         Templates { env, count: 0 }
+    }
+
+    /// Compile an XML body template: every value it prints is XML-escaped.
+    pub fn add_xml(&mut self, source: &str) -> Result<TemplateId, String> {
+        self.count += 1;
+        let name = format!("t{}{XML_SUFFIX}", self.count);
+        self.env
+            .add_template_owned(name.clone(), source.to_string())
+            .map_err(describe)?;
+        Ok(TemplateId(name))
     }
 
     /// Compile a text template.
@@ -186,6 +227,24 @@ mod tests {
             Some(json!({"limit": 50, "label": "p50"}))
         );
         assert!(t.variables(&q).contains("since"));
+    }
+
+    #[test]
+    fn xml_templates_escape_every_value_and_others_do_not() {
+        let mut t = Templates::new();
+        let xml = t
+            .add_xml("<q a=\"{{ name }}\"><n>{{ name }}</n><p>{{ page }}</p><c>{{ cursor }}</c>{{ raw | safe }}</q>")
+            .unwrap();
+        let text = t.add("{{ name }}").unwrap();
+        let ctx = minijinja::context! {
+            name => "R&D <\"x\"> 'y'", page => 3, cursor => Ctx::from(()), raw => "<k/>"
+        };
+        assert_eq!(
+            t.render(&xml, &ctx).unwrap(),
+            "<q a=\"R&amp;D &lt;&quot;x&quot;&gt; &apos;y&apos;\"><n>R&amp;D &lt;&quot;x&quot;&gt; &apos;y&apos;</n><p>3</p><c></c><k/></q>"
+        );
+        assert_eq!(t.render(&text, &ctx).unwrap(), "R&D <\"x\"> 'y'");
+        assert!(t.variables(&xml).contains("page"));
     }
 
     #[test]
