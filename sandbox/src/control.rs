@@ -45,11 +45,26 @@ pub struct Stats {
     /// When the first and the last data request arrived (Unix milliseconds; 0 before any).
     pub first_data_request_ms: u64,
     pub last_data_request_ms: u64,
+    /// The same over every request the budget counts (data and describe requests).
+    #[serde(default)]
+    pub first_budgeted_ms: u64,
+    #[serde(default)]
+    pub last_budgeted_ms: u64,
     pub unauthorized: u64,
     pub token_requests: u64,
     pub refreshes: u64,
     pub invalid_grants: u64,
     pub by_resource: BTreeMap<String, u64>,
+}
+
+impl Stats {
+    /// A request the budget counts arrived at `now_ms`.
+    pub(crate) fn budgeted_at(&mut self, now_ms: u64) {
+        if self.first_budgeted_ms == 0 {
+            self.first_budgeted_ms = now_ms;
+        }
+        self.last_budgeted_ms = now_ms;
+    }
 }
 
 pub async fn stats(State(s): State<Arc<Sandbox>>) -> Json<Stats> {

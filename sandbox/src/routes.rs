@@ -128,7 +128,11 @@ fn describe_request(
     query: &Map<String, Value>,
     request: Value,
 ) -> Response {
-    lock(&s.stats).schema_requests += 1;
+    {
+        let mut st = lock(&s.stats);
+        st.schema_requests += 1;
+        st.budgeted_at(epoch_millis(SystemTime::now()));
+    }
     if let Some(throttled) = throttle::over_budget(s) {
         return throttled;
     }
@@ -196,6 +200,7 @@ fn count_data_request(s: &Sandbox, resource: &str) {
         st.first_data_request_ms = now_ms;
     }
     st.last_data_request_ms = now_ms;
+    st.budgeted_at(now_ms);
 }
 
 async fn serve(

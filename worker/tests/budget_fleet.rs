@@ -42,7 +42,7 @@ async fn three_workers_never_exceed_the_app_budget_and_use_most_of_it() {
         "one discovery per tenant: {stats:?}"
     );
     let sent = stats.data_requests + stats.schema_requests;
-    let span = (stats.last_data_request_ms - stats.first_data_request_ms) as f64 / 1000.0;
+    let span = (stats.last_budgeted_ms - stats.first_budgeted_ms) as f64 / 1000.0;
     let used = (sent - 1) as f64 / span / f64::from(R);
     eprintln!(
         "{sent} requests in {span:.2}s across 3 workers: {:.1}% of the budget of {R}/s, 0 over",
