@@ -15,7 +15,7 @@ use tributary::domain::time::stamp;
 use tributary::spec::overrides::{compile_with, render_problems, Overrides};
 use tributary::spec::{load_layered, CompiledSpec};
 use tributary::store::{ConnectionRecord, StoredOverrides};
-use tributary::sync::preview::{preview as read_preview, Preview, PreviewContext, PreviewError};
+use tributary::sync::preview::{Preview, PreviewError};
 
 use super::connections::visible;
 use super::{ApiError, ApiState, Caller};
@@ -168,14 +168,9 @@ async fn preview(
     resource: &str,
     limit: usize,
 ) -> Result<Preview, ApiError> {
-    let settings = state.syncer.settings();
-    let ctx = PreviewContext {
-        store: &state.store,
-        engine: &settings.engine,
-        budgets: &settings.budgets,
-        ledger: state.syncer.ledger(),
-    };
-    read_preview(&ctx, conn, spec, resource, limit)
+    state
+        .syncer
+        .preview(conn, spec, resource, limit)
         .await
         .map_err(|e| match e {
             PreviewError::UnknownResource { .. } => ApiError::bad_request(e.to_string()),

@@ -378,7 +378,7 @@ impl super::Syncer {
     }
 
     /// The engine's options for a request of this connection outside a run.
-    fn options_for(&self, conn: &crate::store::ConnectionRecord) -> RunOptions {
+    pub(super) fn options_for(&self, conn: &crate::store::ConnectionRecord) -> RunOptions {
         let mut options = self.settings.engine.clone();
         options.tenant = conn.tenant.clone();
         options

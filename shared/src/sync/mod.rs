@@ -123,11 +123,6 @@ impl Syncer {
         }
     }
 
-    /// The budget ledger slices share (previews too: they spend the same budgets).
-    pub fn ledger(&self) -> Arc<dyn Ledger> {
-        self.ledger.clone()
-    }
-
     /// The compiled spec of a provider with the environment's overlay, loaded once per process.
     fn spec(&self, provider: &str) -> Result<Arc<CompiledSpec>, String> {
         let cached = |specs: &HashMap<String, Arc<CompiledSpec>>| specs.get(provider).cloned();

@@ -3,8 +3,8 @@
 //! anything but a renewed token (the connection's credential, stored before use as always).
 //! The page is read with the connection's stored discovered fields, or, where none were
 //! ever discovered, with fields discovered live for the preview only.
-//! The connection's runtime is built as the read stage builds it (HTTP client with the
-//! host guard, authenticator with `StoreTokens`, the shared budget).
+//! The connection's runtime is the read stage's own (`Syncer::runtime_of`: HTTP client with
+//! the host guard, authenticator with `StoreTokens`, the shared budget).
 
 use std::sync::Arc;
 
@@ -13,22 +13,13 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::discover::target_of;
-use super::StoreTokens;
-use crate::budget::{Budget, BudgetOwner, BudgetSettings, Ledger};
+use super::Syncer;
 use crate::domain::Schema;
-use crate::engine::{ignore_events, Connection, ConnectionRuntime, ResourceRun, RunOptions};
+use crate::engine::{ignore_events, ResourceRun};
 use crate::mapping::normalize::{normalize_for, primary_key, Tenancy};
 use crate::spec::compile::custom_object;
 use crate::spec::CompiledSpec;
 use crate::store::{ConnectionRecord, Store, StoreError};
-
-/// What a preview reads with: the settings slices use.
-pub struct PreviewContext<'a> {
-    pub store: &'a Store,
-    pub engine: &'a RunOptions,
-    pub budgets: &'a BudgetSettings,
-    pub ledger: Arc<dyn Ledger>,
-}
 
 /// The first page, mapped.
 #[derive(Debug, Clone, Serialize)]
@@ -73,73 +64,10 @@ pub enum PreviewError {
     Store(#[from] StoreError),
 }
 
-/// Read the first page of `resource` for `conn` with `spec` and map up to all its
-/// records; `limit` of them are returned, every violation is.
-pub async fn preview(
-    ctx: &PreviewContext<'_>,
-    conn: &ConnectionRecord,
-    spec: Arc<CompiledSpec>,
-    resource: &str,
-    limit: usize,
-) -> Result<Preview, PreviewError> {
-    let Some(compiled) = spec.resource(resource) else {
-        return Err(PreviewError::UnknownResource {
-            spec: spec.name().to_string(),
-            resource: resource.to_string(),
-            known: spec
-                .resources
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", "),
-        });
-    };
-    let read_failed = |message: String| PreviewError::Read {
-        resource: resource.to_string(),
-        message,
-    };
-    let stored = stored_schema(ctx, conn, &spec, resource).await?;
-    let (schema, page) = first_page(ctx, conn, &spec, resource, stored)
-        .await
-        .map_err(read_failed)?;
-    let tenancy = Tenancy::new(&schema, custom_object(resource));
-    let plan = compiled.plan(false);
-    let mut out = Preview {
-        resource: resource.to_string(),
-        model: compiled.model.name,
-        page_records: page.len(),
-        records: Vec::new(),
-        violations: Vec::new(),
-    };
-    for raw in page {
-        let id = match primary_key(&raw, &plan.records.primary_key) {
-            Ok(id) => id,
-            Err(e) => {
-                let message = e.to_string();
-                out.violations.push(Violation { id: None, message });
-                continue;
-            }
-        };
-        match normalize_for(compiled, &tenancy, id.clone(), raw) {
-            Ok(rec) if out.records.len() < limit => out.records.push(PreviewRecord {
-                id,
-                data: rec.data,
-                custom_fields: rec.custom_fields,
-            }),
-            Ok(_) => {}
-            Err(rejected) => out.violations.push(Violation {
-                id: Some(id),
-                message: rejected.error.to_string(),
-            }),
-        }
-    }
-    Ok(out)
-}
-
 /// The connection's stored schema of the resource (its discovered fields), as slices read
 /// with it; None when the resource discovers its fields and none was ever discovered.
 async fn stored_schema(
-    ctx: &PreviewContext<'_>,
+    store: &Store,
     conn: &ConnectionRecord,
     spec: &CompiledSpec,
     resource: &str,
@@ -147,73 +75,121 @@ async fn stored_schema(
     let Some(subject) = spec.schema_subject(resource) else {
         return Ok(Some(Schema::default()));
     };
-    let stored = ctx.store.schema(&conn.id, &subject).await?;
+    let stored = store.schema(&conn.id, &subject).await?;
     Ok(stored
         .filter(|s| s.discovered_at.is_some())
         .map(|s| s.schema))
 }
 
-/// The schema read with and the records of the resource's first page (a full run's first
-/// request). Without a stored schema the fields are discovered live and not stored.
-async fn first_page(
-    ctx: &PreviewContext<'_>,
-    conn: &ConnectionRecord,
-    spec: &Arc<CompiledSpec>,
-    resource: &str,
-    stored: Option<Schema>,
-) -> Result<(Schema, Vec<Value>), String> {
-    let mut options = ctx.engine.clone();
-    options.tenant = conn.tenant.clone();
-    options.since = None;
-    options.resume = None;
-    let connection = Connection {
-        config: conn.config.clone(),
-        credentials: conn.credentials.clone(),
-    };
-    let sink = Arc::new(StoreTokens::new(ctx.store.clone(), conn.id.clone()));
-    let budget = Budget::new(
-        &spec.spec.rate_limit,
-        &BudgetOwner {
-            provider: conn.provider.clone(),
-            connection: conn.id.clone(),
-            app: conn.credentials.app_identity(),
-        },
-        ctx.ledger.clone(),
-        ctx.budgets.clone(),
-    );
-    let runtime = ConnectionRuntime::new(spec, &connection, &options, sink, budget)?;
-    let schema = match (stored, target_of(spec, resource)) {
-        (Some(schema), _) => schema,
-        (None, None) => Schema::default(),
-        (None, Some(target)) => {
-            let run = ResourceRun::discovery(
-                spec.clone(),
-                target,
-                &connection,
-                &runtime,
-                options.clone(),
-                ignore_events(),
-            )
-            .map_err(|e| e.to_string())?;
-            let found = run.discover_fields().await;
-            found.map_err(|e| format!("discovering its fields: {e}"))?
+impl Syncer {
+    /// Read the first page of `resource` for `conn` with `spec` and map up to all its
+    /// records; `limit` of them are returned, every violation is.
+    pub async fn preview(
+        &self,
+        conn: &ConnectionRecord,
+        spec: Arc<CompiledSpec>,
+        resource: &str,
+        limit: usize,
+    ) -> Result<Preview, PreviewError> {
+        let Some(compiled) = spec.resource(resource) else {
+            return Err(PreviewError::UnknownResource {
+                spec: spec.name().to_string(),
+                resource: resource.to_string(),
+                known: spec
+                    .resources
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        };
+        let read_failed = |message: String| PreviewError::Read {
+            resource: resource.to_string(),
+            message,
+        };
+        let stored = stored_schema(&self.store, conn, &spec, resource).await?;
+        let (schema, page) = self
+            .first_page(conn, &spec, resource, stored)
+            .await
+            .map_err(read_failed)?;
+        let tenancy = Tenancy::new(&schema, custom_object(resource));
+        let plan = compiled.plan(false);
+        let mut out = Preview {
+            resource: resource.to_string(),
+            model: compiled.model.name,
+            page_records: page.len(),
+            records: Vec::new(),
+            violations: Vec::new(),
+        };
+        for raw in page {
+            let id = match primary_key(&raw, &plan.records.primary_key) {
+                Ok(id) => id,
+                Err(e) => {
+                    let message = e.to_string();
+                    out.violations.push(Violation { id: None, message });
+                    continue;
+                }
+            };
+            match normalize_for(compiled, &tenancy, id.clone(), raw) {
+                Ok(rec) if out.records.len() < limit => out.records.push(PreviewRecord {
+                    id,
+                    data: rec.data,
+                    custom_fields: rec.custom_fields,
+                }),
+                Ok(_) => {}
+                Err(rejected) => out.violations.push(Violation {
+                    id: Some(id),
+                    message: rejected.error.to_string(),
+                }),
+            }
         }
-    };
-    let run = ResourceRun::new(
-        spec.clone(),
-        resource,
-        &connection,
-        &runtime,
-        options,
-        ignore_events(),
-    )
-    .map_err(|e| e.to_string())?
-    .with_schema(&schema);
-    let mut pages = Box::pin(run.pages());
-    let records = match pages.next().await {
-        Some(Ok(page)) => page.records,
-        Some(Err(e)) => return Err(e.to_string()),
-        None => Vec::new(),
-    };
-    Ok((schema, records))
+        Ok(out)
+    }
+
+    /// The schema read with and the records of the resource's first page (a full run's first
+    /// request). Without a stored schema the fields are discovered live and not stored.
+    async fn first_page(
+        &self,
+        conn: &ConnectionRecord,
+        spec: &Arc<CompiledSpec>,
+        resource: &str,
+        stored: Option<Schema>,
+    ) -> Result<(Schema, Vec<Value>), String> {
+        let options = self.options_for(conn);
+        let (_, connection, runtime, options) = self.runtime_of(spec.clone(), conn, options)?;
+        let schema = match (stored, target_of(spec, resource)) {
+            (Some(schema), _) => schema,
+            (None, None) => Schema::default(),
+            (None, Some(target)) => {
+                let run = ResourceRun::discovery(
+                    spec.clone(),
+                    target,
+                    &connection,
+                    &runtime,
+                    options.clone(),
+                    ignore_events(),
+                )
+                .map_err(|e| e.to_string())?;
+                let found = run.discover_fields().await;
+                found.map_err(|e| format!("discovering its fields: {e}"))?
+            }
+        };
+        let run = ResourceRun::new(
+            spec.clone(),
+            resource,
+            &connection,
+            &runtime,
+            options,
+            ignore_events(),
+        )
+        .map_err(|e| e.to_string())?
+        .with_schema(&schema);
+        let mut pages = Box::pin(run.pages());
+        let records = match pages.next().await {
+            Some(Ok(page)) => page.records,
+            Some(Err(e)) => return Err(e.to_string()),
+            None => Vec::new(),
+        };
+        Ok((schema, records))
+    }
 }
