@@ -30,7 +30,7 @@ pub use crate::domain::PageState;
 
 use crate::budget::{AcquireError, Budget};
 use crate::domain::Schema;
-use crate::http::auth::{without_url, Authenticator, TokenSink};
+use crate::http::auth::{without_url, Authenticator, SignTarget, TokenSink};
 use crate::http::guard;
 use crate::http::wait;
 use crate::mapping::jsonata::truthy;
@@ -517,7 +517,15 @@ impl ResourceRun {
                 |u: &str| guard::checked_url(u, &self.spec.hosts, self.options.allow_private_hosts);
             let (parts, refreshed) = self
                 .auth
-                .parts(&self.http, &token_url, tries.stale_token.as_deref())
+                .parts(
+                    &self.http,
+                    &token_url,
+                    tries.stale_token.as_deref(),
+                    SignTarget {
+                        method: req.method_name(),
+                        url: &req.url,
+                    },
+                )
                 .await?;
             if let Some(r) = refreshed {
                 (self.observer)(&EngineEvent::TokenRefreshed {

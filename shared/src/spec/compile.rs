@@ -151,7 +151,20 @@ pub enum CompiledAuth {
         value: TemplateId,
     },
     OAuth2(Box<CompiledOAuth2>),
+    /// OAuth 1.0a signatures with the four token-based credentials.
+    OAuth1 {
+        signature_method: Oauth1SignatureMethod,
+        realm: Option<TemplateId>,
+    },
 }
+
+/// The credentials an OAuth 1.0a scheme signs with.
+pub const OAUTH1_CREDENTIALS: [&str; 4] = [
+    "consumer_key",
+    "consumer_secret",
+    "token_id",
+    "token_secret",
+];
 
 /// An OAuth2 scheme (refresh-token or client-credentials grant).
 #[derive(Debug)]
@@ -508,6 +521,10 @@ fn credentials_used(templates: &Templates, auth: &Option<CompiledAuth>) -> BTree
             };
             used.extend(fixed.iter().map(|s| s.to_string()));
         }
+        Some(CompiledAuth::OAuth1 { realm, .. }) => {
+            realm.iter().for_each(&mut from);
+            used.extend(OAUTH1_CREDENTIALS.iter().map(|s| s.to_string()));
+        }
     }
     used
 }
@@ -705,6 +722,16 @@ impl Compiler<'_> {
                 scopes,
                 None,
             )?,
+            Auth::Oauth1 {
+                signature_method,
+                realm,
+            } => CompiledAuth::OAuth1 {
+                signature_method: *signature_method,
+                realm: match realm {
+                    Some(r) => Some(self.template("auth.realm", r, CONFIG_VARS)?),
+                    None => None,
+                },
+            },
         })
     }
 
