@@ -27,6 +27,10 @@ pub const CREDENTIAL_FIELDS: &[&str] = &[
     "api_key",
     "username",
     "password",
+    "consumer_key",
+    "consumer_secret",
+    "token_id",
+    "token_secret",
 ];
 
 /// Connection settings the engine itself reads, whatever the spec declares.
@@ -278,6 +282,8 @@ pub struct Plan {
 #[derive(Debug)]
 pub struct IncrementalPlan {
     pub plan: Plan,
+    /// Where a round's last page carries the link the next incremental run starts from.
+    pub delta_link: Option<Jsonata>,
     pub since_format: SinceFormat,
     pub lookback_seconds: u64,
 }
@@ -318,6 +324,15 @@ pub struct CompiledRecords {
     pub updated_at: Option<Jsonata>,
     /// The provider marks the record removed.
     pub deleted: Option<Jsonata>,
+}
+
+impl CompiledRecords {
+    /// Whether the provider marks this record removed (`records.deleted`).
+    pub fn marks_removed(&self, raw: &serde_json::Value) -> bool {
+        self.deleted
+            .as_ref()
+            .is_some_and(|e| crate::mapping::jsonata::truthy(&e.eval_json(raw).ok().flatten()))
+    }
 }
 
 /// How a since time is written for the provider.
@@ -888,7 +903,11 @@ impl Compiler<'_> {
                     inc.pagination.as_ref().unwrap_or(&r.pagination),
                     inc.records.as_ref().unwrap_or(&r.records),
                 );
-                if inc.request.is_none() {
+                let delta_link = match &inc.delta_link {
+                    Some(e) => Some(self.jsonata(&format!("{ip}.delta_link"), e)?),
+                    None => None,
+                };
+                if inc.request.is_none() && delta_link.is_none() {
                     let uses_since = self.request_uses_since(&r.request);
                     if !uses_since {
                         self.problem(&ip, "neither `incremental.request` nor the resource's `request` reads `{{ since }}`: the provider would be asked for everything");
@@ -898,6 +917,7 @@ impl Compiler<'_> {
                     plan: plan?,
                     since_format: since_format?,
                     lookback_seconds: inc.lookback_seconds,
+                    delta_link,
                 })
             }
         };

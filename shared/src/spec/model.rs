@@ -733,6 +733,13 @@ pub struct Incremental {
     /// Records the incremental endpoint pages through, when they sit elsewhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub records: Option<Records>,
+    /// JSONata to a delta link on the last page of a round (e.g. `` `@odata.deltaLink` ``):
+    /// an opaque URL the provider gives for "changes after this round". It is stored as
+    /// the resource's checkpoint, and the next incremental run starts by fetching it
+    /// instead of sending a since time; without a stored link, an incremental run starts
+    /// with `request` (the first round, which lists everything and ends with a link).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta_link: Option<String>,
 }
 
 fn default_since_format() -> String {
