@@ -402,7 +402,8 @@ impl std::fmt::Display for SinceFormat {
 }
 
 /// Properties are opt-in: a listing returns, inside each record's properties
-/// object, only those the request names, plus the ones always returned. A named
+/// object (or among its top-level keys when `under` is absent, as OData's
+/// `$select` does), only those the request names, plus the ones always returned. A named
 /// property the records do not have is ignored; one they hold as `null` is
 /// returned as `null`.
 #[derive(Debug, Clone, Deserialize)]
@@ -411,8 +412,9 @@ pub struct NamedProperties {
     /// JSONata over the request context (`{query, body, params, headers}`): the names
     /// asked for, as a comma-separated string or an array of strings.
     pub names: String,
-    /// The record's key holding the properties object.
-    pub under: String,
+    /// The record's key holding the properties object; absent: the record's own keys.
+    #[serde(default)]
+    pub under: Option<String>,
     /// Returned whether named or not.
     #[serde(default)]
     pub always: Vec<String>,

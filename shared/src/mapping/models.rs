@@ -97,6 +97,16 @@ const SCHEMAS: &[(&str, u32, &str)] = &[
         include_str!("../../schemas/unified/accounting.invoice.v1.json"),
     ),
     (
+        "directory.user",
+        1,
+        include_str!("../../schemas/unified/directory.user.v1.json"),
+    ),
+    (
+        "directory.group",
+        1,
+        include_str!("../../schemas/unified/directory.group.v1.json"),
+    ),
+    (
         "custom.object",
         1,
         include_str!("../../schemas/unified/custom.object.v1.json"),
