@@ -7,7 +7,7 @@ use futures::StreamExt;
 use serde_json::Value;
 use tributary::budget::{Budget, BudgetOwner};
 use tributary::engine::{
-    Connection, ConnectionRuntime, EngineError, Observer, ResourceRun, RunOptions,
+    Connection, ConnectionRuntime, EngineError, Observer, Page, ResourceRun, RunOptions,
 };
 use tributary::http::auth::DiscardTokens;
 use tributary::spec::CompiledSpec;
@@ -33,6 +33,20 @@ pub async fn read_resource(
     options: RunOptions,
     observer: Observer,
 ) -> (Vec<Value>, usize, Option<EngineError>) {
+    let (pages, error) = read_pages(spec, connection, resource, options, observer).await;
+    let count = pages.len();
+    let records = pages.into_iter().flat_map(|p| p.records).collect();
+    (records, count, error)
+}
+
+/// Every page of `resource` as the engine yields it, and the error that stopped the run.
+pub async fn read_pages(
+    spec: &Arc<CompiledSpec>,
+    connection: &Connection,
+    resource: &str,
+    options: RunOptions,
+    observer: Observer,
+) -> (Vec<Page>, Option<EngineError>) {
     let budget = local_budget(spec);
     let runtime =
         ConnectionRuntime::new(spec, connection, &options, Arc::new(DiscardTokens), budget)
@@ -63,18 +77,14 @@ pub async fn read_resource(
     )
     .unwrap()
     .with_schema(&schema);
-    let pages = run.pages();
-    futures::pin_mut!(pages);
-    let mut records = Vec::new();
-    let mut count = 0;
-    while let Some(page) = pages.next().await {
+    let stream = run.pages();
+    futures::pin_mut!(stream);
+    let mut pages = Vec::new();
+    while let Some(page) = stream.next().await {
         match page {
-            Ok(p) => {
-                count += 1;
-                records.extend(p.records);
-            }
-            Err(e) => return (records, count, Some(e)),
+            Ok(p) => pages.push(p),
+            Err(e) => return (pages, Some(e)),
         }
     }
-    (records, count, None)
+    (pages, None)
 }

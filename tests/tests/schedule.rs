@@ -130,6 +130,7 @@ async fn replicas_leases_and_pauses() {
                 next: None,
                 run_max_updated: None,
                 finished_since: Some(None),
+                finished_delta_link: None,
                 counts: Default::default(),
             })
             .await

@@ -72,6 +72,7 @@ async fn the_store_round_trips_on_both_databases() {
                 next: Some(&next),
                 run_max_updated: None,
                 finished_since: None,
+                finished_delta_link: None,
                 counts: RunCounts {
                     slices: 1,
                     pages: 1,
@@ -117,6 +118,7 @@ async fn the_store_round_trips_on_both_databases() {
                 next: None,
                 run_max_updated: None,
                 finished_since: None,
+                finished_delta_link: None,
                 counts: RunCounts {
                     pages: 1,
                     records: 2,
@@ -148,6 +150,7 @@ async fn the_store_round_trips_on_both_databases() {
                 next: None,
                 run_max_updated: Some(since),
                 finished_since: Some(Some(since)),
+                finished_delta_link: None,
                 counts: RunCounts {
                     slices: 1,
                     deleted: 1,
@@ -233,6 +236,7 @@ async fn a_concurrent_run_never_makes_records_vanish() {
                         next: None,
                         run_max_updated: None,
                         finished_since: None,
+                        finished_delta_link: None,
                         counts: RunCounts::default(),
                     })
                     .await

@@ -48,7 +48,7 @@ pub enum SpecCommand {
     },
     /// Read one resource and print one JSON object per normalized record per line
     /// (with `--overrides FILE`, mapped with those overrides on top of the spec).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the JSON Schema of the spec format.
     Schema,
 }
@@ -78,6 +78,18 @@ pub struct RunArgs {
     /// Only records changed since this time (RFC 3339), through the spec's incremental request.
     #[arg(long)]
     since: Option<String>,
+    /// Run the incremental request without a since time: the first round of a resource
+    /// that tracks changes with delta links (`incremental.delta_link`).
+    #[arg(long)]
+    incremental: bool,
+    /// Start an incremental run from this delta link (a round's last link, as
+    /// `--save-delta-link` wrote it).
+    #[arg(long, value_name = "URL")]
+    delta_link: Option<String>,
+    /// Write the delta link the round ends with to this file (mode 0600), for the next
+    /// `--delta-link`.
+    #[arg(long, value_name = "FILE")]
+    save_delta_link: Option<PathBuf>,
     /// Stop after this many pages (exit 1 if more remain).
     #[arg(long)]
     max_pages: Option<u32>,
@@ -109,7 +121,7 @@ pub async fn run(cmd: SpecCommand) -> ExitCode {
             print!("{}", tributary::spec::schema::spec_schema_json());
             ExitCode::SUCCESS
         }
-        SpecCommand::Run(args) => match run_resource(args).await {
+        SpecCommand::Run(args) => match run_resource(*args).await {
             Ok(code) => code,
             Err((code, err)) => {
                 eprintln!("error: {err:#}");
@@ -262,7 +274,6 @@ async fn run_resource(args: RunArgs) -> Result<ExitCode, (u8, anyhow::Error)> {
     let sandbox = start_sandbox(&args, &mut config).await?;
     let credentials = read_credentials(&args.credentials).map_err(bad)?;
     let options = run_options(&args, sandbox.is_some()).map_err(bad)?;
-    let since = options.since;
     let connection = Connection {
         config,
         credentials,
@@ -298,12 +309,32 @@ async fn run_resource(args: RunArgs) -> Result<ExitCode, (u8, anyhow::Error)> {
     .with_schema(&schema);
     let tenancy = Tenancy::new(&schema, custom_object(&args.resource));
     let started = Instant::now();
-    let counts = print_records(&spec, &args.resource, since.is_some(), &tenancy, run).await?;
+    let counts = print_records(&spec, &args.resource, &tenancy, run).await?;
     if counts.closed {
         return Ok(ExitCode::SUCCESS);
     }
     counts.report(started.elapsed().as_secs_f64(), &progress);
+    if let Some(link) = &counts.delta_link {
+        save_delta_link(args.save_delta_link.as_deref(), link).map_err(|e| (EXIT_RUN_FAILED, e))?;
+    }
     Ok(counts.exit_code())
+}
+
+/// The round's delta link: on stderr, and in the file `--save-delta-link` names.
+fn save_delta_link(path: Option<&Path>, link: &str) -> anyhow::Result<()> {
+    eprintln!("delta link: {link}");
+    let Some(path) = path else {
+        return Ok(());
+    };
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(link.as_bytes()))
+        .with_context(|| format!("--save-delta-link {}: cannot write", path.display()))
 }
 
 /// The resource's fields for this connection, when its spec discovers them (before the
@@ -391,8 +422,15 @@ fn run_options(args: &RunArgs, sandboxed: bool) -> anyhow::Result<RunOptions> {
     if !(args.max_wait.is_finite() && args.max_wait >= 0.0) {
         return Err(anyhow!("--max-wait must be a number of seconds >= 0"));
     }
+    if args.delta_link.is_some() && args.since.is_some() {
+        return Err(anyhow!(
+            "--delta-link and --since both say where to start: give one"
+        ));
+    }
     Ok(RunOptions {
         since,
+        delta_link: args.delta_link.clone(),
+        incremental: args.incremental,
         max_pages: args.max_pages,
         page_size: args.page_size,
         // A sandbox serves on loopback.
@@ -415,6 +453,10 @@ fn run_options(args: &RunArgs, sandboxed: bool) -> anyhow::Result<RunOptions> {
 struct Printed {
     records: u64,
     rejected: u64,
+    /// Records the provider marked removed (printed as `"event": "deleted"` lines).
+    deleted: u64,
+    /// The delta link the round ended with.
+    delta_link: Option<String>,
     /// stdout was closed (e.g. piped into `head`): the run stopped quietly.
     closed: bool,
 }
@@ -422,8 +464,13 @@ struct Printed {
 impl Printed {
     fn report(&self, secs: f64, progress: &Progress) {
         eprintln!(
-            "done: {} records in {} pages in {secs:.2}s ({:.0} records/s){}",
+            "done: {} records{} in {} pages in {secs:.2}s ({:.0} records/s){}",
             self.records,
+            if self.deleted > 0 {
+                format!(" ({} deleted)", self.deleted)
+            } else {
+                String::new()
+            },
             progress.pages.load(std::sync::atomic::Ordering::Relaxed),
             self.records as f64 / secs.max(1e-9),
             if self.rejected > 0 {
@@ -450,14 +497,13 @@ impl Printed {
 async fn print_records(
     spec: &CompiledSpec,
     resource_name: &str,
-    incremental: bool,
     tenancy: &Tenancy,
     run: ResourceRun,
 ) -> Result<Printed, (u8, anyhow::Error)> {
     let resource = spec
         .resource(resource_name)
         .expect("checked by ResourceRun::new");
-    let pk = &resource.plan(incremental).records.primary_key;
+    let records = &resource.plan(run.reads_incremental()).records;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut printed = Printed::default();
     let mut pages = read_ahead(run, 2);
@@ -467,26 +513,25 @@ async fn print_records(
             let after = format!("after {} records", printed.records);
             (EXIT_RUN_FAILED, anyhow!(e).context(after))
         })?;
+        if page.delta_link.is_some() {
+            printed.delta_link = page.delta_link.clone();
+        }
         let lines = tokio::task::block_in_place(|| {
             page.records
                 .into_par_iter()
                 .with_min_len(16)
-                .map(|raw| {
-                    let record = primary_key(&raw, pk).and_then(|id| {
-                        normalize_for(resource, tenancy, id, raw).map_err(|rejected| rejected.error)
-                    })?;
-                    Ok(serde_json::to_string(&record).expect("records serialize"))
-                })
-                .collect::<Vec<Result<String, NormalizeError>>>()
+                .map(|raw| print_line(resource, records, tenancy, raw))
+                .collect::<Vec<Result<Line, NormalizeError>>>()
         });
         for (i, line) in lines.into_iter().enumerate() {
             match line {
                 Ok(line) => {
-                    if writeln!(out, "{line}").is_err() {
+                    if writeln!(out, "{}", line.text).is_err() {
                         printed.closed = true;
                         return Ok(printed);
                     }
                     printed.records += 1;
+                    printed.deleted += u64::from(line.deleted);
                 }
                 Err(e) => {
                     printed.rejected += 1;
@@ -503,6 +548,34 @@ async fn print_records(
     }
     let _ = out.flush();
     Ok(printed)
+}
+
+/// One printed line: a normalized record, or `{"event": "deleted", ...}` for a record
+/// the provider marks removed (`records.deleted`).
+struct Line {
+    text: String,
+    deleted: bool,
+}
+
+fn print_line(
+    resource: &tributary::spec::compile::CompiledResource,
+    records: &tributary::spec::compile::CompiledRecords,
+    tenancy: &Tenancy,
+    raw: Value,
+) -> Result<Line, NormalizeError> {
+    let id = primary_key(&raw, &records.primary_key)?;
+    if records.marks_removed(&raw) {
+        let event = serde_json::json!({"event": "deleted", "id": id, "model": resource.model.name});
+        return Ok(Line {
+            text: event.to_string(),
+            deleted: true,
+        });
+    }
+    let record = normalize_for(resource, tenancy, id, raw).map_err(|rejected| rejected.error)?;
+    Ok(Line {
+        text: serde_json::to_string(&record).expect("records serialize"),
+        deleted: false,
+    })
 }
 
 /// The run's pages, fetched by a task of their own up to `ahead` pages before they are

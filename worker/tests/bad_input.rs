@@ -224,3 +224,52 @@ fn bad_flags_are_explained() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("provider-specs/nope.yaml: cannot read the spec"));
 }
+
+/// An OAuth 1.0a credential without one of its four fields is refused before any
+/// request, naming the field, the spec, the resource and the page.
+#[test]
+fn an_oauth1_credential_missing_a_field_is_named() {
+    let dir = temp_dir("oauth1");
+    let spec = write_spec(
+        &dir,
+        "signed.yaml",
+        r#"spec_version: 1
+name: signed
+base_url: "https://{{ config.account }}.example.com"
+allowed_hosts: ["*.example.com", "127.0.0.1"]
+config:
+  account: {required: true}
+auth:
+  type: oauth1
+  signature_method: HMAC-SHA256
+  realm: "{{ config.account | upper }}"
+resources:
+  items:
+    model: crm.contact
+    request: {path: /items}
+    pagination: {type: none}
+    records: {path: items, primary_key: id}
+    mapping: "{'id': $string(id)}"
+"#,
+    );
+    let out = spec_run(
+        &SpecRun::new(&spec, "items")
+            .config(&json!({"account": "acme", "base_url": "http://127.0.0.1:9"}))
+            .credentials(&json!({"consumer_key": "ck", "consumer_secret": "cs", "token_id": "t"}))
+            .args(&["--allow-private-hosts"]),
+    );
+    assert_ne!(out.status.code(), Some(0));
+    let err = stderr(&out);
+    assert!(
+        err.contains("token_secret"),
+        "names the missing field: {err}"
+    );
+    assert!(
+        err.contains("signed.yaml") && err.contains("items") && err.contains("page 1"),
+        "names spec, resource and page: {err}"
+    );
+    assert!(
+        !err.contains("\"cs\"") && !err.contains(" cs "),
+        "no secret echoed: {err}"
+    );
+}

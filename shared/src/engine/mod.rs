@@ -30,7 +30,7 @@ pub use crate::domain::PageState;
 
 use crate::budget::{AcquireError, Budget};
 use crate::domain::Schema;
-use crate::http::auth::{without_url, Authenticator, TokenSink};
+use crate::http::auth::{without_url, Authenticator, SignTarget, TokenSink};
 use crate::http::guard;
 use crate::http::wait;
 use crate::mapping::jsonata::truthy;
@@ -51,6 +51,9 @@ pub struct Page {
     pub records: Vec<Value>,
     /// Where the next page starts; `None` when this was the last page.
     pub next: Option<PageState>,
+    /// The delta link the page carries (`incremental.delta_link`, resolved): on a round's
+    /// last page, where the next incremental run starts.
+    pub delta_link: Option<String>,
     pub bytes: usize,
 }
 
@@ -66,6 +69,12 @@ pub struct Connection {
 pub struct RunOptions {
     /// Ask only for records changed since then (the spec's incremental request).
     pub since: Option<DateTime<Utc>>,
+    /// A resource with `incremental.delta_link`: start this incremental run by fetching
+    /// the link the last round ended with.
+    pub delta_link: Option<String>,
+    /// Run the incremental request without a since time or a delta link: the first
+    /// round of a resource that tracks changes with delta links.
+    pub incremental: bool,
     /// Stop (with an error) after this many pages when more remain.
     pub max_pages: Option<u32>,
     pub page_size: Option<u32>,
@@ -91,6 +100,8 @@ impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             since: None,
+            delta_link: None,
+            incremental: false,
             max_pages: None,
             page_size: None,
             allow_private_hosts: false,
@@ -289,7 +300,21 @@ impl ResourceRun {
             }
         }
         let (config, base_url) = Self::checked_base(&spec, connection, &options, &fail)?;
-        let plan_incremental = options.since.is_some() && res.incremental.is_some();
+        let plan_incremental = match &res.incremental {
+            None => false,
+            Some(inc) if inc.delta_link.is_some() => {
+                options.since.is_some() || options.delta_link.is_some() || options.incremental
+            }
+            Some(_) => options.since.is_some(),
+        };
+        if let (Some(_), Some(inc)) = (&options.delta_link, &res.incremental) {
+            if inc.delta_link.is_none() {
+                return Err(fail(ErrorKind::Config(format!(
+                    "resource `{resource}` has no `incremental.delta_link`: it cannot start \
+                     from a delta link"
+                ))));
+            }
+        }
         if options.since.is_some() && res.incremental.is_none() {
             observer(&EngineEvent::Warning(format!(
                 "resource `{resource}` has no incremental request; reading everything"
@@ -436,6 +461,33 @@ impl ResourceRun {
         }
     }
 
+    /// Whether this run reads with the resource's incremental plan (a since time, a delta
+    /// link, or the first round of a delta-tracked resource).
+    pub fn reads_incremental(&self) -> bool {
+        self.plan_incremental
+    }
+
+    /// Where a run that is not resuming starts: the stored delta link of an incremental
+    /// run that has one, else the first page.
+    fn first_state(&self) -> PageState {
+        match (&self.options.delta_link, self.delta_link_expr()) {
+            (Some(link), Some(_)) => PageState::Url {
+                url: link.clone(),
+                captured: Default::default(),
+            },
+            _ => PageState::First,
+        }
+    }
+
+    /// `incremental.delta_link`, when this run reads with the incremental plan.
+    pub(crate) fn delta_link_expr(&self) -> Option<&crate::mapping::jsonata::Jsonata> {
+        if !self.plan_incremental || !matches!(self.reads, Reads::Resource) {
+            return None;
+        }
+        let res = self.spec.resource(&self.resource)?;
+        res.incremental.as_ref()?.delta_link.as_ref()
+    }
+
     fn plan(&self) -> &Plan {
         match &self.reads {
             Reads::Resource => {
@@ -460,7 +512,7 @@ impl ResourceRun {
     /// The pages, in order. The stream ends after the last page or the first error.
     pub fn pages(self) -> impl Stream<Item = Result<Page, EngineError>> + Send {
         async_stream::stream! {
-            let mut state = self.options.resume.clone().unwrap_or(PageState::First);
+            let mut state = self.options.resume.clone().unwrap_or_else(|| self.first_state());
             let mut seen: HashSet<String> = HashSet::new();
             let mut read: u64 = 0;
             let mut number: u32 = 0;
@@ -495,7 +547,7 @@ impl ResourceRun {
                     }
                 }
                 let next = step.next.clone();
-                yield Ok(Page { number, records: step.records, next: step.next, bytes });
+                yield Ok(Page { number, records: step.records, next: step.next, delta_link: step.delta_link, bytes });
                 match next {
                     Some(n) => state = n,
                     None => return,
@@ -517,7 +569,15 @@ impl ResourceRun {
                 |u: &str| guard::checked_url(u, &self.spec.hosts, self.options.allow_private_hosts);
             let (parts, refreshed) = self
                 .auth
-                .parts(&self.http, &token_url, tries.stale_token.as_deref())
+                .parts(
+                    &self.http,
+                    &token_url,
+                    tries.stale_token.as_deref(),
+                    SignTarget {
+                        method: req.method_name(),
+                        url: &req.url,
+                    },
+                )
                 .await?;
             if let Some(r) = refreshed {
                 (self.observer)(&EngineEvent::TokenRefreshed {

@@ -11,6 +11,8 @@ use crate::spec::model::PaginationKind;
 pub(crate) struct Step {
     pub records: Vec<Value>,
     pub next: Option<PageState>,
+    /// The page's delta link (`incremental.delta_link`), resolved against the base URL.
+    pub delta_link: Option<String>,
 }
 
 fn eval(expr: &Jsonata, body: &Value, what: &'static str) -> Result<Option<Value>, ErrorKind> {
@@ -93,6 +95,13 @@ pub(crate) fn next(
         None => None,
     };
     let captured = captured(&pg.capture, state, body)?;
+    let delta_link = match run.delta_link_expr() {
+        Some(e) => match text(eval(e, body, "incremental.delta_link")?) {
+            Some(link) => Some(request::resolve(run, &link)?.to_string()),
+            None => None,
+        },
+        None => None,
+    };
     let found = match plan.records.path.take_json(body) {
         Some(v) => v,
         None => eval(&plan.records.path, body, "records.path")?,
@@ -156,7 +165,11 @@ pub(crate) fn next(
             }),
         }
     };
-    Ok(Step { records, next })
+    Ok(Step {
+        records,
+        next,
+        delta_link,
+    })
 }
 
 /// The `rel="next"` target of an RFC 8288 Link header.

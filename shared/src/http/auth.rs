@@ -9,10 +9,18 @@ use reqwest::header::{HeaderName, HeaderValue};
 use serde_json::Value;
 use tracing::Instrument;
 
+use super::oauth1::{self, Freshness, Oauth1Keys};
 use crate::secrets::Credentials;
 use crate::spec::compile::{CompiledAuth, CompiledOAuth2, CompiledSpec, Grant};
 use crate::spec::model::{ClientAuth, KeyLocation};
 use crate::telemetry::{metrics, OwnedLabels};
+
+/// What a request signature covers: the method and the full URL (query included).
+#[derive(Clone, Copy)]
+pub struct SignTarget<'a> {
+    pub method: &'a str,
+    pub url: &'a url::Url,
+}
 
 /// What authentication adds to one request. Header values are marked sensitive.
 #[derive(Default)]
@@ -114,13 +122,15 @@ impl Authenticator {
         }
     }
 
-    /// Parts for the next request. With `stale` (the token a 401 answered), an
-    /// OAuth token is refreshed unless another request already replaced it.
+    /// Parts for the next attempt at `target` (what a signature covers). With `stale`
+    /// (the token a 401 answered), an OAuth token is refreshed unless another request
+    /// already replaced it.
     pub async fn parts(
         &self,
         http: &reqwest::Client,
         token_url: &(dyn Fn(&str) -> Result<url::Url, String> + Sync),
         stale: Option<&str>,
+        target: SignTarget<'_>,
     ) -> Result<(AuthParts, Option<Refreshed>), AuthError> {
         let templates = &self.spec.templates;
         let render = |id, creds: &Credentials| {
@@ -192,6 +202,33 @@ impl Authenticator {
                     .push(header(&o.header, &format!("{}{}", o.prefix, token))?);
                 parts.oauth_token = Some(token.to_string());
                 Ok((parts, refreshed))
+            }
+            CompiledAuth::OAuth1 {
+                signature_method,
+                realm,
+            } => {
+                let creds = self.state.lock().await;
+                let realm = match realm {
+                    Some(r) => Some(render(r, &creds)?),
+                    None => None,
+                };
+                let field = |name: &'static str| creds.get(name).ok_or(AuthError::Missing(name));
+                let keys = Oauth1Keys {
+                    consumer_key: field("consumer_key")?,
+                    consumer_secret: field("consumer_secret")?,
+                    token: field("token_id")?,
+                    token_secret: field("token_secret")?,
+                };
+                let value = oauth1::authorization(
+                    target.method,
+                    target.url,
+                    &keys,
+                    *signature_method,
+                    realm.as_deref(),
+                    &Freshness::now(),
+                );
+                parts.headers.push(header("Authorization", &value)?);
+                Ok((parts, None))
             }
         }
     }

@@ -2,4 +2,5 @@
 
 pub mod auth;
 pub mod guard;
+pub mod oauth1;
 pub mod wait;

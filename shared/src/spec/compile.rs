@@ -27,6 +27,10 @@ pub const CREDENTIAL_FIELDS: &[&str] = &[
     "api_key",
     "username",
     "password",
+    "consumer_key",
+    "consumer_secret",
+    "token_id",
+    "token_secret",
 ];
 
 /// Connection settings the engine itself reads, whatever the spec declares.
@@ -151,7 +155,20 @@ pub enum CompiledAuth {
         value: TemplateId,
     },
     OAuth2(Box<CompiledOAuth2>),
+    /// OAuth 1.0a signatures with the four token-based credentials.
+    OAuth1 {
+        signature_method: Oauth1SignatureMethod,
+        realm: Option<TemplateId>,
+    },
 }
+
+/// The credentials an OAuth 1.0a scheme signs with.
+pub const OAUTH1_CREDENTIALS: [&str; 4] = [
+    "consumer_key",
+    "consumer_secret",
+    "token_id",
+    "token_secret",
+];
 
 /// An OAuth2 scheme (refresh-token or client-credentials grant).
 #[derive(Debug)]
@@ -265,6 +282,8 @@ pub struct Plan {
 #[derive(Debug)]
 pub struct IncrementalPlan {
     pub plan: Plan,
+    /// Where a round's last page carries the link the next incremental run starts from.
+    pub delta_link: Option<Jsonata>,
     pub since_format: SinceFormat,
     pub lookback_seconds: u64,
 }
@@ -305,6 +324,15 @@ pub struct CompiledRecords {
     pub updated_at: Option<Jsonata>,
     /// The provider marks the record removed.
     pub deleted: Option<Jsonata>,
+}
+
+impl CompiledRecords {
+    /// Whether the provider marks this record removed (`records.deleted`).
+    pub fn marks_removed(&self, raw: &serde_json::Value) -> bool {
+        self.deleted
+            .as_ref()
+            .is_some_and(|e| crate::mapping::jsonata::truthy(&e.eval_json(raw).ok().flatten()))
+    }
 }
 
 /// How a since time is written for the provider.
@@ -508,6 +536,10 @@ fn credentials_used(templates: &Templates, auth: &Option<CompiledAuth>) -> BTree
             };
             used.extend(fixed.iter().map(|s| s.to_string()));
         }
+        Some(CompiledAuth::OAuth1 { realm, .. }) => {
+            realm.iter().for_each(&mut from);
+            used.extend(OAUTH1_CREDENTIALS.iter().map(|s| s.to_string()));
+        }
     }
     used
 }
@@ -705,6 +737,16 @@ impl Compiler<'_> {
                 scopes,
                 None,
             )?,
+            Auth::Oauth1 {
+                signature_method,
+                realm,
+            } => CompiledAuth::OAuth1 {
+                signature_method: *signature_method,
+                realm: match realm {
+                    Some(r) => Some(self.template("auth.realm", r, CONFIG_VARS)?),
+                    None => None,
+                },
+            },
         })
     }
 
@@ -861,7 +903,11 @@ impl Compiler<'_> {
                     inc.pagination.as_ref().unwrap_or(&r.pagination),
                     inc.records.as_ref().unwrap_or(&r.records),
                 );
-                if inc.request.is_none() {
+                let delta_link = match &inc.delta_link {
+                    Some(e) => Some(self.jsonata(&format!("{ip}.delta_link"), e)?),
+                    None => None,
+                };
+                if inc.request.is_none() && delta_link.is_none() {
                     let uses_since = self.request_uses_since(&r.request);
                     if !uses_since {
                         self.problem(&ip, "neither `incremental.request` nor the resource's `request` reads `{{ since }}`: the provider would be asked for everything");
@@ -871,6 +917,7 @@ impl Compiler<'_> {
                     plan: plan?,
                     since_format: since_format?,
                     lookback_seconds: inc.lookback_seconds,
+                    delta_link,
                 })
             }
         };

@@ -22,6 +22,9 @@ pub struct Checkpoint {
     pub run_max_updated: Option<DateTime<Utc>>,
     /// Where the next incremental run starts (the last completed run's high-water mark).
     pub since: Option<DateTime<Utc>>,
+    /// Where the next incremental run of a delta-tracked resource starts: the link the
+    /// last completed round ended with.
+    pub delta_link: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -32,6 +35,7 @@ struct CheckpointRow {
     page_state: Option<String>,
     run_max_updated: Option<String>,
     since: Option<String>,
+    delta_link: Option<String>,
 }
 
 impl TryFrom<CheckpointRow> for Checkpoint {
@@ -53,6 +57,7 @@ impl TryFrom<CheckpointRow> for Checkpoint {
                 .map_err(corrupt("page state"))?,
             run_max_updated: parse_stored(row.run_max_updated.as_deref()),
             since: parse_stored(row.since.as_deref()),
+            delta_link: row.delta_link,
         })
     }
 }
@@ -64,7 +69,7 @@ impl Store {
         resource: &str,
     ) -> Result<Checkpoint, StoreError> {
         let row: Option<CheckpointRow> = sqlx::query_as(
-            "SELECT run_id, mode, slice, page_state, run_max_updated, since FROM checkpoints WHERE connection = $1 AND resource = $2",
+            "SELECT run_id, mode, slice, page_state, run_max_updated, since, delta_link FROM checkpoints WHERE connection = $1 AND resource = $2",
         )
         .bind(connection)
         .bind(resource)

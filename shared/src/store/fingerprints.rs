@@ -34,6 +34,9 @@ pub struct SliceCommit<'a> {
     pub run_max_updated: Option<DateTime<Utc>>,
     /// Set when the run completed: the new incremental start (may itself be None).
     pub finished_since: Option<Option<DateTime<Utc>>>,
+    /// Set when the run completed with a delta link: where the next incremental run starts
+    /// (otherwise the stored one is kept).
+    pub finished_delta_link: Option<&'a str>,
     pub counts: RunCounts,
 }
 
@@ -166,10 +169,12 @@ impl Store {
             Some(since) => {
                 sqlx::query(
                     "UPDATE checkpoints SET run_id = NULL, mode = NULL, slice = $1, page_state = NULL, run_max_updated = NULL,
-                       since = $2, updated_at = $3 WHERE connection = $4 AND resource = $5",
+                       since = $2, delta_link = COALESCE($3, delta_link), updated_at = $4
+                     WHERE connection = $5 AND resource = $6",
                 )
                 .bind(c.slice)
                 .bind(since.map(stamp))
+                .bind(c.finished_delta_link)
                 .bind(t)
                 .bind(c.connection)
                 .bind(c.resource)

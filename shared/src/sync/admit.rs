@@ -185,6 +185,7 @@ mod tests {
             page_state: None,
             run_max_updated: None,
             since: None,
+            delta_link: None,
         }
     }
 

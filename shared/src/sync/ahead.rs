@@ -25,6 +25,8 @@ pub(super) struct Processed {
     pub number: u32,
     pub outcome: PageOutcome,
     pub next: Option<PageState>,
+    /// The page's delta link (a round's last page): the next incremental start.
+    pub delta_link: Option<String>,
 }
 
 /// What the reader hands on, in page order; an error is its last item.
@@ -120,6 +122,7 @@ impl Syncer {
             number,
             records,
             next,
+            delta_link,
             ..
         } = page;
         let outcome = cpu_bound(|| {
@@ -132,6 +135,7 @@ impl Syncer {
             number,
             outcome,
             next,
+            delta_link,
         })
     }
 }

@@ -79,6 +79,8 @@ pub struct PageCommit<'a> {
     pub outcome: PageOutcome,
     pub deleted: Vec<String>,
     pub next: Option<&'a PageState>,
+    /// The page's delta link: stored as the next incremental start when it is the last.
+    pub delta_link: Option<&'a str>,
     pub ends_slice: bool,
 }
 
@@ -118,6 +120,7 @@ impl Syncer {
             run_max_updated: progress.run_max,
             finished_since: last
                 .then(|| finished_since(progress.run_max, checkpoint.since, job.mode)),
+            finished_delta_link: page.delta_link.filter(|_| last),
             counts,
         };
         self.store
@@ -157,6 +160,7 @@ mod tests {
             page_state: None,
             run_max_updated: Some(t("2026-11-01T00:00:00Z")),
             since: None,
+            delta_link: None,
         };
         let bounds = SliceBounds {
             max_pages: 2,

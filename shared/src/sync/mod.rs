@@ -254,7 +254,10 @@ impl Syncer {
             stop,
         } = step;
         let Processed {
-            mut outcome, next, ..
+            mut outcome,
+            next,
+            delta_link,
+            ..
         } = page;
         progress.add_page(outcome.max_updated);
         let last = next.is_none();
@@ -286,6 +289,7 @@ impl Syncer {
             outcome,
             deleted,
             next: next.as_ref(),
+            delta_link: delta_link.as_deref(),
             ends_slice,
         };
         self.commit(job, &admitted.checkpoint, progress, commit)

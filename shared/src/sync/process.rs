@@ -249,10 +249,7 @@ fn dead_letter(ctx: &PageContext<'_>, page: u32, failure: RecordFailure, out: &m
 
 /// Whether the provider marks this record removed (`records.deleted`).
 fn marked_removed(plan: &Plan, raw: &Value) -> bool {
-    plan.records
-        .deleted
-        .as_ref()
-        .is_some_and(|expr| crate::mapping::jsonata::truthy(&expr.eval_json(raw).ok().flatten()))
+    plan.records.marks_removed(raw)
 }
 
 /// A record the provider says is removed: a `deleted` event when it was known (one never

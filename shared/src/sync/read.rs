@@ -117,7 +117,6 @@ impl Syncer {
                 .ensure_topic(&self.settings.topics.model(&object_topic(object)))
                 .await?;
         }
-        let incremental = options.since.is_some();
         let run = match ResourceRun::new(
             spec.clone(),
             &job.resource,
@@ -129,6 +128,7 @@ impl Syncer {
             Ok(run) => run.with_schema(&schema),
             Err(e) => return Ok(Err(Unopened::Fail(e.to_string()))),
         };
+        let incremental = run.reads_incremental();
         let reading = Reading {
             spec,
             incremental,
@@ -202,6 +202,10 @@ impl Syncer {
         options.tenant = admitted.conn.tenant.clone();
         options.since = match job.mode {
             RunMode::Incremental => cp.since,
+            RunMode::Full => None,
+        };
+        options.delta_link = match job.mode {
+            RunMode::Incremental => cp.delta_link.clone(),
             RunMode::Full => None,
         };
         options.resume = admitted.resuming.then(|| cp.page_state.clone()).flatten();
