@@ -40,6 +40,8 @@ pub struct CompiledResource {
     pub property_names: Option<Jsonata>,
     /// `select_query`'s refusals.
     pub select_answers: Option<SelectAnswers>,
+    /// `delta.removed` and `delta.invalid_token`.
+    pub delta: Option<(Jsonata, FixedAnswer)>,
 }
 
 /// How a resource reading queries refuses one.
@@ -218,6 +220,13 @@ fn compile_resource(
             .map(|n| expr(&at("named_properties.names"), &n.names))
             .transpose()?,
         select_answers,
+        delta: match &r.delta {
+            Some(d) => Some((
+                expr(&at("delta.removed"), &d.removed)?,
+                FixedAnswer::compile(&at("delta.invalid_token"), &d.invalid_token)?,
+            )),
+            None => None,
+        },
     })
 }
 

@@ -30,7 +30,7 @@ use crate::faults::Fault;
 use crate::fields::FieldError;
 use crate::lock;
 use crate::profile::FieldDef;
-use crate::state::Sandbox;
+use crate::state::{Sandbox, Tombstone};
 
 /// Counters tests assert on.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -162,7 +162,14 @@ pub async fn mutate(
             set.changed(Some(id));
             updated.push(id);
         } else {
-            deleted.push(set.records[i].id);
+            let id = set.records[i].id;
+            let record = set.render(&s.compiled.resources[&name], i);
+            set.tombstones.push(Tombstone {
+                id,
+                deleted_at: now,
+                record,
+            });
+            deleted.push(id);
         }
     }
     set.records.retain(|r| !deleted.contains(&r.id));

@@ -10,7 +10,7 @@ use crate::lock;
 use crate::profile::{ResourceProfile, SinceFormat};
 use crate::respond::text;
 use crate::select::Selection;
-use crate::state::Sandbox;
+use crate::state::{Sandbox, Tombstone};
 
 /// A cursor the sandbox hands out: `<resource>.<offset>.<since millis or "all">`,
 /// then `~<selection id>` when the query selected fields.
@@ -101,6 +101,10 @@ impl PageRequest {
     }
 }
 
+/// The error `read_inputs` gives for a delta token the sandbox did not hand out
+/// (answered with the profile's `delta.invalid_token`).
+pub const DELTA_TOKEN_REFUSED: &str = "the delta token is not one the sandbox handed out";
+
 /// Read the paging inputs; the error is the message of a 400.
 pub fn read_inputs(
     rp: &ResourceProfile,
@@ -132,6 +136,16 @@ pub fn read_inputs(
         ));
     }
     let mut cursor_selection = None;
+    if let Some(d) = &rp.delta {
+        if let Some(token) = request["query"].get(&d.token_param) {
+            match Cursor::decode(&text(token)) {
+                Some(c) if c.resource == resource && c.since.is_some() && c.offset == 0 => {
+                    since = c.since;
+                }
+                _ => return Err(DELTA_TOKEN_REFUSED.to_string()),
+            }
+        }
+    }
     let offset = match &cursor {
         Some(c) => match Cursor::decode(c) {
             Some(d) if d.resource == resource => {
@@ -181,15 +195,29 @@ pub fn page_context(
     let Some(set) = data.get_mut(resource) else {
         return Value::Null;
     };
+    let now = Utc::now();
     let matching: Vec<usize> = (0..set.records.len())
         .filter(|&i| page.since.is_none_or(|t| set.records[i].updated_at >= t))
         .collect();
-    let total = matching.len() as u64;
-    let start = (page.offset as usize).min(matching.len());
-    let end = (start + page.limit as usize).min(matching.len());
-    let records: Vec<Value> = matching[start..end]
-        .iter()
-        .map(|&i| serving.selection.apply(&set.render(compiled, i)))
+    // A delta round bounded by a token also reports what was deleted after it, after
+    // the live records.
+    let removed: Vec<usize> = match (&compiled.delta, page.since) {
+        (Some(_), Some(t)) => (0..set.tombstones.len())
+            .filter(|&i| set.tombstones[i].deleted_at >= t)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let total = (matching.len() + removed.len()) as u64;
+    let start = (page.offset as usize).min(total as usize);
+    let end = (start + page.limit as usize).min(total as usize);
+    let records: Vec<Value> = (start..end)
+        .map(|k| match matching.get(k) {
+            Some(&i) => serving.selection.apply(&set.render(compiled, i)),
+            None => {
+                let t = &set.tombstones[removed[k - matching.len()]];
+                removed_record(compiled, t)
+            }
+        })
         .collect();
     drop(data);
     let has_more = (end as u64) < total;
@@ -207,7 +235,18 @@ pub fn page_context(
         next_cursor = page.cursor.clone();
     }
     let (offset, limit) = (page.offset, page.limit);
+    // The last page of a delta resource's listing hands out the token of this moment.
+    let delta_token = (compiled.delta.is_some() && !has_more).then(|| {
+        Cursor {
+            resource: resource.to_string(),
+            offset: 0,
+            since: Some(now),
+            selection: serving.selection_id,
+        }
+        .encode()
+    });
     json!({
+        "delta_token": delta_token,
         "records": records,
         "count": records.len(),
         "has_more": has_more,
@@ -222,6 +261,19 @@ pub fn page_context(
         "cursor": page.cursor,
         "request": request,
     })
+}
+
+/// A deleted record as the profile's `delta.removed` writes it.
+fn removed_record(compiled: &CompiledResource, t: &Tombstone) -> Value {
+    let ctx = json!({
+        "record": *t.record,
+        "deleted_at": t.deleted_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    });
+    compiled
+        .delta
+        .as_ref()
+        .and_then(|(e, _)| e.eval_json(&ctx).ok().flatten())
+        .unwrap_or_else(|| json!({"id": t.id}))
 }
 
 #[cfg(test)]

@@ -211,6 +211,10 @@ pub struct ResourceProfile {
     /// refused, and only the selected ones are returned.
     #[serde(default)]
     pub select_query: Option<SelectQuery>,
+    /// Delta queries: listings bounded by a delta token report what changed after it,
+    /// removed records included.
+    #[serde(default)]
+    pub delta: Option<DeltaQuery>,
     /// The object's fields as the provider describes them; custom ones get generated values.
     #[serde(default)]
     pub schema: ResourceSchema,
@@ -402,7 +406,8 @@ impl std::fmt::Display for SinceFormat {
 }
 
 /// Properties are opt-in: a listing returns, inside each record's properties
-/// object, only those the request names, plus the ones always returned. A named
+/// object (or among its top-level keys when `under` is absent, as OData's
+/// `$select` does), only those the request names, plus the ones always returned. A named
 /// property the records do not have is ignored; one they hold as `null` is
 /// returned as `null`.
 #[derive(Debug, Clone, Deserialize)]
@@ -411,14 +416,36 @@ pub struct NamedProperties {
     /// JSONata over the request context (`{query, body, params, headers}`): the names
     /// asked for, as a comma-separated string or an array of strings.
     pub names: String,
-    /// The record's key holding the properties object.
-    pub under: String,
+    /// The record's key holding the properties object; absent: the record's own keys.
+    #[serde(default)]
+    pub under: Option<String>,
     /// Returned whether named or not.
     #[serde(default)]
     pub always: Vec<String>,
     /// Returned (besides `always`) when the request names none.
     #[serde(default)]
     pub when_none: Vec<String>,
+}
+
+/// Delta queries (change tracking, as in OData delta links): a listing without a token
+/// serves every record and its last page hands out a token (the page context's
+/// `delta_token`, an opaque string encoding the sandbox's change clock); a listing
+/// carrying the token in `token_param` serves only the records created or updated
+/// after it, then the records deleted after it (the control API's `mutate` keeps a
+/// tombstone with each deletion's time) as `removed` writes them, and its last page
+/// hands out a new token. Later pages of a round keep its bound (the cursor carries it).
+/// A token the sandbox did not hand out (unknown resource, malformed) gets `invalid_token`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeltaQuery {
+    /// The query parameter carrying the delta token (`$deltatoken`).
+    pub token_param: String,
+    /// JSONata over `{record, deleted_at}` (the provider's record as it was when deleted,
+    /// and the deletion time, RFC 3339): how a removed record is reported.
+    pub removed: String,
+    /// The answer to a token the sandbox did not hand out (JSONata body over the request).
+    #[serde(default)]
+    pub invalid_token: Answer,
 }
 
 /// A query parameter holding `SELECT f1, f2 FROM Object [WHERE ...] [ORDER BY ...]
@@ -527,7 +554,8 @@ pub struct Inputs {
 #[serde(deny_unknown_fields)]
 pub struct PageShape {
     /// JSONata over the page context: `records`, `next_cursor`, `next_offset`, `next_page`,
-    /// `has_more`, `total`, `limit`, `offset`, `page`, `base_url`, `request`.
+    /// `has_more`, `total`, `limit`, `offset`, `page`, `base_url`, `request` (`{query, body,
+    /// params, headers, path}`), and with `delta` `delta_token` (on a listing's last page).
     pub body: String,
     /// Header templates (JSONata over the same context); an undefined result omits the header.
     #[serde(default)]

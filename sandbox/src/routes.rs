@@ -89,7 +89,7 @@ pub async fn provider(
 }
 
 /// The request as the profile's expressions read it, `{query, body, params,
-/// headers}`, and its query parameters.
+/// headers, path}`, and its query parameters.
 fn request_context(
     uri: &Uri,
     params: Map<String, Value>,
@@ -105,8 +105,8 @@ fn request_context(
         .filter_map(|(k, v)| Some((k.as_str().to_string(), json!(v.to_str().ok()?))))
         .collect();
     let body_json = request_body(headers, body);
-    let request =
-        json!({"query": query, "body": body_json, "params": params, "headers": header_map});
+    let request = json!({"query": query, "body": body_json, "params": params,
+        "headers": header_map, "path": uri.path()});
     (query, request)
 }
 
@@ -238,7 +238,14 @@ async fn serve(
     let compiled = &s.compiled.resources[resource];
     let page = match paging::read_inputs(rp, &compiled.inputs, resource, &request) {
         Ok(p) => p,
-        Err(message) => return bad_request(message),
+        Err(message) => {
+            if let (Some((_, refused)), true) =
+                (&compiled.delta, message == paging::DELTA_TOKEN_REFUSED)
+            {
+                return refused.render(&request);
+            }
+            return bad_request(message);
+        }
     };
     let mut repeat_cursor = false;
     if let Some(kind) = s.faults.take(resource, page.number()) {

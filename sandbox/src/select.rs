@@ -17,9 +17,10 @@ use crate::soql::Select;
 pub enum Selection {
     /// The whole record (no option asks otherwise).
     Whole,
-    /// Only these keys of the object at `under`; the rest of the record is kept.
+    /// Only these keys of the object at `under` (the rest of the record is kept),
+    /// or of the record itself when `under` is `None`.
     Properties {
-        under: String,
+        under: Option<String>,
         names: HashSet<String>,
     },
     /// Only these top-level keys, in this order.
@@ -33,8 +34,13 @@ impl Selection {
             (Selection::Whole, _) => record.clone(),
             (Selection::Properties { under, names }, Value::Object(obj)) => {
                 let mut out = obj.clone();
-                if let Some(Value::Object(props)) = out.get_mut(under.as_str()) {
-                    props.retain(|k, _| names.contains(k));
+                match under {
+                    Some(under) => {
+                        if let Some(Value::Object(props)) = out.get_mut(under.as_str()) {
+                            props.retain(|k, _| names.contains(k));
+                        }
+                    }
+                    None => out.retain(|k, _| names.contains(k)),
                 }
                 Value::Object(out)
             }
@@ -135,7 +141,7 @@ mod tests {
     fn np() -> NamedProperties {
         NamedProperties {
             names: "query.properties".into(),
-            under: "properties".into(),
+            under: Some("properties".into()),
             always: vec!["id_prop".into()],
             when_none: vec!["name".into()],
         }
@@ -158,6 +164,26 @@ mod tests {
         assert_eq!(
             sel.apply(&rec)["properties"],
             json!({"id_prop": "1", "name": "A"})
+        );
+    }
+
+    #[test]
+    fn without_under_the_record_keys_themselves_are_selected() {
+        let np = NamedProperties {
+            names: "query.`$select`".into(),
+            under: None,
+            always: vec!["id".into()],
+            when_none: vec!["displayName".into()],
+        };
+        let rec = json!({"id": "u1", "displayName": "Ada", "mail": "a@x", "jobTitle": null});
+        let sel = named_properties(&np, Some(json!("mail,jobTitle,nope")));
+        assert_eq!(
+            sel.apply(&rec),
+            json!({"id": "u1", "mail": "a@x", "jobTitle": null})
+        );
+        assert_eq!(
+            named_properties(&np, None).apply(&rec),
+            json!({"id": "u1", "displayName": "Ada"})
         );
     }
 

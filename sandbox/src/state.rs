@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::compile::{compile, Compiled, CompiledResource};
@@ -19,11 +20,21 @@ use crate::throttle::Window;
 use crate::SandboxError;
 
 /// One resource's records as the provider would answer them.
+/// A deleted record, remembered so delta queries can report it.
+pub struct Tombstone {
+    pub id: u64,
+    pub deleted_at: DateTime<Utc>,
+    /// The provider's record as it was rendered when deleted.
+    pub record: Arc<Value>,
+}
+
 pub struct ResourceData {
     pub records: Vec<Stored>,
     /// The provider's record per id, for the current version.
     pub rendered: HashMap<u64, Arc<Value>>,
     pub next_id: u64,
+    /// Records deleted through the control API, oldest first (for delta queries).
+    pub tombstones: Vec<Tombstone>,
     /// The fields the records have now (custom values are written at rendering).
     pub schema: Schema,
     /// Every top-level key of the provider's records (cleared on any change).
@@ -41,6 +52,7 @@ impl ResourceData {
                 .collect(),
             rendered: HashMap::new(),
             next_id: rp.count + 1,
+            tombstones: Vec::new(),
             schema: Schema::new(&rp.schema),
             fields: None,
             seed: profile.seed,

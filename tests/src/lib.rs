@@ -72,6 +72,10 @@ pub struct ProviderCase {
     /// Resources read incrementally after the sandbox changed a few records.
     #[serde(default)]
     pub incremental: Vec<String>,
+    /// Resources read by delta rounds: a first round (`--incremental`) reads everything, then
+    /// the round from its delta link reads only what the sandbox changed after it.
+    #[serde(default)]
+    pub delta: Vec<String>,
     /// Page size for the runs (small, so several pages are read).
     #[serde(default)]
     pub page_size: Option<u32>,

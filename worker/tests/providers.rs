@@ -57,6 +57,110 @@ async fn spec_run(
     }
 }
 
+/// Two delta rounds: the first (`--incremental`, no link) reads every record and saves
+/// its delta link; after the sandbox updates 3 records and deletes 2, the round from
+/// that link prints exactly the 3 updated records, then a `deleted` line for each of
+/// the 2 others.
+async fn delta_rounds(
+    name: &str,
+    case: &ProviderCase,
+    control: &SandboxControl,
+    credentials: &Path,
+    resource: &str,
+    config: &Map<String, Value>,
+) {
+    let link_file = std::env::temp_dir().join(format!(
+        "tributary-{name}-{resource}-{}.delta",
+        std::process::id()
+    ));
+    let before = control.records(resource).await.unwrap();
+    control.expire_tokens().await.unwrap();
+    let save = [
+        "--incremental".to_string(),
+        "--save-delta-link".into(),
+        link_file.display().to_string(),
+    ];
+    let first = spec_run(case, credentials, resource, config, &save).await;
+    assert_eq!(
+        first.code, 0,
+        "{name}/{resource} first delta round failed:\n{}",
+        first.stderr
+    );
+    let got: Vec<&Value> = first.records.iter().map(|r| &r["remote_data"]).collect();
+    let want: Vec<&Value> = before.iter().map(|(_, r)| r).collect();
+    assert!(
+        got == want,
+        "{name}/{resource}: the first delta round reads every record in order"
+    );
+    let link = std::fs::read_to_string(&link_file).unwrap_or_else(|e| {
+        panic!(
+            "{name}/{resource}: no delta link saved ({e}):\n{}",
+            first.stderr
+        )
+    });
+    // The provider id the first round printed for each sandbox record.
+    let provider_id = |sandbox_id: u64| -> Value {
+        let (_, rec) = before.iter().find(|(id, _)| *id == sandbox_id).unwrap();
+        first
+            .records
+            .iter()
+            .find(|r| &r["remote_data"] == rec)
+            .unwrap()["id"]
+            .clone()
+    };
+
+    let m = control.mutate(resource, 3, 2, 0).await.unwrap();
+    let ids = |key: &str| -> Vec<u64> {
+        m[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect()
+    };
+    let (updated, deleted) = (ids("updated"), ids("deleted"));
+    assert_eq!((updated.len(), deleted.len()), (3, 2));
+    let mut want: Vec<Value> = control
+        .records(resource)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(id, _)| updated.contains(id))
+        .map(|(_, r)| r)
+        .collect();
+    let deleted_ids: Vec<Value> = deleted.iter().map(|&id| provider_id(id)).collect();
+    control.expire_tokens().await.unwrap();
+    let second = spec_run(
+        case,
+        credentials,
+        resource,
+        config,
+        &["--delta-link".into(), link],
+    )
+    .await;
+    assert_eq!(
+        second.code, 0,
+        "{name}/{resource} delta round failed:\n{}",
+        second.stderr
+    );
+    let (gone, changed): (Vec<&Value>, Vec<&Value>) =
+        second.records.iter().partition(|r| r["event"] == "deleted");
+    let got: Vec<Value> = changed.iter().map(|r| r["remote_data"].clone()).collect();
+    want.sort_by_key(|r| r.to_string());
+    let mut got_sorted = got.clone();
+    got_sorted.sort_by_key(|r| r.to_string());
+    assert_eq!(
+        got_sorted, want,
+        "{name}/{resource}: the delta round reads exactly the updated records"
+    );
+    let gone_ids: Vec<Value> = gone.iter().map(|r| r["id"].clone()).collect();
+    assert_eq!(
+        gone_ids, deleted_ids,
+        "{name}/{resource}: a deleted line per removed record"
+    );
+    let _ = std::fs::remove_file(&link_file);
+}
+
 #[tokio::test]
 async fn every_provider_spec_reads_its_sandbox_completely_in_order() {
     // TRIBUTARY_PROVIDER_CASE=<name> runs one case (while writing a spec).
@@ -176,9 +280,13 @@ async fn every_provider_spec_reads_its_sandbox_completely_in_order() {
                 "{name}/{resource}: incremental run reads exactly the changed records"
             );
         }
+        for resource in &case.delta {
+            delta_rounds(&name, &case, &control, &credentials, resource, &config).await;
+        }
         let stats = control.stats().await.unwrap();
         if case.sandbox_urls.contains_key("token_url") {
-            let runs = (case.resources.len() + case.incremental.len()) as u64;
+            let runs =
+                (case.resources.len() + case.incremental.len() + 2 * case.delta.len()) as u64;
             assert_eq!(
                 stats.refreshes, runs,
                 "{name}: one refresh per run, each with the saved refresh token"

@@ -97,6 +97,16 @@ const SCHEMAS: &[(&str, u32, &str)] = &[
         include_str!("../../schemas/unified/accounting.invoice.v1.json"),
     ),
     (
+        "directory.user",
+        1,
+        include_str!("../../schemas/unified/directory.user.v1.json"),
+    ),
+    (
+        "directory.group",
+        1,
+        include_str!("../../schemas/unified/directory.group.v1.json"),
+    ),
+    (
         "custom.object",
         1,
         include_str!("../../schemas/unified/custom.object.v1.json"),
@@ -145,7 +155,19 @@ mod tests {
 
     #[test]
     fn every_schema_compiles_and_requires_an_id() {
-        assert_eq!(model_names().count(), 8);
+        // Every shipped schema file is registered.
+        let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/unified"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".v1.json")
+            })
+            .count();
+        assert_eq!(model_names().count(), files);
+        assert_eq!(files, 10);
         for name in model_names() {
             let m = model(name).unwrap();
             assert!(m.check(&json!({"id": "1"})).is_ok(), "{name}");
