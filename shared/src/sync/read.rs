@@ -208,6 +208,8 @@ impl Syncer {
             RunMode::Incremental => cp.delta_link.clone(),
             RunMode::Full => None,
         };
+        // A delta-tracked resource's first incremental run (no link yet) is its first round.
+        options.incremental = job.mode == RunMode::Incremental;
         options.resume = admitted.resuming.then(|| cp.page_state.clone()).flatten();
         options
     }
