@@ -12,7 +12,14 @@ use crate::respond::FixedAnswer;
 use crate::SandboxError;
 
 /// The resources a route may serve, each with its optional `when` predicate.
-pub type Candidates = Vec<(String, Option<Jsonata>)>;
+pub type Candidates = Vec<Candidate>;
+
+/// One resource a route serves: when, and which requests it refuses with what answer.
+pub struct Candidate {
+    pub resource: String,
+    pub when: Option<Jsonata>,
+    pub refuse: Vec<(Jsonata, FixedAnswer)>,
+}
 
 /// The paging inputs' expressions (over the request context).
 pub struct CompiledInputs {
@@ -94,10 +101,23 @@ pub fn compile(profile: &Profile) -> Result<Compiled, SandboxError> {
                 .map(|w| expr(&format!("resources.{name}.routes.when"), w))
                 .transpose()
                 .map_err(fail)?;
+            let refuse = route
+                .refuse
+                .iter()
+                .map(|r| {
+                    let at = format!("resources.{name}.routes.refuse");
+                    Ok((expr(&at, &r.when)?, FixedAnswer::compile(&at, &r.answer)?))
+                })
+                .collect::<Result<_, String>>()
+                .map_err(fail)?;
             by_route
                 .entry((route.method.to_uppercase(), route.path.clone()))
                 .or_default()
-                .push((name.clone(), when));
+                .push(Candidate {
+                    resource: name.clone(),
+                    when,
+                    refuse,
+                });
         }
     }
     let mut routes: HashMap<String, matchit::Router<Candidates>> = HashMap::new();

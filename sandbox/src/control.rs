@@ -51,6 +51,9 @@ pub struct Stats {
     #[serde(default)]
     pub last_budgeted_ms: u64,
     pub unauthorized: u64,
+    /// Requests a route refused (`routes[].refuse`), e.g. an API key on an OAuth-only endpoint.
+    #[serde(default)]
+    pub refused: u64,
     pub token_requests: u64,
     pub refreshes: u64,
     pub invalid_grants: u64,

@@ -530,6 +530,19 @@ pub struct Route {
     /// JSONata predicate over the request context: this route serves the resource only when true.
     #[serde(default)]
     pub when: Option<String>,
+    /// Requests this route refuses although it serves them otherwise, each with the
+    /// provider's answer: e.g. an endpoint that takes OAuth tokens only, refusing an API
+    /// key the rest of the API accepts. Checked in order, after `when`.
+    #[serde(default)]
+    pub refuse: Vec<Refusal>,
+}
+
+/// A request a route refuses: `when` (JSONata over the request context) and the answer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Refusal {
+    pub when: String,
+    pub answer: Answer,
 }
 
 fn default_method() -> String {

@@ -14,7 +14,7 @@ use axum::response::Response;
 use serde_json::{json, Map, Value};
 use tributary::mapping::jsonata::truthy;
 
-use crate::compile::Candidates;
+use crate::compile::{Candidate, Candidates};
 use crate::faults::{self, Outcome};
 use crate::paging::{self, PageRequest, Serving};
 use crate::respond::{bad_request, not_found, respond, text, FixedAnswer};
@@ -77,6 +77,10 @@ pub async fn provider(
     let Some(dispatch) = dispatch(&s, matched.value, &request) else {
         return bad_request(format!("no resource at {path} matches this request"));
     };
+    if let Some(answer) = refusal(matched.value, &dispatch.resource, &request) {
+        lock(&s.stats).refused += 1;
+        return answer.render(&request);
+    }
     count_data_request(&s, &dispatch.resource);
     if let Some(throttled) = throttle::over_budget(&s) {
         return throttled;
@@ -157,7 +161,12 @@ fn base_url(headers: &HeaderMap) -> String {
 /// candidate serves, goes to the first candidate reading queries, which refuses it.
 fn dispatch(s: &Sandbox, candidates: &Candidates, request: &Value) -> Option<Dispatch> {
     let mut unreadable = None;
-    for (name, when) in candidates {
+    for Candidate {
+        resource: name,
+        when,
+        ..
+    } in candidates
+    {
         if !when
             .as_ref()
             .is_none_or(|w| truthy(&w.eval_json(request).unwrap_or(None)))
@@ -189,6 +198,20 @@ fn dispatch(s: &Sandbox, candidates: &Candidates, request: &Value) -> Option<Dis
         }
     }
     unreadable
+}
+
+/// The answer of the first refusal of the dispatched candidate that holds.
+fn refusal<'c>(
+    candidates: &'c Candidates,
+    resource: &str,
+    request: &Value,
+) -> Option<&'c FixedAnswer> {
+    let candidate = candidates.iter().find(|c| c.resource == resource)?;
+    candidate
+        .refuse
+        .iter()
+        .find(|(when, _)| truthy(&when.eval_json(request).unwrap_or(None)))
+        .map(|(_, answer)| answer)
 }
 
 fn count_data_request(s: &Sandbox, resource: &str) {

@@ -255,3 +255,43 @@ async fn a_query_returns_the_selected_fields_only_on_every_page_of_its_locator()
         set(&["attributes", "Id", "Name"])
     );
 }
+
+/// BambooHR documents its paged employee list as OAuth-only: the API key every other
+/// endpoint takes is refused there, while a custom report with it returns exactly the
+/// fields it names.
+#[tokio::test]
+async fn an_api_key_is_refused_where_only_oauth_is_accepted() {
+    let sbx = serve("bamboohr.yaml").await;
+    let http = reqwest::Client::new();
+    let list = http
+        .get(format!("{}/employees?page%5Blimit%5D=10", sbx.base_url()))
+        .basic_auth("sandbox-bamboohr-key", Some("x"))
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(list.status().as_u16(), 401);
+    let reason = list.headers()["x-bamboohr-error-message"].to_str().unwrap();
+    assert!(reason.contains("OAuth"), "{reason}");
+    let report = http
+        .post(format!("{}/reports/custom?format=JSON", sbx.base_url()))
+        .basic_auth("sandbox-bamboohr-key", Some("x"))
+        .header("Accept", "application/json")
+        .json(&json!({"title": "t", "fields": ["firstName", "supervisorEId", "noSuchField"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(report.status().as_u16(), 200);
+    let body: Value = report.json().await.unwrap();
+    let first = &body["employees"][0];
+    assert_eq!(keys(first), set(&["id", "firstName", "supervisorEId"]));
+    let stats: Value = http
+        .get(format!("{}/_sandbox/stats", sbx.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["refused"], 1);
+}

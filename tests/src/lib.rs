@@ -76,6 +76,9 @@ pub struct ProviderCase {
     /// the round from its delta link reads only what the sandbox changed after it.
     #[serde(default)]
     pub delta: Vec<String>,
+    /// Resources the provider answers in one page by design (a report: no paging to test).
+    #[serde(default)]
+    pub single_page: Vec<String>,
     /// Page size for the runs (small, so several pages are read).
     #[serde(default)]
     pub page_size: Option<u32>,

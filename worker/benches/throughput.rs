@@ -4,9 +4,13 @@
 //! server (tests/src/replay.rs), which recorded them once from the sandbox and answers
 //! from memory: the sandbox renders pages on the fly and would be the bottleneck.
 //!
+//! Then the same for an XML resource: SOAP pages decoded and mapped, beside parsing them
+//! alone (`xml/mod.rs`).
+//!
 //! `cargo bench -p tributary-worker --bench throughput` (TRIBUTARY_BENCH_RECORDS to resize).
 
 mod common;
+mod xml;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -54,6 +58,7 @@ async fn main() {
         recorded,
         "every timed request was answered from memory"
     );
+    xml::xml_pages(records / 5).await;
 }
 
 /// The mapping alone, beside parsing the same pages (best of three each).

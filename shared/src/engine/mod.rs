@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
-use futures::Stream;
+use futures::{Stream, StreamExt, TryStreamExt};
 use rand::SeedableRng;
 use serde_json::{Map, Value};
 use tracing::Instrument;
@@ -536,6 +536,12 @@ impl ResourceRun {
                     Ok(s) => s,
                     Err(kind) => { yield Err(self.error(number, kind)); return; }
                 };
+                let (records, detail_bytes) = match self.details(number, step.records).await {
+                    Ok(r) => r,
+                    Err(kind) => { yield Err(self.error(number, kind)); return; }
+                };
+                let step = paginate::Step { records, ..step };
+                let bytes = bytes + detail_bytes;
                 read += step.records.len() as u64;
                 (self.observer)(&EngineEvent::Page { page: number, records: step.records.len(), bytes });
                 if let Some(next) = &step.next {
@@ -554,6 +560,59 @@ impl ResourceRun {
                 }
             }
         }
+    }
+
+    /// A page's listed entries read in full, when the resource declares a `detail`
+    /// request (in list order, at most `concurrency` at once); else the entries as they
+    /// are. Also the bytes the detail answers took.
+    async fn details(
+        &self,
+        page: u32,
+        listed: Vec<Value>,
+    ) -> Result<(Vec<Value>, usize), ErrorKind> {
+        let detail = match &self.reads {
+            Reads::Resource => self
+                .spec
+                .resource(&self.resource)
+                .and_then(|r| r.detail.as_ref()),
+            Reads::Discovery(_) => None,
+        };
+        let Some(detail) = detail else {
+            return Ok((listed, 0));
+        };
+        let read_one = |entry: &Value| {
+            let req = request::prepare_detail(self, detail, entry);
+            async move {
+                let req = req?;
+                let (_, mut body, bytes) = self.send(page, &req).await?;
+                let record = match &detail.record {
+                    None => body,
+                    Some(path) => {
+                        let found = match path.take_json(&mut body) {
+                            Some(v) => v,
+                            None => {
+                                path.eval_json(&body)
+                                    .map_err(|message| ErrorKind::Evaluation {
+                                        what: "detail.record",
+                                        message,
+                                    })?
+                            }
+                        };
+                        found.ok_or_else(|| ErrorKind::Records {
+                            path: path.source().to_string(),
+                            found: format!("nothing in the answer of {}", req.path_for_errors()),
+                        })?
+                    }
+                };
+                Ok::<_, ErrorKind>((record, bytes))
+            }
+        };
+        let read: Vec<(Value, usize)> = futures::stream::iter(listed.iter().map(read_one))
+            .buffered(detail.concurrency)
+            .try_collect()
+            .await?;
+        let bytes = read.iter().map(|(_, b)| b).sum();
+        Ok((read.into_iter().map(|(r, _)| r).collect(), bytes))
     }
 
     /// One request, through the budget, auth, throttles and retries.

@@ -7,6 +7,7 @@ use url::Url;
 use super::{ErrorKind, PageState, ResourceRun};
 use crate::http::auth::AuthParts;
 use crate::http::guard;
+use crate::spec::compile::{CompiledDetail, CompiledRequest};
 use crate::spec::model::{Method, PaginationKind};
 
 /// A request ready to send (credentials are added per attempt).
@@ -94,24 +95,76 @@ pub(crate) fn prepare(run: &ResourceRun, state: &PageState) -> Result<PreparedRe
         fields => run.fields.clone(),
         captured => state.captured().cloned().unwrap_or_default(),
     };
-    let render = |id| spec.templates.render(id, &ctx).map_err(ErrorKind::Template);
-    let mut headers = Vec::new();
-    for (k, t) in spec.headers.iter().chain(plan.request.headers.iter()) {
-        headers.push((k.clone(), render(t)?));
-    }
     if let PageState::Url { url, .. } = state {
         let url = resolve(run, url)?;
         guard::check_url(&url, &spec.hosts, run.options.allow_private_hosts)?;
         return Ok(PreparedRequest {
             method: Method::Get,
             url,
-            headers,
+            headers: render_headers(run, &plan.request, &ctx)?,
             body: None,
             xml_body: None,
             accept_xml: run.response().xml,
         });
     }
-    let path = render(&plan.request.path)?;
+    let mut paging = Vec::new();
+    if let Some(param) = &pg.param {
+        let value = [&cursor, &offset, &page].into_iter().find(|v| !v.is_none());
+        if let Some(v) = value {
+            paging.push((param.clone(), v.to_string()));
+        }
+    }
+    if let Some(limit) = &pg.limit_param {
+        paging.push((limit.clone(), run.page_size.to_string()));
+    }
+    render(run, &plan.request, &ctx, &paging)
+}
+
+/// The request reading one listed record in full (`detail`): its templates see the list
+/// entry as `record`.
+pub(crate) fn prepare_detail(
+    run: &ResourceRun,
+    detail: &CompiledDetail,
+    record: &Value,
+) -> Result<PreparedRequest, ErrorKind> {
+    let ctx = minijinja::context! {
+        config => run.config.clone(),
+        page_size => run.page_size,
+        since => run.since_text.clone(),
+        resource => run.resource.clone(),
+        object => run.object.clone(),
+        fields => run.fields.clone(),
+        record => minijinja::Value::from(minijinja::value::Serde(record)),
+    };
+    render(run, &detail.request, &ctx, &[])
+}
+
+fn render_headers(
+    run: &ResourceRun,
+    request: &CompiledRequest,
+    ctx: &minijinja::Value,
+) -> Result<Vec<(String, String)>, ErrorKind> {
+    let spec = &run.spec;
+    let mut headers = Vec::new();
+    for (k, t) in spec.headers.iter().chain(request.headers.iter()) {
+        let v = spec.templates.render(t, ctx).map_err(ErrorKind::Template)?;
+        headers.push((k.clone(), v));
+    }
+    Ok(headers)
+}
+
+/// A request from its templates: the base URL joined with the path, the spec's and the
+/// request's query (empty values left out) then `paging`, checked against the allowed
+/// hosts; headers and body rendered.
+fn render(
+    run: &ResourceRun,
+    request: &CompiledRequest,
+    ctx: &minijinja::Value,
+    paging: &[(String, String)],
+) -> Result<PreparedRequest, ErrorKind> {
+    let spec = &run.spec;
+    let render = |id| spec.templates.render(id, ctx).map_err(ErrorKind::Template);
+    let path = render(&request.path)?;
     let joined = format!(
         "{}/{}",
         run.base_url.as_str().trim_end_matches('/'),
@@ -123,41 +176,35 @@ pub(crate) fn prepare(run: &ResourceRun, state: &PageState) -> Result<PreparedRe
     })?;
     {
         let mut q = url.query_pairs_mut();
-        for (k, t) in spec.query.iter().chain(plan.request.query.iter()) {
+        for (k, t) in spec.query.iter().chain(request.query.iter()) {
             let v = render(t)?;
             if !v.is_empty() {
                 q.append_pair(k, &v);
             }
         }
-        if let Some(param) = &pg.param {
-            let value = [&cursor, &offset, &page].into_iter().find(|v| !v.is_none());
-            if let Some(v) = value {
-                q.append_pair(param, &v.to_string());
-            }
-        }
-        if let Some(limit) = &pg.limit_param {
-            q.append_pair(limit, &run.page_size.to_string());
+        for (k, v) in paging {
+            q.append_pair(k, v);
         }
     }
     if url.query() == Some("") {
         url.set_query(None);
     }
     guard::check_url(&url, &spec.hosts, run.options.allow_private_hosts)?;
-    let body = match &plan.request.body {
+    let body = match &request.body {
         Some(b) => spec
             .templates
-            .render_body(b, &ctx)
+            .render_body(b, ctx)
             .map_err(ErrorKind::Template)?,
         None => None,
     };
-    let xml_body = match &plan.request.xml_body {
+    let xml_body = match &request.xml_body {
         Some(t) => Some(render(t)?),
         None => None,
     };
     Ok(PreparedRequest {
-        method: plan.request.method,
+        method: request.method,
         url,
-        headers,
+        headers: render_headers(run, request, ctx)?,
         body,
         xml_body,
         accept_xml: run.response().xml,

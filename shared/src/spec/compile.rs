@@ -219,6 +219,16 @@ pub struct CompiledResource {
     pub discovery: Option<String>,
     /// How this resource's answers are decoded (its `response`, else the spec's).
     pub response: CompiledResponse,
+    /// `detail`: each listed record read in full.
+    pub detail: Option<CompiledDetail>,
+}
+
+/// The request reading one listed record in full, and where the record is in its answer.
+#[derive(Debug)]
+pub struct CompiledDetail {
+    pub request: CompiledRequest,
+    pub record: Option<Jsonata>,
+    pub concurrency: usize,
 }
 
 /// How answers are decoded: JSON, or XML with the elements always read as arrays.
@@ -949,6 +959,10 @@ impl Compiler<'_> {
         }
         let response =
             CompiledResponse::new(r.response.as_ref().or(self.src.spec.response.as_ref()));
+        let detail = match &r.detail {
+            Some(d) => Some(self.detail(&format!("{at}.detail"), d)?),
+            None => None,
+        };
         Some(CompiledResource {
             name: name.to_string(),
             model: model?,
@@ -969,6 +983,25 @@ impl Compiler<'_> {
                 .map(|names| names.iter().cloned().collect()),
             discovery: r.discovery.clone(),
             response,
+            detail,
+        })
+    }
+
+    fn detail(&mut self, at: &str, d: &Detail) -> Option<CompiledDetail> {
+        if d.concurrency == 0 {
+            self.problem(&format!("{at}.concurrency"), "must be at least 1");
+        }
+        let request = self.with_vars(&["record"], |c| {
+            c.request(&format!("{at}.request"), &d.request)
+        });
+        let record = match &d.record {
+            Some(e) => Some(self.jsonata(&format!("{at}.record"), e)?),
+            None => None,
+        };
+        Some(CompiledDetail {
+            request: request?,
+            record,
+            concurrency: d.concurrency.max(1) as usize,
         })
     }
 

@@ -590,6 +590,32 @@ pub struct Resource {
     /// templates, and its types type the `custom_fields`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discovery: Option<String>,
+    /// For a list that carries ids only: the request reading one record in full, sent
+    /// for every entry of every page (full and incremental runs alike).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Detail>,
+}
+
+/// Reading each listed record in full, when the list answer carries ids (and links) only.
+/// The requests go through the same budgets, auth, host guard, throttles and retries as
+/// any other; the records keep the list's order.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Detail {
+    /// The request for one record: templates see `record` (the list entry) besides the
+    /// usual variables, e.g. `path: "/record/v1/customer/{{ record.id }}"`.
+    pub request: Request,
+    /// JSONata to the record in the detail answer (default: the whole answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
+    /// Detail requests in flight at once for one page (default 4). The rate budget's
+    /// `max_concurrency`, shared by the fleet, still bounds every request.
+    #[serde(default = "default_detail_concurrency")]
+    pub concurrency: u32,
+}
+
+fn default_detail_concurrency() -> u32 {
+    4
 }
 
 /// A request template.
