@@ -38,6 +38,10 @@ pub struct CompiledResource {
     pub inputs: CompiledInputs,
     /// `named_properties.names`.
     pub property_names: Option<Jsonata>,
+    /// `named_properties.unknown`.
+    pub unknown_property: Option<FixedAnswer>,
+    /// `over_limit`.
+    pub over_limit: Option<FixedAnswer>,
     /// `select_query`'s refusals.
     pub select_answers: Option<SelectAnswers>,
     /// `delta.removed` and `delta.invalid_token`.
@@ -219,6 +223,14 @@ fn compile_resource(
             .as_ref()
             .map(|n| expr(&at("named_properties.names"), &n.names))
             .transpose()?,
+        unknown_property: match r.named_properties.as_ref().and_then(|n| n.unknown.as_ref()) {
+            Some(a) => Some(FixedAnswer::compile(&at("named_properties.unknown"), a)?),
+            None => None,
+        },
+        over_limit: match &r.over_limit {
+            Some(a) => Some(FixedAnswer::compile(&at("over_limit"), a)?),
+            None => None,
+        },
         select_answers,
         delta: match &r.delta {
             Some(d) => Some((

@@ -105,6 +105,10 @@ impl PageRequest {
 /// (answered with the profile's `delta.invalid_token`).
 pub const DELTA_TOKEN_REFUSED: &str = "the delta token is not one the sandbox handed out";
 
+/// The start of the error `read_inputs` gives for a page size outside the profile's
+/// range (followed by the size; answered with the profile's `over_limit`).
+pub const OVER_LIMIT: &str = "page size out of range: ";
+
 /// Read the paging inputs; the error is the message of a 400.
 pub fn read_inputs(
     rp: &ResourceProfile,
@@ -121,7 +125,13 @@ pub fn read_inputs(
     };
     let number =
         |v: Option<Value>| v.and_then(|v| v.as_u64().or_else(|| text(&v).trim().parse().ok()));
-    let limit = number(input(&inputs.limit))
+    let asked = number(input(&inputs.limit));
+    if let (Some(n), Some(_)) = (asked, &rp.over_limit) {
+        if n < 1 || n > rp.max_limit {
+            return Err(format!("{OVER_LIMIT}{n}"));
+        }
+    }
+    let limit = asked
         .unwrap_or(rp.default_limit)
         .clamp(1, rp.max_limit.max(1));
     let cursor = input(&inputs.cursor).map(|v| text(&v));

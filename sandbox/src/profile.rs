@@ -200,6 +200,10 @@ pub struct ResourceProfile {
     pub default_limit: u64,
     #[serde(default = "default_max_limit")]
     pub max_limit: u64,
+    /// The answer to a page size outside 1..=`max_limit` (JSONata body over `{limit,
+    /// max_limit, request}`); without it such sizes are clamped.
+    #[serde(default)]
+    pub over_limit: Option<Answer>,
     /// JSONata from the canonical generated record to the provider's record.
     pub record: String,
     /// The page answer.
@@ -425,6 +429,11 @@ pub struct NamedProperties {
     /// Returned (besides `always`) when the request names none.
     #[serde(default)]
     pub when_none: Vec<String>,
+    /// Without `under`: the answer to a named property no record has (JSONata body over
+    /// `{name, request}`), as OData refuses a `$select` of an unknown property. Without
+    /// it, unknown names are ignored.
+    #[serde(default)]
+    pub unknown: Option<Answer>,
 }
 
 /// Delta queries (change tracking, as in OData delta links): a listing without a token

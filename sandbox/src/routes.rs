@@ -244,6 +244,13 @@ async fn serve(
             {
                 return refused.render(&request);
             }
+            if let (Some(refused), Some(n)) = (
+                &compiled.over_limit,
+                message.strip_prefix(paging::OVER_LIMIT),
+            ) {
+                let ctx = json!({"limit": n.parse::<u64>().ok(), "max_limit": rp.max_limit, "request": request});
+                return refused.render(&ctx);
+            }
             return bad_request(message);
         }
     };
@@ -299,7 +306,22 @@ fn selection(
     let compiled = &s.compiled.resources[resource];
     if let (Some(np), Some(names)) = (&rp.named_properties, &compiled.property_names) {
         let asked = names.eval_json(request).ok().flatten();
-        return Ok((select::named_properties(np, asked), None));
+        let selection = select::named_properties(np, asked);
+        if let (Some(refusal), Selection::Properties { under: None, names }) =
+            (&compiled.unknown_property, &selection)
+        {
+            let known = match lock(&s.data).get_mut(resource) {
+                Some(set) => set.fields(compiled),
+                None => Default::default(),
+            };
+            let mut unknown: Vec<&String> = names.iter().filter(|n| !known.contains(*n)).collect();
+            unknown.sort();
+            if let Some(name) = unknown.first() {
+                let ctx = json!({"name": name, "request": request});
+                return Err(Box::new(refusal.render(&ctx)));
+            }
+        }
+        return Ok((selection, None));
     }
     let (Some(sq), Some(answers)) = (&rp.select_query, &compiled.select_answers) else {
         return Ok((Selection::Whole, None));

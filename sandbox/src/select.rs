@@ -144,6 +144,7 @@ mod tests {
             under: Some("properties".into()),
             always: vec!["id_prop".into()],
             when_none: vec!["name".into()],
+            unknown: None,
         }
     }
 
@@ -174,6 +175,7 @@ mod tests {
             under: None,
             always: vec!["id".into()],
             when_none: vec!["displayName".into()],
+            unknown: None,
         };
         let rec = json!({"id": "u1", "displayName": "Ada", "mail": "a@x", "jobTitle": null});
         let sel = named_properties(&np, Some(json!("mail,jobTitle,nope")));

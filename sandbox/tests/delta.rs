@@ -112,8 +112,16 @@ async fn delta_links_return_only_the_changes_after_them_deletions_included() {
 async fn the_user_list_refuses_pages_over_999_and_returns_only_what_is_selected() {
     let sbx = serve("msgraph.yaml").await;
     let list = |q: &str| format!("{}/v1.0/users?{q}", sbx.base_url());
-    let (status, _) = get(&list("$top=1000")).await;
-    assert_eq!(status, 400);
+    let (status, body) = get(&list("$top=1000")).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "Request_UnsupportedQuery", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("'1000'"),
+        "{body}"
+    );
     let (status, page) = get(&list("$top=999&$select=id,mail")).await;
     assert_eq!(status, 200, "{page}");
     let records = page["value"].as_array().unwrap();
@@ -126,4 +134,14 @@ async fn the_user_list_refuses_pages_over_999_and_returns_only_what_is_selected(
         .map(|k| k.as_str())
         .collect();
     assert_eq!(keys, BTreeSet::from(["id", "mail"]));
+    let (status, body) = get(&list("$select=id,mial")).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "BadRequest");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("'mial'"),
+        "{body}"
+    );
 }
