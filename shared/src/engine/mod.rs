@@ -128,6 +128,9 @@ pub struct ResourceRun {
     plan_incremental: bool,
     since_text: Option<String>,
     config: minijinja::Value,
+    /// The connection's credentials for XML body templates, the one request template that
+    /// may read them (a SOAP envelope's WS-Security header).
+    body_credentials: minijinja::Value,
     base_url: url::Url,
     http: reqwest::Client,
     auth: Arc<Authenticator>,
@@ -244,6 +247,12 @@ fn config_context(
     Ok(minijinja::Value::from(minijinja::value::Serde(merged)))
 }
 
+fn body_credentials(connection: &Connection) -> minijinja::Value {
+    minijinja::Value::from(minijinja::value::Serde(
+        connection.credentials.expose_for_templates(),
+    ))
+}
+
 impl ResourceRun {
     /// Prepare a run; settings, credentials and the base URL are checked here,
     /// before any request.
@@ -337,6 +346,7 @@ impl ResourceRun {
             plan_incremental,
             since_text,
             config,
+            body_credentials: body_credentials(connection),
             base_url,
             http: runtime.http.clone(),
             auth: runtime.auth.clone(),
@@ -413,6 +423,7 @@ impl ResourceRun {
             plan_incremental: false,
             since_text: None,
             config,
+            body_credentials: body_credentials(connection),
             base_url,
             http: runtime.http.clone(),
             auth: runtime.auth.clone(),

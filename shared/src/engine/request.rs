@@ -198,7 +198,15 @@ fn render(
         None => None,
     };
     let xml_body = match &request.xml_body {
-        Some(t) => Some(render(t)?),
+        Some(t) => {
+            let ctx =
+                minijinja::context! { credentials => run.body_credentials.clone(), ..ctx.clone() };
+            Some(
+                spec.templates
+                    .render(t, &ctx)
+                    .map_err(ErrorKind::Template)?,
+            )
+        }
         None => None,
     };
     Ok(PreparedRequest {

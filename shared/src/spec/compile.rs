@@ -402,6 +402,7 @@ pub fn compile(source: SpecSource) -> Result<CompiledSpec, SpecError> {
         templates: Templates::new(),
         problems: Vec::new(),
         request_vars: REQUEST_VARS.to_vec(),
+        body_credentials: BTreeSet::new(),
     };
     let spec = &source.spec;
     if spec.spec_version != 1 {
@@ -481,7 +482,8 @@ pub fn compile(source: SpecSource) -> Result<CompiledSpec, SpecError> {
         .custom_objects
         .as_ref()
         .and_then(|o| c.custom_objects(o));
-    let credentials_used = credentials_used(&c.templates, &auth);
+    let mut credentials_used = credentials_used(&c.templates, &auth);
+    credentials_used.extend(std::mem::take(&mut c.body_credentials));
     let Compiler {
         templates,
         problems,
@@ -561,6 +563,8 @@ struct Compiler<'a> {
     /// What request templates may read where the compiler is now (`fields` only in a
     /// resource with a discovery, `object` only inside `custom_objects`).
     request_vars: Vec<&'static str>,
+    /// Credential fields XML body templates read (a SOAP envelope's WS-Security header).
+    body_credentials: BTreeSet<String>,
 }
 
 impl Compiler<'_> {
@@ -1080,8 +1084,15 @@ impl Compiler<'_> {
         }
         match self.templates.add_xml(source) {
             Ok(id) => {
-                let vars = self.request_vars.clone();
-                self.check_vars(&path, self.templates.variables(&id), &vars);
+                let mut vars = self.request_vars.clone();
+                vars.push("credentials");
+                let used = self.templates.variables(&id);
+                self.body_credentials.extend(
+                    used.iter()
+                        .filter_map(|v| v.strip_prefix("credentials."))
+                        .map(str::to_string),
+                );
+                self.check_vars(&path, used, &vars);
                 Some(id)
             }
             Err(err) => {

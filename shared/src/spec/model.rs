@@ -637,7 +637,8 @@ pub struct Request {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<serde_json::Value>,
     /// XML body for POST (a template, e.g. a SOAP envelope): every value it prints is
-    /// XML-escaped (`| safe` prints markup as is). `Content-Type` defaults to
+    /// XML-escaped (`| safe` prints markup as is). It is the one request template that may
+    /// read `credentials` (a WS-Security UsernameToken in the envelope's header). `Content-Type` defaults to
     /// `text/xml; charset=utf-8`; `SOAPAction` and the like go in `headers`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xml_body: Option<String>,
