@@ -370,7 +370,15 @@ impl Watcher {
 
     fn poll(&self) -> BTreeMap<String, u64> {
         let mut counts = self.counts.borrow_mut();
-        while let Some(Ok(m)) = self.consumer.poll(Duration::from_millis(50)) {
+        // An error (e.g. about a watched topic no connection has written yet) is skipped,
+        // not the end of the round: the messages behind it are counted too. Bounded, so a
+        // steady stream of messages cannot hold the progress line back.
+        for _ in 0..100_000 {
+            let m = match self.consumer.poll(Duration::from_millis(50)) {
+                None => break,
+                Some(Err(_)) => continue,
+                Some(Ok(m)) => m,
+            };
             if let Some(kind) = m
                 .payload()
                 .and_then(|p| serde_json::from_slice::<Value>(p).ok())
