@@ -28,6 +28,7 @@ pub struct CompiledInputs {
     pub page: Option<Jsonata>,
     pub limit: Option<Jsonata>,
     pub since: Option<Jsonata>,
+    pub as_of: Option<Jsonata>,
 }
 
 /// One resource's expressions.
@@ -254,5 +255,6 @@ fn compile_inputs(name: &str, input: &Inputs) -> Result<CompiledInputs, String> 
         page: one("page", &input.page)?,
         limit: one("limit", &input.limit)?,
         since: one("since", &input.since)?,
+        as_of: one("as_of", &input.as_of)?,
     })
 }

@@ -173,17 +173,7 @@ pub async fn mutate(
         }
     }
     set.records.retain(|r| !deleted.contains(&r.id));
-    let mut created = Vec::new();
-    for _ in 0..m.create {
-        let id = set.next_id;
-        set.next_id += 1;
-        let mut rec = data::generate(s.profile.seed, &name, id);
-        rec.updated_at = now;
-        let created_at = data::base_time() + chrono::Duration::minutes(id as i64 * 7);
-        data::refresh_times(&mut rec, created_at);
-        set.records.push(rec);
-        created.push(id);
-    }
+    let created: Vec<u64> = (0..m.create).map(|_| set.create(now, false)).collect();
     set.changed(None);
     Json(json!({"updated": updated, "deleted": deleted, "created": created})).into_response()
 }

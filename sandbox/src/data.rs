@@ -65,6 +65,10 @@ pub fn base_time() -> DateTime<Utc> {
 #[derive(Debug, Clone)]
 pub struct Stored {
     pub id: u64,
+    /// When the record entered the provider's system (what an as-of-entry snapshot
+    /// filters by): its creation time for the seeded records, the moment of creation for
+    /// records created later.
+    pub entered_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub version: u64,
     pub canonical: Value,
@@ -85,6 +89,7 @@ pub fn generate(seed: u64, resource: &str, id: u64) -> Stored {
     let updated = created + Duration::minutes(rng.random_range(0..600));
     let mut stored = Stored {
         id,
+        entered_at: created,
         updated_at: updated,
         version: 1,
         canonical: Value::Null,

@@ -64,6 +64,15 @@ pub enum FaultKind {
     },
     /// The profile's unauthorized answer.
     Unauthorized,
+    /// Create records (1 unless given) just before serving the page, as entries made
+    /// while a long read runs; `first` puts them at the list's front, shifting the
+    /// later pages of a read that is not pinned to a snapshot.
+    Create {
+        #[serde(default)]
+        count: Option<u64>,
+        #[serde(default)]
+        first: bool,
+    },
 }
 
 /// The faults waiting to fire.
@@ -106,7 +115,7 @@ pub enum Outcome {
 }
 
 /// Apply a fault to a data request (`request` is its JSONata context).
-pub async fn inject(s: &Sandbox, kind: &FaultKind, request: &Value) -> Outcome {
+pub async fn inject(s: &Sandbox, resource: &str, kind: &FaultKind, request: &Value) -> Outcome {
     match kind {
         FaultKind::Status { status } => {
             let status = status.unwrap_or(503);
@@ -149,6 +158,17 @@ pub async fn inject(s: &Sandbox, kind: &FaultKind, request: &Value) -> Outcome {
         FaultKind::RepeatCursor => Outcome::Serve {
             repeat_cursor: true,
         },
+        FaultKind::Create { count, first } => {
+            if let Some(set) = lock(&s.data).get_mut(resource) {
+                let now = chrono::Utc::now();
+                for _ in 0..count.unwrap_or(1) {
+                    set.create(now, *first);
+                }
+            }
+            Outcome::Serve {
+                repeat_cursor: false,
+            }
+        }
     }
 }
 
@@ -165,7 +185,8 @@ mod tests {
             {"kind": "malformed_json", "page": 2},
             {"kind": "repeat_cursor", "page": 3, "resource": "contacts"},
             {"kind": "unauthorized", "status": 401},
-            {"kind": "xml", "body": {"Envelope": {"Body": {"Fault": {"faultstring": "no"}}}}}
+            {"kind": "xml", "body": {"Envelope": {"Body": {"Fault": {"faultstring": "no"}}}}},
+            {"kind": "create", "page": 2, "first": true}
         ]))
         .unwrap();
         assert_eq!(faults[0].kind, FaultKind::Status { status: Some(502) });
@@ -189,6 +210,13 @@ mod tests {
             faults[6].kind,
             FaultKind::Xml { status: None, .. }
         ));
+        assert_eq!(
+            faults[7].kind,
+            FaultKind::Create {
+                count: None,
+                first: true
+            }
+        );
         let unknown = serde_json::from_value::<Fault>(json!({"kind": "explode"}));
         assert!(unknown.is_err(), "an unknown kind is refused when posted");
     }

@@ -92,6 +92,8 @@ pub struct PageRequest {
     pub cursor: Option<String>,
     /// The selection its cursor carries.
     pub cursor_selection: Option<usize>,
+    /// Leave out the records entered after this (an as-of-entry snapshot).
+    pub as_of: Option<DateTime<Utc>>,
 }
 
 impl PageRequest {
@@ -145,6 +147,13 @@ pub fn read_inputs(
             rp.since_format
         ));
     }
+    let as_of = match input(&inputs.as_of) {
+        Some(v) => Some(
+            parse_since(&v, &SinceFormat::Rfc3339)
+                .ok_or_else(|| format!("cannot read the as-of time {} as RFC 3339", text(&v)))?,
+        ),
+        None => None,
+    };
     let mut cursor_selection = None;
     if let Some(d) = &rp.delta {
         if let Some(token) = request["query"].get(&d.token_param) {
@@ -177,6 +186,7 @@ pub fn read_inputs(
         since,
         cursor,
         cursor_selection,
+        as_of,
     })
 }
 
@@ -207,7 +217,11 @@ pub fn page_context(
     };
     let now = Utc::now();
     let matching: Vec<usize> = (0..set.records.len())
-        .filter(|&i| page.since.is_none_or(|t| set.records[i].updated_at >= t))
+        .filter(|&i| {
+            let r = &set.records[i];
+            page.since.is_none_or(|t| r.updated_at >= t)
+                && page.as_of.is_none_or(|t| r.entered_at <= t)
+        })
         .collect();
     // A delta round bounded by a token also reports what was deleted after it, after
     // the live records.
@@ -268,6 +282,7 @@ pub fn page_context(
         "offset": offset + rp.offset_base,
         "page": offset / limit + 1,
         "base_url": serving.base_url,
+        "now": now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         "cursor": page.cursor,
         "request": request,
     })

@@ -557,14 +557,18 @@ pub struct Inputs {
     pub page: Option<String>,
     pub limit: Option<String>,
     pub since: Option<String>,
+    /// An as-of-entry snapshot time (RFC 3339): records entered after it are left out, as
+    /// a provider pinning a long read to the moment its first page was served does.
+    pub as_of: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PageShape {
     /// JSONata over the page context: `records`, `next_cursor`, `next_offset`, `next_page`,
-    /// `has_more`, `total`, `limit`, `offset`, `page`, `base_url`, `request` (`{query, body,
-    /// params, headers, path}`), and with `delta` `delta_token` (on a listing's last page).
+    /// `has_more`, `total`, `limit`, `offset`, `page`, `base_url`, `now` (RFC 3339 with
+    /// microseconds: a snapshot time to hand out), `request` (`{query, body, params,
+    /// headers, path}`), and with `delta` `delta_token` (on a listing's last page).
     pub body: String,
     /// Header templates (JSONata over the same context); an undefined result omits the header.
     #[serde(default)]

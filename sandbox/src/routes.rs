@@ -256,7 +256,7 @@ async fn serve(
     };
     let mut repeat_cursor = false;
     if let Some(kind) = s.faults.take(resource, page.number()) {
-        match faults::inject(s, &kind, &request).await {
+        match faults::inject(s, resource, &kind, &request).await {
             Outcome::Answer(answer) => return answer,
             Outcome::Serve { repeat_cursor: r } => repeat_cursor = r,
         }

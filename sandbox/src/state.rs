@@ -72,6 +72,25 @@ impl ResourceData {
         r
     }
 
+    /// Create a record entered `now`: last in the list, or first (as a provider listing
+    /// newest first, or sorting new names before old ones, would place it).
+    pub fn create(&mut self, now: DateTime<Utc>, first: bool) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut rec = data::generate(self.seed, &self.name, id);
+        rec.updated_at = now;
+        rec.entered_at = now;
+        let created_at = data::base_time() + chrono::Duration::minutes(id as i64 * 7);
+        data::refresh_times(&mut rec, created_at);
+        if first {
+            self.records.insert(0, rec);
+        } else {
+            self.records.push(rec);
+        }
+        self.changed(None);
+        id
+    }
+
     /// Forget what was derived from the records (after a change).
     pub fn changed(&mut self, id: Option<u64>) {
         if let Some(id) = id {
