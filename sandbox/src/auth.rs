@@ -1,14 +1,17 @@
 //! Data request credentials: where the profile says a request carries its
 //! token, and whether the token is one the profile accepts or one the OAuth
-//! endpoint issued and is still valid. HTTP Basic decoding lives here, once.
+//! endpoint issued and is still valid; or, for OAuth 1.0a, whether the request's
+//! signature holds (checked on arrival: a nonce is spent by its first use, even when
+//! a fault answers that request). HTTP Basic decoding lives here, once.
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method, Uri};
 use base64::Engine;
 use serde_json::{Map, Value};
 
 use crate::lock;
+use crate::oauth1::{self, Signed};
 use crate::profile::AuthKind;
 use crate::state::Sandbox;
 
@@ -53,13 +56,61 @@ fn presented(s: &Sandbox, headers: &HeaderMap, query: &Map<String, Value>) -> Op
             .and_then(|v| v.as_str())
             .map(str::to_string),
         AuthKind::Basic => basic_credentials(headers).map(|(user, _)| user),
+        AuthKind::Oauth1 => None,
+    }
+}
+
+/// What was decided about a request's credential when it arrived.
+pub struct Arrival {
+    /// Whether its OAuth 1.0a signature holds (under an `oauth1` profile).
+    signed: Option<bool>,
+}
+
+/// Check an OAuth 1.0a signature as the request arrives, spending its nonce; a
+/// refusal is counted with its reason.
+pub fn arrive(s: &Sandbox, method: &Method, uri: &Uri, headers: &HeaderMap) -> Arrival {
+    let (AuthKind::Oauth1, Some(check)) = (s.profile.auth.kind, &s.profile.auth.oauth1) else {
+        return Arrival { signed: None };
+    };
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let request = Signed {
+        method,
+        uri,
+        headers,
+        now,
+    };
+    let fresh_nonce = |nonce: &str, timestamp: i64| {
+        let mut seen = lock(&s.nonces);
+        // Nonces older than any timestamp still accepted can no longer be replayed.
+        let horizon = now - 2 * check.max_skew_seconds as i64;
+        seen.retain(|_, t| *t >= horizon);
+        seen.insert(nonce.to_string(), timestamp).is_none()
+    };
+    let verdict = oauth1::verify(check, &request, fresh_nonce);
+    if let Err(reason) = &verdict {
+        let mut st = lock(&s.stats);
+        st.signature_failures += 1;
+        st.last_signature_failure = Some(reason.to_string());
+    }
+    Arrival {
+        signed: Some(verdict.is_ok()),
     }
 }
 
 /// Whether a data request may be served.
-pub fn authorized(s: &Sandbox, headers: &HeaderMap, query: &Map<String, Value>) -> bool {
+pub fn authorized(
+    s: &Sandbox,
+    headers: &HeaderMap,
+    query: &Map<String, Value>,
+    arrival: &Arrival,
+) -> bool {
     if s.profile.auth.kind == AuthKind::None {
         return true;
+    }
+    if let Some(signed) = arrival.signed {
+        return signed;
     }
     let Some(token) = presented(s, headers, query) else {
         return false;

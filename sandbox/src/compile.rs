@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use tributary::mapping::jsonata::Jsonata;
 
 use crate::fields::kind_of;
-use crate::profile::{FieldValues, Inputs, Profile, ResourceProfile};
+use crate::profile::{AuthKind, FieldValues, Inputs, Profile, ResourceProfile};
 use crate::respond::FixedAnswer;
 use crate::SandboxError;
 
@@ -88,6 +88,11 @@ pub fn compile(profile: &Profile) -> Result<Compiled, SandboxError> {
         file: profile.name.clone(),
         message,
     };
+    if profile.auth.kind == AuthKind::Oauth1 && profile.auth.oauth1.is_none() {
+        return Err(fail(
+            "auth: type oauth1 needs `oauth1` (consumer_key, consumer_secret, token_id, token_secret, realm)".into(),
+        ));
+    }
     let mut resources = HashMap::new();
     let mut by_route: HashMap<(String, String), Candidates> = HashMap::new();
     for (name, r) in &profile.resources {

@@ -54,6 +54,12 @@ pub struct Stats {
     /// Requests a route refused (`routes[].refuse`), e.g. an API key on an OAuth-only endpoint.
     #[serde(default)]
     pub refused: u64,
+    /// OAuth 1.0a requests refused (wrong signature, realm, key, stale timestamp, reused
+    /// nonce), and the reason the last one was.
+    #[serde(default)]
+    pub signature_failures: u64,
+    #[serde(default)]
+    pub last_signature_failure: Option<String>,
     pub token_requests: u64,
     pub refreshes: u64,
     pub invalid_grants: u64,

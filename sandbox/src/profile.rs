@@ -56,6 +56,50 @@ pub struct AuthCheck {
     /// The answer to a missing or wrong credential.
     #[serde(default)]
     pub unauthorized: Answer,
+    /// For `oauth1`: the keys and realm signatures are checked against.
+    #[serde(default)]
+    pub oauth1: Option<Oauth1Check>,
+}
+
+/// OAuth 1.0a token-based authentication, verified for real: a request must carry
+/// this realm, consumer key and token, the signature method, a timestamp within
+/// `max_skew_seconds` of now, a nonce never used before, and a valid signature.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Oauth1Check {
+    pub consumer_key: String,
+    pub consumer_secret: String,
+    pub token_id: String,
+    pub token_secret: String,
+    pub realm: String,
+    #[serde(default)]
+    pub signature_method: SignatureMethod,
+    #[serde(default = "default_max_skew")]
+    pub max_skew_seconds: u64,
+}
+
+fn default_max_skew() -> u64 {
+    300
+}
+
+/// The HMAC an OAuth 1.0a signature uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum SignatureMethod {
+    #[default]
+    #[serde(rename = "HMAC-SHA256")]
+    HmacSha256,
+    #[serde(rename = "HMAC-SHA1")]
+    HmacSha1,
+}
+
+impl SignatureMethod {
+    /// As `oauth_signature_method` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SignatureMethod::HmacSha256 => "HMAC-SHA256",
+            SignatureMethod::HmacSha1 => "HMAC-SHA1",
+        }
+    }
 }
 
 /// Where a data request carries its credential.
@@ -73,6 +117,8 @@ pub enum AuthKind {
     Query,
     /// HTTP Basic: the user name is the token.
     Basic,
+    /// OAuth 1.0a signatures, checked as `oauth1` says.
+    Oauth1,
 }
 
 /// A fixed error answer: status, JSONata body (over the request context), headers.
@@ -464,8 +510,12 @@ pub struct DeltaQuery {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SelectQuery {
-    /// The query parameter's name.
+    /// The query parameter's name (or the JSON body field's, `in: body`).
     pub param: String,
+    /// Where the statement is: a query parameter (`query`, the default, as SOQL's `q`)
+    /// or a field of the JSON body (`body`, as SuiteQL's `{"q": ...}`).
+    #[serde(rename = "in", default)]
+    pub location: StatementLocation,
     /// The object after FROM that this resource serves (compared case-insensitively).
     pub object: String,
     /// Record keys returned whatever is selected.
@@ -481,6 +531,27 @@ pub struct SelectQuery {
     /// JSONata body over `{object, query}` (the first resource reading queries answers).
     #[serde(default = "default_invalid_type")]
     pub invalid_type: Answer,
+}
+
+/// Where a query statement is carried.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatementLocation {
+    #[default]
+    Query,
+    Body,
+}
+
+impl SelectQuery {
+    /// The statement a request carries (its request context's `query.<param>` or
+    /// `body.<param>`), null when there is none.
+    pub fn statement<'r>(&self, request: &'r serde_json::Value) -> &'r serde_json::Value {
+        let at = match self.location {
+            StatementLocation::Query => "query",
+            StatementLocation::Body => "body",
+        };
+        &request[at][&self.param]
+    }
 }
 
 fn default_invalid_type() -> Answer {

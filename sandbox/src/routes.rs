@@ -56,9 +56,10 @@ pub async fn provider(
             return oauth::token_endpoint(&s, o, &headers, &body);
         }
     }
+    let arrival = auth::arrive(&s, &method, &uri, &headers);
     if let Some((index, params)) = describe::route(&s, method.as_str(), &path) {
         let (query, request) = request_context(&uri, params, &headers, &body);
-        return describe_request(&s, index, &headers, &query, request);
+        return describe_request(&s, index, &headers, &query, request, &arrival);
     }
     let Some(matched) = s
         .compiled
@@ -85,7 +86,7 @@ pub async fn provider(
     if let Some(throttled) = throttle::over_budget(&s) {
         return throttled;
     }
-    serve(&s, &dispatch, &headers, &query, request).await
+    serve(&s, &dispatch, &headers, &query, request, &arrival).await
 }
 
 /// The request as the profile's expressions read it, `{query, body, params,
@@ -131,6 +132,7 @@ fn describe_request(
     headers: &HeaderMap,
     query: &Map<String, Value>,
     request: Value,
+    arrival: &auth::Arrival,
 ) -> Response {
     {
         let mut st = lock(&s.stats);
@@ -140,7 +142,7 @@ fn describe_request(
     if let Some(throttled) = throttle::over_budget(s) {
         return throttled;
     }
-    if !auth::authorized(s, headers, query) {
+    if !auth::authorized(s, headers, query, arrival) {
         lock(&s.stats).unauthorized += 1;
         return s.compiled.unauthorized.render(&request);
     }
@@ -183,7 +185,7 @@ fn dispatch(s: &Sandbox, candidates: &Candidates, request: &Value) -> Option<Dis
             return found(None);
         };
         // A query locator's page carries no query: its cursor has the selection.
-        let Some(q) = request["query"][&sq.param].as_str() else {
+        let Some(q) = sq.statement(request).as_str() else {
             return found(None);
         };
         let refused = match soql::parse(q) {
@@ -232,6 +234,7 @@ async fn serve(
     headers: &HeaderMap,
     query: &Map<String, Value>,
     request: Value,
+    arrival: &auth::Arrival,
 ) -> Response {
     let resource = dispatch.resource.as_str();
     let rp = &s.profile.resources[resource];
@@ -261,7 +264,7 @@ async fn serve(
             Outcome::Serve { repeat_cursor: r } => repeat_cursor = r,
         }
     }
-    if !auth::authorized(s, headers, query) {
+    if !auth::authorized(s, headers, query, arrival) {
         lock(&s.stats).unauthorized += 1;
         return s.compiled.unauthorized.render(&request);
     }
@@ -326,12 +329,12 @@ fn selection(
     let (Some(sq), Some(answers)) = (&rp.select_query, &compiled.select_answers) else {
         return Ok((Selection::Whole, None));
     };
-    let q = request["query"][&sq.param].clone();
+    let q = sq.statement(request).clone();
     let refuse = |answer: &FixedAnswer, ctx: Value| Err(Box::new(answer.render(&ctx)));
     match &dispatch.statement {
         // Neither a query nor a locator's cursor: nothing says what to read.
         None if page.cursor.is_none() => {
-            let message = format!("the query parameter `{}` is missing", sq.param);
+            let message = format!("the query `{}` is missing", sq.param);
             refuse(&answers.malformed, json!({"message": message, "query": q}))
         }
         None => match page.cursor_selection {

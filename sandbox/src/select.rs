@@ -193,6 +193,7 @@ mod tests {
     fn selected_fields_resolve_without_case_and_unknown_ones_are_named() {
         let q = SelectQuery {
             param: "q".into(),
+            location: Default::default(),
             object: "Contact".into(),
             always: vec!["attributes".into()],
             invalid_field: crate::profile::Answer::default(),

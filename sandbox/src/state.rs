@@ -164,6 +164,8 @@ pub struct Sandbox {
     pub window: Mutex<Window>,
     /// Field selections that query locators carry.
     pub selections: Selections,
+    /// OAuth 1.0a nonces seen, with their timestamps (a nonce is good for one request).
+    pub nonces: Mutex<HashMap<String, i64>>,
 }
 
 impl Sandbox {
@@ -191,6 +193,7 @@ impl Sandbox {
             }),
             window: Mutex::new(Window::new()),
             selections: Selections::default(),
+            nonces: Mutex::new(HashMap::new()),
             profile,
         })
     }
