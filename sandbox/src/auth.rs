@@ -55,7 +55,14 @@ fn presented(s: &Sandbox, headers: &HeaderMap, query: &Map<String, Value>) -> Op
             .get(auth.name.as_deref().unwrap_or("api_key"))
             .and_then(|v| v.as_str())
             .map(str::to_string),
-        AuthKind::Basic => basic_credentials(headers).map(|(user, _)| user),
+        AuthKind::Basic => basic_credentials(headers).map(|(user, password)| {
+            let pair = format!("{user}:{password}");
+            if auth.tokens.contains(&pair) {
+                pair
+            } else {
+                user
+            }
+        }),
         AuthKind::Oauth1 => None,
     }
 }

@@ -50,7 +50,8 @@ pub struct AuthCheck {
     /// Text before the token (`Bearer ` for bearer).
     #[serde(default)]
     pub prefix: Option<String>,
-    /// Tokens (or basic user names) always accepted.
+    /// Tokens always accepted; for `basic`, user names (any password), or `user:password`
+    /// pairs (that password only).
     #[serde(default)]
     pub tokens: Vec<String>,
     /// The answer to a missing or wrong credential.
@@ -115,7 +116,7 @@ pub enum AuthKind {
     Header,
     /// A named query parameter (`api_key` unless named).
     Query,
-    /// HTTP Basic: the user name is the token.
+    /// HTTP Basic: the user name is the token, or `user:password` when `tokens` name the pair.
     Basic,
     /// OAuth 1.0a signatures, checked as `oauth1` says.
     Oauth1,
@@ -156,6 +157,9 @@ pub enum Format {
     #[default]
     Json,
     Xml,
+    /// The body's result as plain text (`text/plain`), as APIs that answer some errors
+    /// with a sentence rather than JSON.
+    Text,
 }
 
 fn default_401() -> u16 {

@@ -60,6 +60,7 @@ pub fn respond(
     match format {
         Format::Json => json_response(status, body, headers),
         Format::Xml => xml_response(status, body, headers),
+        Format::Text => with_headers(status, text(body), "text/plain; charset=utf-8", headers),
     }
 }
 

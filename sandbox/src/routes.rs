@@ -17,7 +17,7 @@ use tributary::mapping::jsonata::truthy;
 use crate::compile::{Candidate, Candidates};
 use crate::faults::{self, Outcome};
 use crate::paging::{self, PageRequest, Serving};
-use crate::respond::{bad_request, not_found, respond, text, FixedAnswer};
+use crate::respond::{bad_request, json_response, not_found, respond, text, FixedAnswer};
 use crate::select::{self, Selection};
 use crate::soql::{self, ParseError, Select};
 use crate::state::Sandbox;
@@ -80,7 +80,7 @@ pub async fn provider(
     };
     if let Some(answer) = refusal(matched.value, &dispatch.resource, &request) {
         lock(&s.stats).refused += 1;
-        return answer.render(&request);
+        return answer;
     }
     count_data_request(&s, &dispatch.resource);
     if let Some(throttled) = throttle::over_budget(&s) {
@@ -202,18 +202,25 @@ fn dispatch(s: &Sandbox, candidates: &Candidates, request: &Value) -> Option<Dis
     unreadable
 }
 
-/// The answer of the first refusal of the dispatched candidate that holds.
-fn refusal<'c>(
-    candidates: &'c Candidates,
-    resource: &str,
-    request: &Value,
-) -> Option<&'c FixedAnswer> {
+/// The answer of the first refusal of the dispatched candidate that holds. A `when`
+/// that fails to evaluate (an unknown function, a type error) is the profile's own
+/// bug: it is answered as a 500 naming the rule, rather than read as false and
+/// silently serving what the profile meant to refuse.
+fn refusal(candidates: &Candidates, resource: &str, request: &Value) -> Option<Response> {
     let candidate = candidates.iter().find(|c| c.resource == resource)?;
-    candidate
-        .refuse
-        .iter()
-        .find(|(when, _)| truthy(&when.eval_json(request).unwrap_or(None)))
-        .map(|(_, answer)| answer)
+    for (i, (when, answer)) in candidate.refuse.iter().enumerate() {
+        match when.eval_json(request) {
+            Ok(v) if truthy(&v) => return Some(answer.render(request)),
+            Ok(_) => {}
+            Err(e) => {
+                let message = json!({"error": format!(
+                    "sandbox profile: resources.{resource}.routes.refuse[{i}].when failed: {e}"
+                )});
+                return Some(json_response(500, &message, Vec::new()));
+            }
+        }
+    }
+    None
 }
 
 fn count_data_request(s: &Sandbox, resource: &str) {

@@ -173,6 +173,29 @@ async fn a_401_says_to_renew_the_credentials_without_echoing_them() {
     assert!(!err.contains("expired-token-123"));
 }
 
+/// Jira answers a wrong API token with a sentence, not JSON: the error shows it.
+#[tokio::test]
+async fn a_401_whose_body_is_plain_text_shows_the_text() {
+    let profile = Profile::load(&repo_root().join("provider-specs/sandbox/jira.yaml")).unwrap();
+    let sbx = sandbox::start(profile, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let run = SpecRun::new("provider-specs/jira.yaml", "tickets")
+        .config(&json!({"site": "sandbox", "base_url": sbx.base_url()}))
+        .credentials(&json!({"username": "bot@example.com", "password": "wrong-api-token-456"}))
+        .args(&["--allow-private-hosts"]);
+    let out = tokio::task::spawn_blocking(move || spec_run(&run))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("answered 401") && err.contains("Authentication failed"),
+        "{err}"
+    );
+    assert!(!err.contains("wrong-api-token-456"));
+}
+
 #[tokio::test]
 async fn a_429_storm_longer_than_the_ceiling_fails_instead_of_waiting_forever() {
     let (sbx, control) = hubspot_sandbox().await;

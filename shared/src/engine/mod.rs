@@ -865,7 +865,10 @@ impl ResourceRun {
             None if answer.xml_error.is_some() && !answer.bytes.is_empty() => {
                 Some(snippet(&answer.bytes))
             }
-            None => self.error_message(answer.json.as_ref(), &answer.headers),
+            // A body that is not JSON (a sentence, an HTML page): show how it starts.
+            None => self
+                .error_message(answer.json.as_ref(), &answer.headers)
+                .or_else(|| (!answer.bytes.is_empty()).then(|| snippet(&answer.bytes))),
         };
         if unauthorized {
             ErrorKind::Unauthorized {
