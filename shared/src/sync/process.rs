@@ -171,7 +171,7 @@ fn process_part(
         if let Some(t) = updated_at(ctx.plan, &raw) {
             out.max_updated = Some(out.max_updated.map_or(t, |m| m.max(t)));
         }
-        if marked_removed(ctx.plan, &raw) {
+        if ctx.plan.records.marks_removed(&raw) {
             removed(ctx, &model_topic, &raw, stored, &mut out);
             continue;
         }
@@ -245,11 +245,6 @@ fn dead_letter(ctx: &PageContext<'_>, page: u32, failure: RecordFailure, out: &m
     }
     let letter = DeadLetter::new(ctx.run, ctx.spec_file, page, failure, ctx.now);
     out.messages.push(letter.to_message(ctx.topics));
-}
-
-/// Whether the provider marks this record removed (`records.deleted`).
-fn marked_removed(plan: &Plan, raw: &Value) -> bool {
-    plan.records.marks_removed(raw)
 }
 
 /// A record the provider says is removed: a `deleted` event when it was known (one never
