@@ -103,6 +103,22 @@ impl ProviderCase {
     }
 }
 
+/// A shipped sandbox profile (`provider-specs/sandbox/<file>`), edited by `edit`, serving
+/// on loopback, with its control client.
+pub async fn shipped_sandbox(
+    file: &str,
+    edit: impl FnOnce(&mut tributary_sandbox::Profile),
+) -> (tributary_sandbox::SandboxHandle, SandboxControl) {
+    let path = repo_root().join("provider-specs/sandbox").join(file);
+    let mut profile = tributary_sandbox::Profile::load(&path).expect("a shipped profile loads");
+    edit(&mut profile);
+    let sbx = tributary_sandbox::start(profile, "127.0.0.1:0".parse().expect("an address"))
+        .await
+        .expect("the sandbox starts on loopback");
+    let control = SandboxControl::new(sbx.base_url());
+    (sbx, control)
+}
+
 /// Talk to a sandbox's control endpoints (`/_sandbox/...`, see `sandbox/src/control.rs`):
 /// records (`GET resources/{name}`), mutations (`POST resources/{name}/mutate`), faults
 /// (`POST faults`), token expiry (`POST oauth/expire`), counters (`GET stats`), and a

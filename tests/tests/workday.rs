@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 use tributary::engine::{ignore_events, Connection, ErrorKind, RunOptions};
 use tributary::spec::{load_spec, CompiledSpec};
 use tributary_e2e::engine::read_resource;
-use tributary_e2e::{repo_root, SandboxControl};
-use tributary_sandbox::{self as sandbox, Profile, SandboxHandle};
+use tributary_e2e::{repo_root, shipped_sandbox, SandboxControl};
+use tributary_sandbox::SandboxHandle;
 
 const WORKERS: u64 = 45;
 const PAGE_SIZE: u32 = 20;
@@ -24,13 +24,10 @@ async fn workday() -> (SandboxHandle, SandboxControl, Connection) {
 }
 
 async fn workday_with_password(password: &str) -> (SandboxHandle, SandboxControl, Connection) {
-    let mut profile =
-        Profile::load(&repo_root().join("provider-specs/sandbox/workday.yaml")).unwrap();
-    profile.resources.get_mut("workers").unwrap().count = WORKERS;
-    let sbx = sandbox::start(profile, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let control = SandboxControl::new(sbx.base_url());
+    let (sbx, control) = shipped_sandbox("workday.yaml", |p| {
+        p.resources.get_mut("workers").unwrap().count = WORKERS;
+    })
+    .await;
     // A worker entered just before page 2 is served, first in the list.
     control
         .faults(json!([{"kind": "create", "resource": "workers", "page": 2, "first": true, "times": 1}]))

@@ -5,8 +5,8 @@ use std::process::Output;
 
 use serde_json::json;
 use tributary_e2e::spec_run::SpecRun;
-use tributary_e2e::{repo_root, SandboxControl};
-use tributary_sandbox::{self as sandbox, Profile, SandboxHandle};
+use tributary_e2e::{repo_root, shipped_sandbox, SandboxControl};
+use tributary_sandbox::SandboxHandle;
 
 const WORKER: &str = env!("CARGO_BIN_EXE_tributary-worker");
 
@@ -108,12 +108,7 @@ fn an_invalid_jsonata_expression_names_its_path() {
 }
 
 async fn hubspot_sandbox() -> (SandboxHandle, SandboxControl) {
-    let profile = Profile::load(&repo_root().join("provider-specs/sandbox/hubspot.yaml")).unwrap();
-    let sbx = sandbox::start(profile, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let control = SandboxControl::new(sbx.base_url());
-    (sbx, control)
+    shipped_sandbox("hubspot.yaml", |_| {}).await
 }
 
 async fn run_contacts(sbx: &SandboxHandle, token: &str, extra: &[&str]) -> Output {
@@ -176,10 +171,7 @@ async fn a_401_says_to_renew_the_credentials_without_echoing_them() {
 /// Jira answers a wrong API token with a sentence, not JSON: the error shows it.
 #[tokio::test]
 async fn a_401_whose_body_is_plain_text_shows_the_text() {
-    let profile = Profile::load(&repo_root().join("provider-specs/sandbox/jira.yaml")).unwrap();
-    let sbx = sandbox::start(profile, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let (sbx, _control) = shipped_sandbox("jira.yaml", |_| {}).await;
     let run = SpecRun::new("provider-specs/jira.yaml", "tickets")
         .config(&json!({"site": "sandbox", "base_url": sbx.base_url()}))
         .credentials(&json!({"username": "bot@example.com", "password": "wrong-api-token-456"}))

@@ -11,8 +11,8 @@ use reqwest::Url;
 use serde_json::{json, Value};
 use tributary::http::oauth1::{authorization, Freshness, Oauth1Keys};
 use tributary::spec::model::Oauth1SignatureMethod;
-use tributary_e2e::{repo_root, SandboxControl};
-use tributary_sandbox::{self as sandbox, Profile, SandboxHandle};
+use tributary_e2e::{repo_root, shipped_sandbox, SandboxControl};
+use tributary_sandbox::SandboxHandle;
 
 const KEYS: Oauth1Keys<'static> = Oauth1Keys {
     consumer_key: "sandbox-netsuite-consumer-key",
@@ -23,12 +23,7 @@ const KEYS: Oauth1Keys<'static> = Oauth1Keys {
 const REALM: &str = "1234567_SB1";
 
 async fn netsuite() -> (SandboxHandle, SandboxControl) {
-    let profile = Profile::load(&repo_root().join("provider-specs/sandbox/netsuite.yaml")).unwrap();
-    let sbx = sandbox::start(profile, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let control = SandboxControl::new(sbx.base_url());
-    (sbx, control)
+    shipped_sandbox("netsuite.yaml", |_| {}).await
 }
 
 fn suiteql_url(sbx: &SandboxHandle) -> Url {
