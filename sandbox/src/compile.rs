@@ -75,6 +75,11 @@ pub struct Compiled {
     pub throttle: Option<FixedAnswer>,
     pub invalid_grant: Option<FixedAnswer>,
     pub token_body: Option<Jsonata>,
+    /// `oauth.authorize.callback`: further parameters of the redirect back.
+    pub authorize_callback: Option<Jsonata>,
+    /// `oauth.identity`: the routes by method, and each one's body and unknown-token answer.
+    pub identity_routes: HashMap<String, matchit::Router<usize>>,
+    pub identity_answers: Vec<(Jsonata, FixedAnswer)>,
     /// Headers on every data answer.
     pub global_headers: Vec<(String, Jsonata)>,
 }
@@ -158,6 +163,22 @@ pub fn compile(profile: &Profile) -> Result<Compiled, SandboxError> {
             .map(|r| expr("oauth.response", r))
             .transpose()
             .map_err(fail)?,
+        authorize_callback: oauth
+            .and_then(|o| o.authorize.as_ref())
+            .and_then(|a| a.callback.as_deref())
+            .map(|c| expr("oauth.authorize.callback", c))
+            .transpose()
+            .map_err(fail)?,
+        identity_routes: identity_routes(oauth).map_err(fail)?,
+        identity_answers: oauth
+            .map_or(&[][..], |o| o.identity.as_slice())
+            .iter()
+            .map(|r| {
+                let at = "oauth.identity";
+                Ok((expr(at, &r.body)?, FixedAnswer::compile(at, &r.unknown)?))
+            })
+            .collect::<Result<_, String>>()
+            .map_err(fail)?,
         global_headers: profile
             .headers
             .iter()
@@ -165,6 +186,25 @@ pub fn compile(profile: &Profile) -> Result<Compiled, SandboxError> {
             .collect::<Result<_, String>>()
             .map_err(fail)?,
     })
+}
+
+/// `oauth.identity` paths by method, each to its index.
+fn identity_routes(
+    oauth: Option<&crate::profile::OAuthServer>,
+) -> Result<HashMap<String, matchit::Router<usize>>, String> {
+    let mut routes: HashMap<String, matchit::Router<usize>> = HashMap::new();
+    for (i, r) in oauth
+        .map_or(&[][..], |o| o.identity.as_slice())
+        .iter()
+        .enumerate()
+    {
+        routes
+            .entry(r.method.to_uppercase())
+            .or_default()
+            .insert(r.path.clone(), i)
+            .map_err(|e| format!("oauth.identity[{i}].path `{}`: {e}", r.path))?;
+    }
+    Ok(routes)
 }
 
 type SchemaRoutes = (

@@ -61,6 +61,22 @@ pub struct Stats {
     #[serde(default)]
     pub last_signature_failure: Option<String>,
     pub token_requests: u64,
+    /// The authorization-code flow: consent pages shown, decisions, codes exchanged, and
+    /// exchanges refused for a code verifier that did not match.
+    #[serde(default)]
+    pub consent_pages: u64,
+    #[serde(default)]
+    pub consents_approved: u64,
+    #[serde(default)]
+    pub consents_denied: u64,
+    #[serde(default)]
+    pub code_exchanges: u64,
+    #[serde(default)]
+    pub pkce_failures: u64,
+    /// Why the last authorization code was refused (unknown or used, expired, another
+    /// client, another redirect URI, a verifier that does not match).
+    #[serde(default)]
+    pub last_grant_failure: Option<String>,
     pub refreshes: u64,
     pub invalid_grants: u64,
     pub by_resource: BTreeMap<String, u64>,

@@ -7,7 +7,8 @@
 //! (the records and counters a running sandbox holds), `routes` (dispatch of data
 //! requests), `paging` (paging inputs, cursors, the page answer), `select` (which
 //! fields a request gets) with `soql` (the SELECT parser), `auth` (data request
-//! credentials) with `oauth1` (OAuth 1.0a signatures, verified), `oauth` (the token endpoint), `throttle` (the sandbox's own
+//! credentials) with `oauth1` (OAuth 1.0a signatures, verified), `oauth` (the token endpoint and identity endpoints), `authorize` (the consent
+//! page and authorization codes, PKCE), `throttle` (the sandbox's own
 //! budget), `faults` (failures on demand), `control` (the `/_sandbox/` API),
 //! `fields` (a resource's fields as they are now, and generated custom values),
 //! `describe` (the describe endpoints, `schema_routes`), `respond` (JSON
@@ -15,6 +16,7 @@
 //! format, `start`, the handle, and the control API's types.
 
 mod auth;
+mod authorize;
 mod compile;
 mod control;
 mod data;

@@ -187,9 +187,80 @@ pub struct OAuthServer {
     /// JSONata over `{access_token, refresh_token, expires_in}`: the success answer.
     #[serde(default)]
     pub response: Option<String>,
-    /// The answer to an unknown or revoked refresh token.
+    /// The answer to an unknown or revoked refresh token (and to a bad authorization code).
     #[serde(default = "default_invalid_grant")]
     pub invalid_grant: Answer,
+    /// The authorization-code flow: a consent page, and codes the token endpoint exchanges.
+    #[serde(default)]
+    pub authorize: Option<AuthorizeServer>,
+    /// Endpoints telling who an access token belongs to (e.g. an access-token info route).
+    #[serde(default)]
+    pub identity: Vec<IdentityRoute>,
+}
+
+/// The consent page at `path` (GET shows it, POST is the user's decision), strict as an
+/// authorization server is: only the app's client id and registered redirect URIs, only
+/// known scopes, PKCE as `pkce` says.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizeServer {
+    pub path: String,
+    /// Redirect URIs registered for the app, compared exactly (tests register theirs).
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    /// Scopes the app may ask for; any other is `invalid_scope`.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// How `scope` separates its scopes (a space unless given).
+    #[serde(default = "default_scope_separator")]
+    pub scope_separator: String,
+    #[serde(default)]
+    pub pkce: PkceRule,
+    /// JSONata over `{request}` to further query parameters of the redirect back (e.g.
+    /// `{"realmId": "..."}`), beside `code` and `state`.
+    #[serde(default)]
+    pub callback: Option<String>,
+    /// How long a code may be exchanged (single use).
+    #[serde(default = "default_code_ttl")]
+    pub code_ttl_seconds: u64,
+    /// The account the consent grants access to, shown on the page (e.g. a portal id).
+    #[serde(default)]
+    pub account: Option<String>,
+}
+
+fn default_scope_separator() -> String {
+    " ".into()
+}
+
+fn default_code_ttl() -> u64 {
+    600
+}
+
+/// Whether the authorization server takes PKCE (RFC 7636).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PkceRule {
+    /// A code challenge is refused without one (invalid_request).
+    Required,
+    /// Verified when the authorize request carried a challenge.
+    #[default]
+    Optional,
+    /// Not part of this provider's flow: a challenge is ignored.
+    Unsupported,
+}
+
+/// An identity endpoint: `path` (may hold `{token}`, the access token), answered with
+/// `body` (JSONata over `{access_token, scope, params, request}`) for a valid token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityRoute {
+    #[serde(default = "default_method")]
+    pub method: String,
+    pub path: String,
+    pub body: String,
+    /// The answer to an unknown or expired token.
+    #[serde(default)]
+    pub unknown: Answer,
 }
 
 fn default_ttl() -> u64 {

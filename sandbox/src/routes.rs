@@ -22,7 +22,7 @@ use crate::select::{self, Selection};
 use crate::soql::{self, ParseError, Select};
 use crate::state::Sandbox;
 use crate::throttle::{self, epoch_millis};
-use crate::{auth, describe, lock, oauth};
+use crate::{auth, authorize, describe, lock, oauth};
 
 /// The resource a request is for, with the query it carries when the resource
 /// reads one (`select_query`).
@@ -54,6 +54,27 @@ pub async fn provider(
     if let Some(o) = &s.profile.oauth {
         if method == Method::POST && path == o.path {
             return oauth::token_endpoint(&s, o, &headers, &body);
+        }
+        if let Some(a) = o.authorize.as_ref().filter(|a| a.path == path) {
+            return match method {
+                Method::POST => authorize::decide(&s, o, a, &body),
+                _ => authorize::consent_page(&s, o, a, uri.query().unwrap_or("")),
+            };
+        }
+        if let Some(found) = s
+            .compiled
+            .identity_routes
+            .get(method.as_str())
+            .and_then(|r| r.at(&path).ok())
+        {
+            let params: Map<String, Value> = found
+                .params
+                .iter()
+                .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+                .collect();
+            let index = *found.value;
+            let (_, request) = request_context(&uri, params.clone(), &headers, &body);
+            return oauth::identity(&s, index, &params, &headers, &request);
         }
     }
     let arrival = auth::arrive(&s, &method, &uri, &headers);

@@ -151,6 +151,21 @@ pub struct Tokens {
     pub access: HashMap<String, Instant>,
     pub refresh: HashSet<String>,
     pub issued: u64,
+    /// Authorization codes the consent page handed out, until exchanged or expired.
+    pub codes: HashMap<String, IssuedCode>,
+    /// The scope each access token from a code was granted (for identity answers).
+    pub scopes: HashMap<String, String>,
+}
+
+/// What an authorization code stands for.
+#[derive(Debug, Clone)]
+pub struct IssuedCode {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub scope: String,
+    /// The PKCE challenge and its method (`S256` or `plain`).
+    pub challenge: Option<(String, String)>,
+    pub expires: Instant,
 }
 
 /// A running sandbox's state, shared by every handler.
@@ -190,6 +205,8 @@ impl Sandbox {
                 access: HashMap::new(),
                 refresh,
                 issued: 0,
+                codes: HashMap::new(),
+                scopes: HashMap::new(),
             }),
             window: Mutex::new(Window::new()),
             selections: Selections::default(),
