@@ -8,6 +8,7 @@ pub mod budget;
 pub mod bus;
 pub mod changes;
 pub mod config;
+pub mod connect;
 pub mod domain;
 pub mod engine;
 pub mod http;

@@ -354,8 +354,6 @@ impl Authenticator {
         url: url::Url,
         creds: &mut Credentials,
     ) -> Result<Refreshed, AuthError> {
-        let client_id = creds.get("client_id").map(str::to_string);
-        let client_secret = creds.get("client_secret").map(str::to_string);
         let mut form: Vec<(String, String)> = Vec::new();
         match o.grant {
             Grant::RefreshToken => {
@@ -372,6 +370,54 @@ impl Authenticator {
                 }
             }
         }
+        let body = self.post_token_form(http, o, url, form, creds).await?;
+        adopt_token_answer(o, &body, creds)
+    }
+
+    /// Exchange an authorization code (RFC 6749 section 4.1.3, with the PKCE verifier when
+    /// one was sent) for the connection's first tokens: `creds` (holding the app's
+    /// `client_id` and `client_secret`) gains them; the answer is returned whole for the
+    /// identity capture.
+    pub async fn exchange_code(
+        &self,
+        http: &reqwest::Client,
+        token_url: &(dyn Fn(&str) -> Result<url::Url, String> + Sync),
+        code: &str,
+        redirect_uri: &str,
+        verifier: Option<&str>,
+        creds: &mut Credentials,
+    ) -> Result<Value, AuthError> {
+        let CompiledAuth::OAuth2(o) = &self.spec.auth else {
+            return Err(AuthError::TokenEndpoint(
+                "this spec's auth has no token endpoint".into(),
+            ));
+        };
+        let url = token_url(&self.render_token_url(o)?).map_err(AuthError::TokenEndpoint)?;
+        let mut form = vec![
+            ("grant_type".to_string(), "authorization_code".to_string()),
+            ("code".into(), code.to_string()),
+            ("redirect_uri".into(), redirect_uri.to_string()),
+        ];
+        if let Some(v) = verifier {
+            form.push(("code_verifier".into(), v.to_string()));
+        }
+        let body = self.post_token_form(http, o, url, form, creds).await?;
+        adopt_token_answer(o, &body, creds)?;
+        Ok(body)
+    }
+
+    /// POST a grant's form (with the spec's `token_params` and the client's
+    /// authentication) to the token endpoint: its JSON answer, or why there is none.
+    async fn post_token_form(
+        &self,
+        http: &reqwest::Client,
+        o: &CompiledOAuth2,
+        url: url::Url,
+        mut form: Vec<(String, String)>,
+        creds: &Credentials,
+    ) -> Result<Value, AuthError> {
+        let client_id = creds.get("client_id").map(str::to_string);
+        let client_secret = creds.get("client_secret").map(str::to_string);
         let ctx = minijinja::context! { config => self.config.clone(), credentials => Ctx::from(minijinja::value::Serde(creds.expose_for_templates())) };
         for (k, t) in &o.token_params {
             form.push((
@@ -418,39 +464,47 @@ impl Authenticator {
             }
             return Err(AuthError::TokenEndpoint(description));
         }
-        let body = body.ok_or_else(|| {
+        body.ok_or_else(|| {
             AuthError::TokenEndpoint(format!("status {status} with a body that is not JSON"))
-        })?;
-        let access = as_text(o.access_token.eval_json(&body).ok().flatten())
-            .ok_or_else(|| AuthError::TokenEndpoint("the answer has no access token".into()))?;
-        let expires_in = o
-            .expires_in
-            .eval_json(&body)
-            .ok()
-            .flatten()
-            .and_then(|v| {
-                v.as_f64()
-                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-            })
-            .map(|f| f as i64)
-            .unwrap_or(o.default_expires_in_seconds as i64);
-        let rotated = as_text(o.refresh_token.eval_json(&body).ok().flatten());
-        let rotated_refresh_token = rotated
-            .as_deref()
-            .is_some_and(|r| Some(r) != creds.get("refresh_token"));
-        creds.set("access_token", access);
-        creds.set(
-            "expires_at",
-            crate::domain::time::human(Utc::now() + ChronoDuration::seconds(expires_in)),
-        );
-        if let Some(rt) = rotated {
-            creds.set("refresh_token", rt);
-        }
-        Ok(Refreshed {
-            rotated_refresh_token,
-            expires_in_seconds: expires_in,
         })
     }
+}
+
+/// Take a token answer's access token, lifetime and (rotated) refresh token into `creds`.
+fn adopt_token_answer(
+    o: &CompiledOAuth2,
+    body: &Value,
+    creds: &mut Credentials,
+) -> Result<Refreshed, AuthError> {
+    let access = as_text(o.access_token.eval_json(body).ok().flatten())
+        .ok_or_else(|| AuthError::TokenEndpoint("the answer has no access token".into()))?;
+    let expires_in = o
+        .expires_in
+        .eval_json(body)
+        .ok()
+        .flatten()
+        .and_then(|v| {
+            v.as_f64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        })
+        .map(|f| f as i64)
+        .unwrap_or(o.default_expires_in_seconds as i64);
+    let rotated = as_text(o.refresh_token.eval_json(body).ok().flatten());
+    let rotated_refresh_token = rotated
+        .as_deref()
+        .is_some_and(|r| Some(r) != creds.get("refresh_token"));
+    creds.set("access_token", access);
+    creds.set(
+        "expires_at",
+        crate::domain::time::human(Utc::now() + ChronoDuration::seconds(expires_in)),
+    );
+    if let Some(rt) = rotated {
+        creds.set("refresh_token", rt);
+    }
+    Ok(Refreshed {
+        rotated_refresh_token,
+        expires_in_seconds: expires_in,
+    })
 }
 
 fn expires_soon(creds: &Credentials, margin_seconds: u64) -> bool {

@@ -74,7 +74,23 @@ pub struct CompiledSpec {
     /// Field discoveries, by name.
     pub discoveries: IndexMap<String, CompiledDiscovery>,
     pub custom_objects: Option<CompiledCustomObjects>,
+    /// `connect.authorize`, compiled (an OAuth provider's connect flow).
+    pub authorize: Option<CompiledAuthorize>,
 }
+
+/// The authorization request and identity capture, compiled.
+#[derive(Debug)]
+pub struct CompiledAuthorize {
+    pub url: TemplateId,
+    pub params: Vec<(String, TemplateId)>,
+    /// The identity request's path (templates see `token` and `config`).
+    pub identity_request: Option<(Method, TemplateId)>,
+    pub external_id: Option<Jsonata>,
+    pub config: Vec<(String, Jsonata)>,
+}
+
+/// What identity templates and expressions read.
+const IDENTITY_VARS: &[&str] = &["config", "token", "callback"];
 
 /// How a connection names one of its custom objects among its resources.
 pub const CUSTOM_PREFIX: &str = "custom:";
@@ -484,6 +500,10 @@ pub fn compile(source: SpecSource) -> Result<CompiledSpec, SpecError> {
         .and_then(|o| c.custom_objects(o));
     let mut credentials_used = credentials_used(&c.templates, &auth);
     credentials_used.extend(std::mem::take(&mut c.body_credentials));
+    let authorize = spec
+        .connect
+        .as_ref()
+        .and_then(|connect| c.connect(connect, &credentials_used));
     let Compiler {
         templates,
         problems,
@@ -512,6 +532,7 @@ pub fn compile(source: SpecSource) -> Result<CompiledSpec, SpecError> {
         credentials_used,
         discoveries,
         custom_objects,
+        authorize,
     })
 }
 
@@ -652,6 +673,87 @@ impl Compiler<'_> {
                 _ => {}
             }
         }
+    }
+
+    /// The `connect` section: an authorization only for OAuth authorization-code specs,
+    /// credential fields only for the others and only for credentials the spec reads.
+    fn connect(
+        &mut self,
+        connect: &super::connect::Connect,
+        credentials_used: &BTreeSet<String>,
+    ) -> Option<CompiledAuthorize> {
+        let oauth = matches!(self.src.spec.auth, Auth::Oauth2RefreshToken { .. });
+        for name in connect.fields.keys() {
+            if oauth {
+                self.problem(&format!("connect.fields.{name}"), "an OAuth provider's credentials come from the authorization; give `connect.authorize` instead");
+            } else if !credentials_used.contains(name) {
+                let used: Vec<&str> = credentials_used.iter().map(String::as_str).collect();
+                self.problem(
+                    &format!("connect.fields.{name}"),
+                    format!(
+                        "the spec's auth does not read `credentials.{name}`; it reads: {}",
+                        used.join(", ")
+                    ),
+                );
+            }
+        }
+        let a = connect.authorize.as_ref()?;
+        if !oauth {
+            self.problem(
+                "connect.authorize",
+                format!(
+                    "authorization needs `auth.type: oauth2_refresh_token`; this spec's auth is {}",
+                    self.src.spec.auth.kind()
+                ),
+            );
+            return None;
+        }
+        for name in a.resource_scopes.keys() {
+            if !self.src.spec.resources.contains_key(name) {
+                self.problem(
+                    &format!("connect.authorize.resource_scopes.{name}"),
+                    "no resource has this name",
+                );
+            }
+        }
+        let identity = &a.identity;
+        let identity_request = identity.request.as_ref().and_then(|r| {
+            let path = self.template(
+                "connect.authorize.identity.request.path",
+                &r.path,
+                IDENTITY_VARS,
+            )?;
+            Some((r.method, path))
+        });
+        let config: Vec<(String, Jsonata)> = identity
+            .config
+            .iter()
+            .filter_map(|(k, e)| {
+                Some((
+                    k.clone(),
+                    self.jsonata(&format!("connect.authorize.identity.config.{k}"), e)?,
+                ))
+            })
+            .collect();
+        for name in identity.config.keys() {
+            if !self.src.spec.config.contains_key(name) && !ENGINE_SETTINGS.contains(&name.as_str())
+            {
+                self.problem(
+                    &format!("connect.authorize.identity.config.{name}"),
+                    "the spec's `config` section does not declare this setting",
+                );
+            }
+        }
+        Some(CompiledAuthorize {
+            url: self.template("connect.authorize.url", &a.url, CONFIG_VARS)?,
+            params: self.template_map("connect.authorize.params", &a.params, CONFIG_VARS),
+            identity_request,
+            external_id: identity
+                .external_id
+                .as_deref()
+                .and_then(|e| self.jsonata("connect.authorize.identity.external_id", e)),
+            config,
+        })
     }
 
     fn hosts(&mut self) -> Option<GlobSet> {

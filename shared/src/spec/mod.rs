@@ -2,6 +2,7 @@
 //! its templates, and the JSON Schema editors use.
 
 pub mod compile;
+pub mod connect;
 pub mod load;
 pub mod model;
 pub mod overrides;

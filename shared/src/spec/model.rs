@@ -60,6 +60,10 @@ pub struct ProviderSpec {
     /// How to list a tenant's custom objects and read any of them (`custom:<name>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_objects: Option<CustomObjects>,
+    /// How an account is connected through the hosted connect page: the OAuth
+    /// authorization and identity capture, or the credential fields to ask for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<super::connect::Connect>,
 }
 
 /// A request listing the fields one tenant's account has on an object, and how to read
