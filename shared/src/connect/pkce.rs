@@ -47,8 +47,8 @@ mod tests {
     fn the_rfc_7636_example_challenge() {
         // RFC 7636 appendix B.
         assert_eq!(
-            challenge("dBjftJeZ4CVP-1B0gGt3_3Tq3N-1uZnuuMAYSTGJgM0"),
-            "E9Melhoa2OwvFrEMTJguCQaoWQ5CA2XnPVbbTGOpZfM"
+            challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
     }
 

@@ -1389,6 +1389,26 @@ resources:
     }
 
     #[test]
+    fn a_connect_section_that_does_not_fit_the_auth_is_refused() {
+        let text = spec_with("", "{ 'id': id }").replace(
+            "auth: {type: bearer}",
+            "auth: {type: bearer}\nconnect:\n  authorize: {url: https://example.com/authorize, resource_scopes: {tickets: [read]}}\n  fields:\n    api_key: {label: API key}",
+        );
+        let err = compile(parse_spec(Path::new("demo.yaml"), &text).unwrap()).unwrap_err();
+        let shown = err.to_string();
+        assert!(
+            shown.contains(
+                "at `connect.authorize`: authorization needs `auth.type: oauth2_refresh_token`"
+            ),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("at `connect.fields.api_key`: the spec's auth does not read `credentials.api_key`; it reads: access_token"),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn an_invalid_mapping_names_file_line_and_path() {
         let text = spec_with("", "{ 'id': id, 'first_name': first[ }");
         let err = compile(parse_spec(Path::new("demo.yaml"), &text).unwrap()).unwrap_err();
