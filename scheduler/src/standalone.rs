@@ -135,6 +135,7 @@ async fn start_demos(
                 schedule: Some("@every 20s".into()),
                 full_schedule: Some("@every 2m".into()),
                 timezone: "UTC".into(),
+                external_id: None,
             })
             .await?;
         summary.push(format!(

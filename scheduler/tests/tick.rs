@@ -41,6 +41,7 @@ async fn connections(store: &Store, ids: std::ops::Range<usize>, schedule: &str)
                 schedule: Some(schedule.into()),
                 full_schedule: None,
                 timezone: ["UTC", "Europe/Paris", "Asia/Tokyo"][i % 3].into(),
+                external_id: None,
             })
             .await
             .unwrap();

@@ -48,6 +48,7 @@ pub fn new_connection(
         schedule: None,
         full_schedule: None,
         timezone: "UTC".into(),
+        external_id: None,
     }
 }
 
@@ -348,6 +349,7 @@ pub async fn dump_database(store: &tributary::store::Store) -> String {
         "sync_runs",
         "schedules",
         "api_tokens",
+        "connect_sessions",
     ] {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM {table}")))
             .fetch_all(store.pool())

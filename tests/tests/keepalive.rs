@@ -32,6 +32,7 @@ async fn idle_connections_are_refreshed_at_half_the_idle_limit() {
             schedule: None,
             full_schedule: None,
             timezone: "UTC".into(),
+            external_id: None,
         }
         };
         store.create_connection(&new("idle")).await.unwrap();

@@ -40,6 +40,7 @@ async fn replicas_leases_and_pauses() {
                         schedule: Some("0 0 1 1 *".into()),
                         full_schedule: None,
                         timezone: "Europe/Paris".into(),
+                        external_id: None,
                     })
                     .await
                     .unwrap(),

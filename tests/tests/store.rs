@@ -629,3 +629,92 @@ async fn connection_overrides_are_versioned_on_both_databases() {
         );
     }
 }
+
+/// Connect sessions on both databases: the URL token opens its session (stored hashed);
+/// an authorization's state is taken by one callback only, with its sealed verifier; a
+/// finished session cannot finish again; an expired one reads as expired and cannot start.
+#[tokio::test]
+async fn connect_sessions_are_single_use_on_both_databases() {
+    use tributary::store::{NewConnectSession, SessionState};
+    for (backend, url) in fresh_databases().await {
+        let store = Store::connect(&url, test_cipher()).await.unwrap();
+        store.create_tenant("acme").await.unwrap();
+        let new = NewConnectSession {
+            tenant: "acme".into(),
+            providers: vec!["hubspot".into()],
+            resources: Some(vec!["contacts".into()]),
+            return_url: "https://app.example.com/integrations".into(),
+            config: serde_json::Map::new(),
+            reauthorize: None,
+            ttl: std::time::Duration::from_secs(1800),
+        };
+        let (session, token) = store.create_connect_session(&new).await.unwrap();
+        assert_eq!(session.state, SessionState::Pending, "{backend}");
+        let opened = store
+            .connect_session_by_token(&token)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(opened.id, session.id);
+        assert!(store
+            .connect_session_by_token("cst_nope")
+            .await
+            .unwrap()
+            .is_none());
+        let dump = tributary_e2e::dump_database(&store).await;
+        assert!(
+            !dump.contains(&token),
+            "{backend}: the token is stored hashed only"
+        );
+
+        assert!(store
+            .start_authorization(&session.id, "hubspot", "state-1", Some("verifier-secret-1"))
+            .await
+            .unwrap());
+        let dump = tributary_e2e::dump_database(&store).await;
+        assert!(
+            !dump.contains("verifier-secret-1") && !dump.contains("state-1"),
+            "{backend}"
+        );
+        let (taken, verifier) = store.take_authorization("state-1").await.unwrap().unwrap();
+        assert_eq!(
+            (taken.id.as_str(), verifier.as_deref()),
+            (session.id.as_str(), Some("verifier-secret-1"))
+        );
+        assert!(
+            store.take_authorization("state-1").await.unwrap().is_none(),
+            "{backend}: single use"
+        );
+
+        assert!(store
+            .finish_connect_session(&session.id, Ok("conn_1"))
+            .await
+            .unwrap());
+        assert!(!store
+            .finish_connect_session(&session.id, Err("late"))
+            .await
+            .unwrap());
+        let done = store.connect_session(&session.id).await.unwrap();
+        assert_eq!(
+            (done.state, done.connection_id.as_deref()),
+            (SessionState::Connected, Some("conn_1"))
+        );
+        assert!(!store
+            .start_authorization(&session.id, "hubspot", "state-2", None)
+            .await
+            .unwrap());
+
+        let (short, _) = store
+            .create_connect_session(&NewConnectSession {
+                ttl: std::time::Duration::ZERO,
+                ..new
+            })
+            .await
+            .unwrap();
+        assert_eq!(short.state, SessionState::Expired, "{backend}");
+        assert!(!store
+            .start_authorization(&short.id, "hubspot", "state-3", None)
+            .await
+            .unwrap());
+    }
+}

@@ -160,6 +160,7 @@ pub async fn create(
             schedule: body.schedule,
             full_schedule: body.full_schedule,
             timezone,
+            external_id: None,
         })
         .await?;
     tracing::info!(tenant = %body.tenant, connection = %id, provider = %body.provider, "connection created");

@@ -24,6 +24,8 @@ pub struct NewConnection {
     pub full_schedule: Option<String>,
     /// IANA time zone the schedules are read in.
     pub timezone: String,
+    /// The account's id at the provider, when the connect flow captured it.
+    pub external_id: Option<String>,
 }
 
 /// A stored connection, credentials opened.
@@ -40,6 +42,8 @@ pub struct ConnectionRecord {
     pub timezone: String,
     pub state: ConnectionState,
     pub state_message: Option<String>,
+    /// The account's id at the provider (captured by the connect flow).
+    pub external_id: Option<String>,
     /// Consecutive failed or throttled slices (the circuit breaker's count).
     pub failure_streak: i64,
     /// Jobs of this connection wait until then (a provider throttle, a spent budget, an
@@ -63,11 +67,12 @@ struct ConnectionRow {
     #[sqlx(try_from = "String")]
     state: ConnectionState,
     state_message: Option<String>,
+    external_id: Option<String>,
     failure_streak: i64,
     blocked_until: Option<String>,
 }
 
-const CONNECTION_COLUMNS: &str = "id, tenant, provider, config, credentials, key_id, resources, schedule, full_schedule, timezone, state, state_message, failure_streak, blocked_until";
+const CONNECTION_COLUMNS: &str = "id, tenant, provider, config, credentials, key_id, resources, schedule, full_schedule, timezone, state, state_message, external_id, failure_streak, blocked_until";
 
 /// `state NOT IN ($n, $n+1)` takes these: the states whose jobs are neither scheduled nor run.
 pub(super) fn halted() -> [&'static str; 2] {
@@ -85,8 +90,8 @@ impl Store {
         let t = now_stamp();
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO connections (id, tenant, provider, config, credentials, key_id, resources, schedule, state, state_message, created_at, updated_at, full_schedule, timezone)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11, $12, $13)",
+            "INSERT INTO connections (id, tenant, provider, config, credentials, key_id, resources, schedule, state, state_message, created_at, updated_at, full_schedule, timezone, external_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11, $12, $13, $14)",
         )
         .bind(&id)
         .bind(&new.tenant)
@@ -101,6 +106,7 @@ impl Store {
         .bind(&t)
         .bind(new.full_schedule.clone())
         .bind(&new.timezone)
+        .bind(new.external_id.clone())
         .execute(&mut *tx)
         .await?;
         // Due at once: a new connection's first run is a full one.
@@ -195,6 +201,7 @@ impl Store {
             timezone: row.timezone,
             state: row.state,
             state_message: row.state_message,
+            external_id: row.external_id,
             failure_streak: row.failure_streak,
         })
     }

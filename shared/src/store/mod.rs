@@ -2,6 +2,7 @@
 //! and SQLite (one machine) run the same SQL; migrations are embedded and applied at
 //! start. One file per kind of row, each an `impl Store` block:
 //! `tenants`, `tokens` (API tokens), `connections` (sealed credentials, key rotation),
+//! `connect_sessions` (the hosted connect flow: hashed tokens and OAuth states, sealed verifiers),
 //! `schedules` (and leases), `runs`, `checkpoints`, `schemas` (discovered schemas), `fingerprints` (the slice commit, the
 //! sweep's candidates), `locks` (token refresh locks), `overrides` (a connection's overrides and their
 //! version), `breaker` (the circuit breaker's
@@ -9,6 +10,7 @@
 
 mod breaker;
 mod checkpoints;
+mod connect_sessions;
 mod connections;
 mod fingerprints;
 mod ledger;
@@ -25,6 +27,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 
 pub use checkpoints::Checkpoint;
+pub use connect_sessions::{ConnectSession, NewConnectSession, SessionState};
 pub use connections::{ConnectionRecord, NewConnection};
 pub use fingerprints::SliceCommit;
 pub use ledger::StoreLedger;
