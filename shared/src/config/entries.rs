@@ -127,6 +127,18 @@ entries! {
     /// scheduler: how often idle OAuth connections are looked for and refreshed (before a
     /// provider expires an unused refresh token, the spec's `refresh_token_idle_days`)
     TRIBUTARY_KEEPALIVE_SECONDS: Seconds => keepalive_interval;
+    /// scheduler: the URL browsers reach the scheduler at (e.g. `https://sync.example.com`):
+    /// connect session URLs and the OAuth callback (`<url>/v1/connect/callback`, register it
+    /// with each OAuth app) start there; connect sessions need it
+    TRIBUTARY_PUBLIC_URL: OptText => connect.public_url, shown "(none: no connect sessions)";
+    /// scheduler: the OAuth apps file (YAML: client id and secret per provider, and per
+    /// tenant for tenants with their own app; see README, "Connect")
+    TRIBUTARY_APPS_FILE: OptText => connect.apps_file, shown "(none)";
+    /// scheduler: comma-separated origins a connect session's `return_url` may have (e.g.
+    /// `https://app.example.com`); any other is refused
+    TRIBUTARY_CONNECT_RETURN_ORIGINS: List => connect.return_origins, shown "(none)";
+    /// scheduler: how long a connect session's URL stays valid
+    TRIBUTARY_CONNECT_SESSION_SECONDS: Seconds => connect.session_ttl;
     /// jobs of one tenant one worker runs at once; the rest wait without a slot, so a
     /// tenant's backlog never fills a worker
     TRIBUTARY_WORKER_TENANT_CONCURRENCY: OptNumber => worker.tenant_concurrency,

@@ -58,6 +58,8 @@ pub struct Settings {
     pub sync: SyncSettings,
     pub worker: WorkerOptions,
     pub schedule: ScheduleSettings,
+    /// Scheduler: the hosted connect flow.
+    pub connect: crate::connect::ConnectSettings,
 }
 
 impl Default for Settings {
@@ -81,6 +83,7 @@ impl Default for Settings {
             sync,
             worker,
             schedule: ScheduleSettings::default(),
+            connect: crate::connect::ConnectSettings::default(),
         }
     }
 }
@@ -94,6 +97,7 @@ impl std::fmt::Debug for Settings {
             .field("sync", &self.sync)
             .field("worker", &self.worker)
             .field("schedule", &self.schedule)
+            .field("connect", &self.connect)
             .finish_non_exhaustive()
     }
 }

@@ -6,6 +6,7 @@
 //! optional identity request). Nothing here stores anything: the caller writes the
 //! connection only when `complete` succeeds.
 
+pub mod apps;
 pub mod pkce;
 
 use std::sync::Arc;
@@ -20,6 +21,31 @@ use crate::secrets::Credentials;
 use crate::spec::compile::{CompiledAuth, CompiledAuthorize};
 use crate::spec::model::Method;
 use crate::spec::CompiledSpec;
+
+/// The connect flow's deployment settings (`TRIBUTARY_PUBLIC_URL`, `TRIBUTARY_APPS_FILE`,
+/// `TRIBUTARY_CONNECT_RETURN_ORIGINS`, `TRIBUTARY_CONNECT_SESSION_SECONDS`).
+#[derive(Debug, Clone)]
+pub struct ConnectSettings {
+    /// Where browsers reach the scheduler: connect URLs and the OAuth callback start here.
+    pub public_url: Option<String>,
+    /// The OAuth apps file.
+    pub apps_file: Option<std::path::PathBuf>,
+    /// Origins (`https://app.example.com`) a session's `return_url` may have.
+    pub return_origins: Vec<String>,
+    /// How long a session's URL stays valid.
+    pub session_ttl: Duration,
+}
+
+impl Default for ConnectSettings {
+    fn default() -> Self {
+        ConnectSettings {
+            public_url: None,
+            apps_file: None,
+            return_origins: Vec::new(),
+            session_ttl: Duration::from_secs(30 * 60),
+        }
+    }
+}
 
 /// Why a connect step failed. The messages name the step and never carry a secret.
 #[derive(Debug, thiserror::Error)]
