@@ -112,6 +112,10 @@ async fn run() -> anyhow::Result<()> {
         services.store.clone(),
         Some(settings.kafka_brokers.clone()),
     );
+    let apps = match &settings.connect.apps_file {
+        Some(path) => tributary::connect::apps::Apps::load(path)?,
+        None => Default::default(),
+    };
     let state = Arc::new(api::ApiState {
         store: services.store.clone(),
         publisher: services.publisher.clone(),
@@ -119,6 +123,10 @@ async fn run() -> anyhow::Result<()> {
         specs_dir: settings.sync.specs_dir.clone(),
         admin_token,
         syncer: Arc::new(services.syncer()),
+        connect: api::ConnectState {
+            settings: settings.connect.clone(),
+            apps,
+        },
     });
     let listener = tokio::net::TcpListener::bind(&settings.api_addr)
         .await

@@ -194,6 +194,7 @@ async fn serve_api(args: &Args, services: &Services) -> anyhow::Result<(SocketAd
         specs_dir: args.specs_dir.clone(),
         admin_token: admin_token.clone(),
         syncer: Arc::new(services.syncer()),
+        connect: api::ConnectState::default(),
     });
     let listener = tokio::net::TcpListener::bind(&args.api_addr)
         .await

@@ -40,6 +40,7 @@ impl Api {
                 lane.publisher.clone(),
                 settings,
             )),
+            connect: Default::default(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

@@ -77,55 +77,8 @@ pub async fn create(
         )));
     }
     check_id("provider", &body.provider)?;
-    let specs_dir = &state.specs_dir;
-    let overlays = state.syncer.settings().overrides_dir.as_deref();
-    let spec = load_layered(specs_dir, overlays, &body.provider).map_err(|e| match e {
-        OverlayError::Spec(SpecError::Io { .. }) => {
-            let mut known: Vec<String> = std::fs::read_dir(specs_dir)
-                .map(|d| {
-                    d.filter_map(|e| e.ok())
-                        .filter_map(|e| {
-                            e.file_name()
-                                .to_str()
-                                .and_then(|n| n.strip_suffix(".yaml"))
-                                .map(String::from)
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            known.sort();
-            ApiError::bad_request(format!(
-                "unknown provider `{}`; known providers: {}",
-                body.provider,
-                known.join(", ")
-            ))
-        }
-        other => ApiError::internal(other),
-    })?;
-    let resources = match body.resources {
-        None => spec.resources.keys().cloned().collect(),
-        Some(r) if r.is_empty() => {
-            return Err(ApiError::bad_request(
-                "resources is empty; leave it out to sync all of the provider's resources",
-            ))
-        }
-        Some(r) => {
-            for name in &r {
-                if spec.resource(name).is_none() {
-                    let mut known: Vec<&str> = spec.resources.keys().map(String::as_str).collect();
-                    if spec.custom_objects.is_some() {
-                        known.push("custom:<object name>");
-                    }
-                    return Err(ApiError::bad_request(format!(
-                        "{} has no resource `{name}`; it has: {}",
-                        body.provider,
-                        known.join(", ")
-                    )));
-                }
-            }
-            r
-        }
-    };
+    let spec = provider_spec(&state, &body.provider)?;
+    let resources = chosen_resources(&spec, &body.provider, body.resources)?;
     check_schedule("schedule", &body.schedule)?;
     check_schedule("full_schedule", &body.full_schedule)?;
     let timezone = body.timezone.unwrap_or_else(|| "UTC".into());
@@ -165,6 +118,67 @@ pub async fn create(
         .await?;
     tracing::info!(tenant = %body.tenant, connection = %id, provider = %body.provider, "connection created");
     Ok((StatusCode::CREATED, Json(json!({"id": id}))))
+}
+
+/// A provider's spec as this environment layers it; an unknown provider is a 400 that
+/// lists the known ones.
+pub(super) fn provider_spec(
+    state: &ApiState,
+    provider: &str,
+) -> Result<std::sync::Arc<tributary::spec::CompiledSpec>, ApiError> {
+    let specs_dir = &state.specs_dir;
+    let overlays = state.syncer.settings().overrides_dir.as_deref();
+    load_layered(specs_dir, overlays, provider).map_err(|e| match e {
+        OverlayError::Spec(SpecError::Io { .. }) => {
+            let mut known: Vec<String> = std::fs::read_dir(specs_dir)
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .filter_map(|e| {
+                            e.file_name()
+                                .to_str()
+                                .and_then(|n| n.strip_suffix(".yaml"))
+                                .map(String::from)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            known.sort();
+            ApiError::bad_request(format!(
+                "unknown provider `{provider}`; known providers: {}",
+                known.join(", ")
+            ))
+        }
+        other => ApiError::internal(other),
+    })
+}
+
+/// The resources asked for (all of the provider's when none is named), each checked.
+pub(super) fn chosen_resources(
+    spec: &tributary::spec::CompiledSpec,
+    provider: &str,
+    asked: Option<Vec<String>>,
+) -> Result<Vec<String>, ApiError> {
+    match asked {
+        None => Ok(spec.resources.keys().cloned().collect()),
+        Some(r) if r.is_empty() => Err(ApiError::bad_request(
+            "resources is empty; leave it out to sync all of the provider's resources",
+        )),
+        Some(r) => {
+            for name in &r {
+                if spec.resource(name).is_none() {
+                    let mut known: Vec<&str> = spec.resources.keys().map(String::as_str).collect();
+                    if spec.custom_objects.is_some() {
+                        known.push("custom:<object name>");
+                    }
+                    return Err(ApiError::bad_request(format!(
+                        "{provider} has no resource `{name}`; it has: {}",
+                        known.join(", ")
+                    )));
+                }
+            }
+            Ok(r)
+        }
+    }
 }
 
 /// The connection if the caller may see it; otherwise 404 (not 403: ids of other

@@ -4,6 +4,7 @@
 //! connections.
 //! Bad input gets a 4xx with a JSON error that says what is wrong.
 
+mod connect;
 mod connections;
 mod error;
 mod overrides;
@@ -20,6 +21,7 @@ use axum::Router;
 use tributary::bus::{Publisher, Topics};
 use tributary::store::Store;
 
+pub use connect::ConnectState;
 pub use error::ApiError;
 
 /// The OpenAPI document, committed beside the code and served at `/openapi.json`.
@@ -34,6 +36,8 @@ pub struct ApiState {
     /// Runs provider requests the API makes itself (on-demand discovery, previews), with
     /// the workers' settings (the environment's overrides too), budgets and token handling.
     pub syncer: Arc<tributary::sync::Syncer>,
+    /// The hosted connect flow's settings and OAuth apps.
+    pub connect: ConnectState,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -77,6 +81,15 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route(
             "/v1/connections/{id}/preview",
             post(overrides::preview_handler),
+        )
+        .route("/v1/connect/sessions", post(connect::create_session))
+        .route("/v1/connect/sessions/{id}", get(connect::show_session))
+        .route("/v1/connect/callback", get(connect::callback))
+        .route("/connect/{token}", get(connect::connect_page))
+        .route("/connect/{token}/start", get(connect::start))
+        .route(
+            "/connect/{token}/credentials",
+            post(connect::credentials_form),
         )
         .fallback(|| async { ApiError::not_found("no such endpoint; see /openapi.json") })
         .with_state(state)

@@ -248,6 +248,10 @@ pub enum StatusKind {
     SchemaChanged,
     DiscoveryFailed,
     OverridesChanged,
+    /// A connection made through a connect session.
+    ConnectionCreated,
+    /// A connection's credentials replaced through a connect session.
+    ConnectionReauthorized,
 }
 
 /// What a status event says about a connection's discovered schema.
@@ -270,6 +274,8 @@ impl StatusKind {
             StatusKind::SchemaChanged => "connection.schema_changed",
             StatusKind::DiscoveryFailed => "connection.discovery_failed",
             StatusKind::OverridesChanged => "connection.overrides_changed",
+            StatusKind::ConnectionCreated => "connection.created",
+            StatusKind::ConnectionReauthorized => "connection.reauthorized",
         }
     }
 }
@@ -316,6 +322,27 @@ impl StatusEvent {
         let what = if removed { "removed" } else { "set" };
         StatusEvent::new(&run, StatusKind::OverridesChanged, now)
             .with_reason(format!("overrides {what}: version {version}"))
+    }
+
+    /// News about a connection itself (created, re-authorized): every resource (`*`), no
+    /// run; `reason` says how it came about.
+    pub fn connection_news(
+        kind: StatusKind,
+        tenant: &str,
+        connection: &str,
+        provider: &str,
+        reason: impl Into<String>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let run = RunRef {
+            tenant: tenant.to_string(),
+            connection: connection.to_string(),
+            provider: provider.to_string(),
+            resource: "*".into(),
+            sync_run: String::new(),
+            mode: RunMode::Full,
+        };
+        StatusEvent::new(&run, kind, now).with_reason(reason)
     }
 
     pub fn with_counts(mut self, counts: RunCounts) -> Self {
