@@ -236,6 +236,7 @@ fn describe(conn: &ConnectionRecord, runs: &[RunRecord]) -> Value {
         "id": conn.id,
         "tenant": conn.tenant,
         "provider": conn.provider,
+        "external_id": conn.external_id,
         "config": conn.config,
         "credentials": {"fields": conn.credentials.field_names().collect::<Vec<_>>()},
         "resources": conn.resources,
