@@ -34,12 +34,18 @@ struct Flow {
 
 impl Flow {
     async fn start() -> Flow {
+        Flow::start_with(|_| {}).await
+    }
+
+    /// With the sandbox profile changed by `adjust` too.
+    async fn start_with(adjust: impl FnOnce(&mut tributary_sandbox::Profile)) -> Flow {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let callback = format!("{base}/v1/connect/callback");
         let rig = InProcess::start_with(CONTACTS, |p| {
             let a = p.oauth.as_mut().unwrap().authorize.as_mut().unwrap();
             a.redirect_uris = vec![callback.clone()];
+            adjust(p);
         })
         .await;
         let lane = &rig.lane;
@@ -148,6 +154,34 @@ impl Flow {
             next = next.join(location.to_str().unwrap()).unwrap();
         }
         panic!("too many redirects");
+    }
+
+    /// Connect, approve, and stop where the provider sends the browser back: the callback
+    /// URL, not yet opened.
+    async fn to_callback(&self, session_url: &str) -> Url {
+        let start = self
+            .http
+            .get(format!("{session_url}/start?provider=hubspot"))
+            .send()
+            .await
+            .unwrap();
+        let authorize = Url::parse(start.headers()["location"].to_str().unwrap()).unwrap();
+        let mut form: Vec<(String, String)> = authorize.query_pairs().into_owned().collect();
+        form.push(("decision".into(), "approve".into()));
+        let mut action = authorize.clone();
+        action.set_query(None);
+        let back = self.http.post(action).form(&form).send().await.unwrap();
+        Url::parse(back.headers()["location"].to_str().unwrap()).unwrap()
+    }
+
+    async fn connections(&self) -> usize {
+        self.rig
+            .lane
+            .store
+            .connection_ids(None)
+            .await
+            .unwrap()
+            .len()
     }
 
     /// The connect page, then its Connect button (`/connect/{token}/start`).
@@ -280,4 +314,177 @@ async fn a_return_url_of_another_origin_is_refused_when_the_session_is_made() {
             && message.contains("TRIBUTARY_CONNECT_RETURN_ORIGINS"),
         "{answer}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reused_state_a_late_callback_and_a_bad_code_store_nothing() {
+    let flow = Flow::start().await;
+    let before = flow.connections().await;
+
+    // A callback opened twice: the second finds its state spent.
+    let (_, session) = flow.create_session(flow.hubspot_session()).await;
+    let callback = flow.to_callback(session["url"].as_str().unwrap()).await;
+    let first = flow.browse(callback.as_str(), "approve").await;
+    assert_eq!(param(&first, "status").as_deref(), Some("connected"));
+    let again = flow.http.get(callback.clone()).send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::BAD_REQUEST);
+    assert!(again.text().await.unwrap().contains("cannot be used"));
+    assert_eq!(
+        flow.connections().await,
+        before + 1,
+        "one connection for one consent"
+    );
+
+    // The session expires between the consent and the callback.
+    let (_, session) = flow.create_session(flow.hubspot_session()).await;
+    let callback = flow.to_callback(session["url"].as_str().unwrap()).await;
+    sqlx::query(
+        "UPDATE connect_sessions SET expires_at = '2000-01-01T00:00:00.000Z' WHERE id = $1",
+    )
+    .bind(session["id"].as_str().unwrap())
+    .execute(flow.rig.lane.store.pool())
+    .await
+    .unwrap();
+    let back = flow.browse(callback.as_str(), "approve").await;
+    assert_eq!(
+        (
+            param(&back, "status").as_deref(),
+            param(&back, "reason").as_deref()
+        ),
+        (Some("error"), Some("expired"))
+    );
+
+    // A code the provider does not know.
+    let (_, session) = flow.create_session(flow.hubspot_session()).await;
+    let mut callback = flow.to_callback(session["url"].as_str().unwrap()).await;
+    let pairs: Vec<(String, String)> = callback
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if k == "code" {
+                "sbx-code-forged".into()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), v)
+        })
+        .collect();
+    callback.query_pairs_mut().clear().extend_pairs(pairs);
+    let back = flow.browse(callback.as_str(), "approve").await;
+    assert_eq!(
+        param(&back, "reason").as_deref(),
+        Some("code_exchange_failed")
+    );
+    let shown = flow.session_state(session["id"].as_str().unwrap()).await;
+    assert_eq!(
+        (shown["state"].clone(), shown["reason"].clone()),
+        (json!("failed"), json!("code_exchange_failed"))
+    );
+    assert_eq!(
+        flow.connections().await,
+        before + 1,
+        "no connection from a failed flow"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_identity_that_cannot_be_captured_stores_nothing() {
+    // The provider's access-token info endpoint is gone.
+    let flow = Flow::start_with(|p| p.oauth.as_mut().unwrap().identity.clear()).await;
+    let before = flow.connections().await;
+    let (_, session) = flow.create_session(flow.hubspot_session()).await;
+    let back = flow
+        .press_connect(session["url"].as_str().unwrap(), "hubspot")
+        .await;
+    assert_eq!(
+        param(&back, "reason").as_deref(),
+        Some("identity_capture_failed"),
+        "{back}"
+    );
+    assert_eq!(flow.connections().await, before);
+    let dump = tributary_e2e::dump_database(&flow.rig.lane.store).await;
+    assert!(
+        !dump.contains("sbx-rt-"),
+        "no credential from the exchange was written"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_that_needs_reauth_is_healthy_again_and_syncs() {
+    let flow = Flow::start().await;
+    let lane = &flow.rig.lane;
+    lane.store
+        .set_connection_state(
+            &lane.connection,
+            tributary::domain::ConnectionState::NeedsReauth,
+            Some("invalid_grant"),
+        )
+        .await
+        .unwrap();
+    let old = lane.store.connection(&lane.connection).await.unwrap();
+    let mut statuses = TopicReader::new(&lane.brokers, &lane.topics.status());
+    let mut body = flow.hubspot_session();
+    body["connection"] = json!(lane.connection);
+    let (status, session) = flow.create_session(body).await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    let html = flow
+        .http
+        .get(session["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("Sign in again"), "{html}");
+
+    let back = flow
+        .press_connect(session["url"].as_str().unwrap(), "hubspot")
+        .await;
+    assert_eq!(
+        param(&back, "connection_id").as_deref(),
+        Some(lane.connection.as_str())
+    );
+    let now = lane.store.connection(&lane.connection).await.unwrap();
+    assert_eq!(now.state, tributary::domain::ConnectionState::Healthy);
+    assert_ne!(
+        now.credentials.get("refresh_token"),
+        old.credentials.get("refresh_token")
+    );
+    statuses.read_until(Duration::from_secs(30), "connection.reauthorized", |all| {
+        values(all)
+            .iter()
+            .any(|e| e["type"] == "connection.reauthorized")
+    });
+
+    // The next sync runs with the new credentials.
+    let _worker = flow.rig.worker(|_| {});
+    let resync = flow
+        .http
+        .post(format!(
+            "{}/v1/connections/{}/resync",
+            flow.base, lane.connection
+        ))
+        .bearer_auth(ADMIN)
+        .json(&json!({"full": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resync.status(), StatusCode::ACCEPTED);
+    statuses.read_until(Duration::from_secs(60), "run.completed", |all| {
+        values(all)
+            .iter()
+            .any(|e| e["type"] == "run.completed" && e["connection"] == lane.connection.as_str())
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_cannot_reach_another_tenants_connection() {
+    let flow = Flow::start().await;
+    let lane = &flow.rig.lane;
+    lane.store.create_tenant("beta").await.unwrap();
+    let mut body = flow.hubspot_session();
+    body["tenant"] = json!("beta");
+    body["connection"] = json!(lane.connection);
+    let (status, answer) = flow.create_session(body).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
 }
