@@ -51,7 +51,7 @@ impl Flow {
         let lane = &rig.lane;
         let settings = rig.settings();
         let apps = Apps::parse(
-            "apps:\n  hubspot: {client_id: sandbox-client, client_secret_env: HS_SECRET}\n",
+            "apps:\n  hubspot: {client_id: sandbox-client, client_secret_env: SECRET}\n  salesforce: {client_id: sandbox-client, client_secret_env: SECRET}\n  quickbooks: {client_id: sandbox-client, client_secret_env: SECRET}\n",
             &|_| Some("sandbox-client-secret".into()),
         )
         .unwrap();
@@ -135,7 +135,10 @@ impl Flow {
                 return next;
             }
             let resp = self.http.get(next.clone()).send().await.unwrap();
-            let resp = if resp.status() == StatusCode::OK && next.path() == "/oauth/authorize" {
+            let resp = if resp.status() == StatusCode::OK {
+                // The provider's consent page: press the button.
+                let html = resp.text().await.unwrap();
+                assert!(html.contains("name=\"decision\""), "{next}: {html}");
                 let mut form: Vec<(String, String)> = next.query_pairs().into_owned().collect();
                 form.push(("decision".into(), decision.into()));
                 let mut action = next.clone();
@@ -158,6 +161,22 @@ impl Flow {
 
     /// Connect, approve, and stop where the provider sends the browser back: the callback
     /// URL, not yet opened.
+    /// A provider's shipped sandbox whose OAuth app registers this flow's callback.
+    async fn provider_sandbox(&self, profile: &str) -> tributary_sandbox::SandboxHandle {
+        let callback = format!("{}/v1/connect/callback", self.base);
+        tributary_e2e::shipped_sandbox(profile, |p| {
+            p.oauth
+                .as_mut()
+                .unwrap()
+                .authorize
+                .as_mut()
+                .unwrap()
+                .redirect_uris = vec![callback];
+        })
+        .await
+        .0
+    }
+
     async fn to_callback(&self, session_url: &str) -> Url {
         let start = self
             .http
@@ -487,4 +506,126 @@ async fn a_session_cannot_reach_another_tenants_connection() {
     body["connection"] = json!(lane.connection);
     let (status, answer) = flow.create_session(body).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn salesforce_gives_its_instance_url_and_org_and_takes_a_pkce_verifier() {
+    let flow = Flow::start().await;
+    let sbx = flow.provider_sandbox("salesforce.yaml").await;
+    let base = sbx.base_url();
+    let (status, session) = flow
+        .create_session(json!({
+            "tenant": "acme", "provider": "salesforce", "resources": ["contacts"], "return_url": RETURN,
+            "config": {"base_url": base, "token_url": format!("{base}/services/oauth2/token"),
+                       "authorize_url": format!("{base}/services/oauth2/authorize")},
+        }))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    let back = flow
+        .press_connect(session["url"].as_str().unwrap(), "salesforce")
+        .await;
+    let id = param(&back, "connection_id").unwrap_or_else(|| panic!("{back}"));
+    let conn = flow.rig.lane.store.connection(&id).await.unwrap();
+    assert_eq!(conn.external_id.as_deref(), Some("00D5j000000000AAA"));
+    assert_eq!(
+        conn.config["instance_url"],
+        "https://sandbox.my.salesforce.com"
+    );
+    let stats = tributary_e2e::SandboxControl::new(base)
+        .stats()
+        .await
+        .unwrap();
+    assert_eq!(
+        (stats.code_exchanges, stats.pkce_failures),
+        (1, 0),
+        "the verifier matched its challenge"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quickbooks_gives_the_company_id_on_the_callback() {
+    let flow = Flow::start().await;
+    let sbx = flow.provider_sandbox("quickbooks.yaml").await;
+    let base = sbx.base_url();
+    let (status, session) = flow
+        .create_session(json!({
+            "tenant": "acme", "provider": "quickbooks", "return_url": RETURN,
+            "config": {"base_url": base, "token_url": format!("{base}/oauth2/v1/tokens/bearer"),
+                       "authorize_url": format!("{base}/connect/oauth2")},
+        }))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    let back = flow
+        .press_connect(session["url"].as_str().unwrap(), "quickbooks")
+        .await;
+    let id = param(&back, "connection_id").unwrap_or_else(|| panic!("{back}"));
+    let conn = flow.rig.lane.store.connection(&id).await.unwrap();
+    assert_eq!(conn.external_id.as_deref(), Some("4620816365"));
+    assert_eq!(conn.config["realm_id"], "4620816365");
+    assert_eq!(
+        conn.resources,
+        vec!["customers".to_string(), "invoices".to_string()]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_api_key_provider_is_connected_through_the_form() {
+    let flow = Flow::start().await;
+    let (sbx, _) = tributary_e2e::shipped_sandbox("pipedrive.yaml", |_| {}).await;
+    let (status, session) = flow
+        .create_session(json!({
+            "tenant": "acme", "provider": "pipedrive", "resources": ["persons"], "return_url": RETURN,
+            "config": {"company_domain": "sandbox", "base_url": sbx.base_url()},
+        }))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    let url = session["url"].as_str().unwrap();
+    let html = flow
+        .http
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains(r#"name="api_key" type="password""#), "{html}");
+    assert!(html.contains("<label for="), "labelled inputs: {html}");
+
+    let empty = flow
+        .http
+        .post(format!("{url}/credentials"))
+        .form(&[("provider", "pipedrive"), ("api_key", " ")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(empty.status(), StatusCode::BAD_REQUEST);
+    assert!(empty.text().await.unwrap().contains("API token"));
+
+    let sent = flow
+        .http
+        .post(format!("{url}/credentials"))
+        .form(&[
+            ("provider", "pipedrive"),
+            ("api_key", "sandbox-pipedrive-token"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), StatusCode::SEE_OTHER);
+    let back = Url::parse(sent.headers()["location"].to_str().unwrap()).unwrap();
+    let id = param(&back, "connection_id").unwrap_or_else(|| panic!("{back}"));
+    let conn = flow.rig.lane.store.connection(&id).await.unwrap();
+    assert_eq!(
+        conn.credentials.get("api_key"),
+        Some("sandbox-pipedrive-token")
+    );
+    let again = flow
+        .http
+        .post(format!("{url}/credentials"))
+        .form(&[("provider", "pipedrive"), ("api_key", "another")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::GONE, "the link works once");
 }
