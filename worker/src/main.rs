@@ -2,6 +2,7 @@
 //! tools (`spec check`, `spec run`, `spec schema`), the sandbox provider, `keygen`,
 //! `rotate-key` and `settings` (the settings table).
 
+mod authorize_cmd;
 mod health;
 mod progress;
 mod run_cmd;

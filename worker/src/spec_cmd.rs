@@ -112,6 +112,15 @@ pub struct RunArgs {
     /// `token_url` when the profile has a token endpoint) and allows private hosts.
     #[arg(long, value_name = "PROFILE")]
     sandbox: Option<PathBuf>,
+    /// Connect the account first, as the connect page would (the spec's
+    /// `connect.authorize`): prints the authorize URL, waits for the browser on
+    /// `--redirect-uri`, exchanges the code. `--credentials` names the OAuth app
+    /// (`client_id`, `client_secret`); `--save-credentials FILE` keeps the tokens.
+    #[arg(long)]
+    authorize: bool,
+    /// The loopback callback `--authorize` listens on (register it with the OAuth app).
+    #[arg(long, default_value = "http://127.0.0.1:8765/callback")]
+    redirect_uri: String,
 }
 
 pub async fn run(cmd: SpecCommand) -> ExitCode {
@@ -272,8 +281,28 @@ async fn run_resource(args: RunArgs) -> Result<ExitCode, (u8, anyhow::Error)> {
     let mut config = json_object("config", &args.config).map_err(bad)?;
     // Kept alive until the run ends: dropping it stops the server.
     let sandbox = start_sandbox(&args, &mut config).await?;
-    let credentials = read_credentials(&args.credentials).map_err(bad)?;
+    let mut credentials = read_credentials(&args.credentials).map_err(bad)?;
     let options = run_options(&args, sandbox.is_some()).map_err(bad)?;
+    if args.authorize {
+        let authorized = crate::authorize_cmd::authorize(
+            &spec,
+            &args.resource,
+            &config,
+            &credentials,
+            &args.redirect_uri,
+            options.allow_private_hosts,
+        )
+        .await
+        .map_err(|e| (EXIT_RUN_FAILED, e))?;
+        credentials = authorized.credentials;
+        config = authorized.config;
+        if let Some(path) = &args.save_credentials {
+            CredentialsFile { path: path.clone() }
+                .store(&credentials)
+                .await
+                .map_err(|e| (EXIT_RUN_FAILED, anyhow!(e)))?;
+        }
+    }
     let connection = Connection {
         config,
         credentials,
@@ -381,9 +410,17 @@ async fn start_sandbox(
     let Some(path) = &args.sandbox else {
         return Ok(None);
     };
-    let profile =
+    let mut profile =
         tributary_sandbox::Profile::load(path).map_err(|e| (EXIT_BAD_INPUT, anyhow!(e)))?;
     let token_path = profile.oauth.as_ref().map(|o| o.path.clone());
+    // The sandbox's OAuth app registers this run's callback.
+    let authorize_path = match profile.oauth.as_mut().and_then(|o| o.authorize.as_mut()) {
+        Some(a) if args.authorize => {
+            a.redirect_uris.push(args.redirect_uri.clone());
+            Some(a.path.clone())
+        }
+        _ => None,
+    };
     let handle = tributary_sandbox::start(profile, ([127, 0, 0, 1], 0).into())
         .await
         .map_err(|e| (EXIT_RUN_FAILED, anyhow!(e)))?;
@@ -396,6 +433,11 @@ async fn start_sandbox(
     if let Some(p) = token_path {
         config
             .entry("token_url")
+            .or_insert_with(|| Value::String(format!("{}{p}", handle.base_url())));
+    }
+    if let Some(p) = authorize_path {
+        config
+            .entry("authorize_url")
             .or_insert_with(|| Value::String(format!("{}{p}", handle.base_url())));
     }
     Ok(Some(handle))
