@@ -30,6 +30,29 @@ struct Flow {
     rig: InProcess,
     base: String,
     http: reqwest::Client,
+    /// A page of the host product on loopback that a browser can land on (an allowed
+    /// return origin too).
+    host_page: String,
+}
+
+/// The host product's integrations page: says what the connect flow sent back.
+async fn host_product() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/integrations",
+        axum::routing::get(
+            |axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>| async move {
+                let id = q.get("connection_id").cloned().unwrap_or_default();
+                let status = q.get("status").cloned().unwrap_or_default();
+                axum::response::Html(format!(
+                    "<!doctype html><title>Integrations</title><p id=\"status\">{status}</p><p id=\"connection\">{id}</p>"
+                ))
+            },
+        ),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("{base}/integrations")
 }
 
 impl Flow {
@@ -42,6 +65,11 @@ impl Flow {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let callback = format!("{base}/v1/connect/callback");
+        let host_page = host_product().await;
+        let host_origin = Url::parse(&host_page)
+            .unwrap()
+            .origin()
+            .ascii_serialization();
         let rig = InProcess::start_with(CONTACTS, |p| {
             let a = p.oauth.as_mut().unwrap().authorize.as_mut().unwrap();
             a.redirect_uris = vec![callback.clone()];
@@ -69,7 +97,7 @@ impl Flow {
             connect: ConnectState {
                 settings: ConnectSettings {
                     public_url: Some(base.clone()),
-                    return_origins: vec!["https://app.example.com".into()],
+                    return_origins: vec!["https://app.example.com".into(), host_origin],
                     ..ConnectSettings::default()
                 },
                 apps,
@@ -80,7 +108,12 @@ impl Flow {
             .redirect(redirect::Policy::none())
             .build()
             .unwrap();
-        Flow { rig, base, http }
+        Flow {
+            rig,
+            base,
+            http,
+            host_page,
+        }
     }
 
     fn sandbox(&self) -> String {
@@ -628,4 +661,126 @@ async fn an_api_key_provider_is_connected_through_the_form() {
         .await
         .unwrap();
     assert_eq!(again.status(), StatusCode::GONE, "the link works once");
+}
+
+/// Chromedriver on a free port, started and ready (it says so on stdout).
+#[cfg(feature = "process-tests")]
+async fn chromedriver() -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let port = tributary_e2e::broker::free_port();
+    let mut child = tokio::process::Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chromedriver (Debian package chromium-driver) is installed");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        if line.contains("started successfully") {
+            break;
+        }
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, format!("http://127.0.0.1:{port}"))
+}
+
+/// The whole flow in headless Chromium: the connect page, its button, the provider's
+/// consent page, and the host product's page with the new connection's id. The connect
+/// page's screenshot is kept in the test's target directory.
+#[cfg(feature = "process-tests")]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_connects_hubspot_in_a_real_browser() {
+    use fantoccini::{ClientBuilder, Locator};
+    let flow = Flow::start().await;
+    let lane = &flow.rig.lane;
+    let mut body = flow.hubspot_session();
+    body["return_url"] = json!(flow.host_page);
+    let (status, session) = flow.create_session(body).await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+
+    let (_driver, webdriver) = chromedriver().await;
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({"binary": "/usr/bin/chromium",
+               "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=900,900"]}),
+    );
+    // Chromedriver is on loopback: plain HTTP, no TLS.
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let browser = ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(&webdriver)
+        .await
+        .expect("a Chromium session");
+
+    browser
+        .goto(session["url"].as_str().unwrap())
+        .await
+        .unwrap();
+    let heading = browser
+        .find(Locator::Css("h1"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(heading, "Connect HubSpot");
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("connect-page.png");
+    std::fs::write(&shot, browser.screenshot().await.unwrap()).unwrap();
+    eprintln!("connect page screenshot: {}", shot.display());
+
+    browser
+        .find(Locator::Id("connect-hubspot"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let approve = browser
+        .wait()
+        .for_element(Locator::Id("approve"))
+        .await
+        .unwrap();
+    let consent = browser.source().await.unwrap();
+    assert!(
+        consent.contains("Portal 4711"),
+        "the provider's consent page: {consent}"
+    );
+    approve.click().await.unwrap();
+
+    let landed = browser
+        .wait()
+        .for_element(Locator::Id("connection"))
+        .await
+        .unwrap();
+    let id = landed.text().await.unwrap();
+    let url = browser.current_url().await.unwrap();
+    assert!(url.as_str().starts_with(&flow.host_page), "{url}");
+    assert_eq!(param(&url, "status").as_deref(), Some("connected"));
+    browser.close().await.unwrap();
+
+    let conn = lane.store.connection(&id).await.unwrap();
+    assert_eq!(conn.external_id.as_deref(), Some("4711"));
+    let mut contacts = TopicReader::new(&lane.brokers, &lane.topics.model("crm.contact"));
+    let _worker = flow.rig.worker(|_| {});
+    Scheduler::new(
+        lane.store.clone(),
+        lane.publisher.clone(),
+        lane.topics.clone(),
+        ScheduleSettings::default(),
+    )
+    .tick(chrono::Utc::now())
+    .await
+    .unwrap();
+    contacts.read_until(
+        Duration::from_secs(60),
+        "the new connection's contacts",
+        |all| {
+            values(all)
+                .iter()
+                .filter(|e| e["connection"] == id.as_str())
+                .count()
+                >= CONTACTS as usize
+        },
+    );
 }
