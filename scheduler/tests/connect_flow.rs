@@ -32,6 +32,7 @@ struct Flow {
     http: reqwest::Client,
     /// A page of the host product on loopback that a browser can land on (an allowed
     /// return origin too).
+    #[cfg_attr(not(feature = "process-tests"), allow(dead_code))]
     host_page: String,
 }
 
@@ -79,7 +80,7 @@ impl Flow {
         let lane = &rig.lane;
         let settings = rig.settings();
         let apps = Apps::parse(
-            "apps:\n  hubspot: {client_id: sandbox-client, client_secret_env: SECRET}\n  salesforce: {client_id: sandbox-client, client_secret_env: SECRET}\n  quickbooks: {client_id: sandbox-client, client_secret_env: SECRET}\n",
+            "apps:\n  hubspot: {client_id: sandbox-client, client_secret_env: SECRET}\n  salesforce: {client_id: sandbox-client, client_secret_env: SECRET}\n  quickbooks: {client_id: sandbox-client, client_secret_env: SECRET}\n  msgraph: {client_id: sandbox-client, client_secret_env: SECRET}\n",
             &|_| Some("sandbox-client-secret".into()),
         )
         .unwrap();
@@ -782,5 +783,51 @@ async fn a_user_connects_hubspot_in_a_real_browser() {
                 .count()
                 >= CONTACTS as usize
         },
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn microsoft_graph_gives_the_directory_it_signed_in_to() {
+    let flow = Flow::start().await;
+    let sbx = flow.provider_sandbox("msgraph.yaml").await;
+    let base = sbx.base_url();
+    let (status, session) = flow
+        .create_session(json!({
+            "tenant": "acme", "provider": "msgraph", "resources": ["users", "groups"], "return_url": RETURN,
+            "config": {"tenant_id": "sandbox-tenant", "base_url": base,
+                       "token_url": format!("{base}/sandbox-tenant/oauth2/v2.0/token"),
+                       "authorize_url": format!("{base}/sandbox-tenant/oauth2/v2.0/authorize")},
+        }))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    let start = flow
+        .http
+        .get(format!(
+            "{}/start?provider=msgraph",
+            session["url"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    let authorize = Url::parse(start.headers()["location"].to_str().unwrap()).unwrap();
+    let scope = param(&authorize, "scope").unwrap();
+    assert!(
+        scope.contains("Group.Read.All") && scope.starts_with("offline_access"),
+        "{scope}"
+    );
+    assert_eq!(
+        param(&authorize, "code_challenge_method").as_deref(),
+        Some("S256")
+    );
+    let back = flow.browse(authorize.as_str(), "approve").await;
+    let id = param(&back, "connection_id").unwrap_or_else(|| panic!("{back}"));
+    let conn = flow.rig.lane.store.connection(&id).await.unwrap();
+    assert_eq!(
+        conn.external_id.as_deref(),
+        Some("6f2b1c4e-9a3d-4e8b-b1f0-5c7d2e9a8b31")
+    );
+    assert_eq!(
+        conn.config["tenant_id"],
+        "6f2b1c4e-9a3d-4e8b-b1f0-5c7d2e9a8b31"
     );
 }
