@@ -227,6 +227,45 @@ impl Flow {
         Url::parse(back.headers()["location"].to_str().unwrap()).unwrap()
     }
 
+    /// A session for `provider` (its resources all when none are named), created.
+    async fn session_for(&self, provider: &str, resources: Option<Value>, config: Value) -> Value {
+        let mut body =
+            json!({"tenant": "acme", "provider": provider, "return_url": RETURN, "config": config});
+        if let Some(r) = resources {
+            body["resources"] = r;
+        }
+        let (status, session) = self.create_session(body).await;
+        assert_eq!(status, StatusCode::CREATED, "{session}");
+        session
+    }
+
+    /// The connection a flow that came back connected made.
+    async fn connected(&self, back: &Url) -> tributary::store::ConnectionRecord {
+        let id = param(back, "connection_id").unwrap_or_else(|| panic!("{back}"));
+        self.rig.lane.store.connection(&id).await.unwrap()
+    }
+
+    /// The first full sync of a new connection, due at once: one tick enqueues it, a
+    /// worker runs it, and every contact is published for that connection.
+    async fn first_sync(&self, contacts: &mut TopicReader, id: &str) {
+        let lane = &self.rig.lane;
+        let _worker = self.rig.worker(|_| {});
+        Scheduler::new(
+            lane.store.clone(),
+            lane.publisher.clone(),
+            lane.topics.clone(),
+            ScheduleSettings::default(),
+        )
+        .tick(chrono::Utc::now())
+        .await
+        .unwrap();
+        contacts.read_until(
+            Duration::from_secs(60),
+            "the new connection's contacts",
+            |all| values(all).iter().filter(|e| e["connection"] == id).count() >= CONTACTS as usize,
+        );
+    }
+
     async fn connections(&self) -> usize {
         self.rig
             .lane
@@ -303,28 +342,7 @@ async fn a_user_connects_hubspot_and_its_first_sync_publishes_the_contacts() {
         .clone();
     check_event_schema("status-event", &created).unwrap_or_else(|e| panic!("{e}: {created}"));
 
-    // The first full sync is due at once: one tick enqueues it, a worker runs it.
-    let _worker = flow.rig.worker(|_| {});
-    Scheduler::new(
-        lane.store.clone(),
-        lane.publisher.clone(),
-        lane.topics.clone(),
-        ScheduleSettings::default(),
-    )
-    .tick(chrono::Utc::now())
-    .await
-    .unwrap();
-    contacts.read_until(
-        Duration::from_secs(60),
-        "the new connection's contacts",
-        |all| {
-            values(all)
-                .iter()
-                .filter(|e| e["connection"] == id.as_str())
-                .count()
-                >= CONTACTS as usize
-        },
-    );
+    flow.first_sync(&mut contacts, &id).await;
 
     // The link works once.
     let again = flow.http.get(url).send().await.unwrap();
@@ -547,19 +565,15 @@ async fn salesforce_gives_its_instance_url_and_org_and_takes_a_pkce_verifier() {
     let flow = Flow::start().await;
     let sbx = flow.provider_sandbox("salesforce.yaml").await;
     let base = sbx.base_url();
-    let (status, session) = flow
-        .create_session(json!({
-            "tenant": "acme", "provider": "salesforce", "resources": ["contacts"], "return_url": RETURN,
-            "config": {"base_url": base, "token_url": format!("{base}/services/oauth2/token"),
-                       "authorize_url": format!("{base}/services/oauth2/authorize")},
-        }))
+    let config = json!({"base_url": base, "token_url": format!("{base}/services/oauth2/token"),
+                        "authorize_url": format!("{base}/services/oauth2/authorize")});
+    let session = flow
+        .session_for("salesforce", Some(json!(["contacts"])), config)
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{session}");
     let back = flow
         .press_connect(session["url"].as_str().unwrap(), "salesforce")
         .await;
-    let id = param(&back, "connection_id").unwrap_or_else(|| panic!("{back}"));
-    let conn = flow.rig.lane.store.connection(&id).await.unwrap();
+    let conn = flow.connected(&back).await;
     assert_eq!(conn.external_id.as_deref(), Some("00D5j000000000AAA"));
     assert_eq!(
         conn.config["instance_url"],
@@ -581,19 +595,13 @@ async fn quickbooks_gives_the_company_id_on_the_callback() {
     let flow = Flow::start().await;
     let sbx = flow.provider_sandbox("quickbooks.yaml").await;
     let base = sbx.base_url();
-    let (status, session) = flow
-        .create_session(json!({
-            "tenant": "acme", "provider": "quickbooks", "return_url": RETURN,
-            "config": {"base_url": base, "token_url": format!("{base}/oauth2/v1/tokens/bearer"),
-                       "authorize_url": format!("{base}/connect/oauth2")},
-        }))
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{session}");
+    let config = json!({"base_url": base, "token_url": format!("{base}/oauth2/v1/tokens/bearer"),
+                        "authorize_url": format!("{base}/connect/oauth2")});
+    let session = flow.session_for("quickbooks", None, config).await;
     let back = flow
         .press_connect(session["url"].as_str().unwrap(), "quickbooks")
         .await;
-    let id = param(&back, "connection_id").unwrap_or_else(|| panic!("{back}"));
-    let conn = flow.rig.lane.store.connection(&id).await.unwrap();
+    let conn = flow.connected(&back).await;
     assert_eq!(conn.external_id.as_deref(), Some("4620816365"));
     assert_eq!(conn.config["realm_id"], "4620816365");
     assert_eq!(
@@ -763,27 +771,7 @@ async fn a_user_connects_hubspot_in_a_real_browser() {
     let conn = lane.store.connection(&id).await.unwrap();
     assert_eq!(conn.external_id.as_deref(), Some("4711"));
     let mut contacts = TopicReader::new(&lane.brokers, &lane.topics.model("crm.contact"));
-    let _worker = flow.rig.worker(|_| {});
-    Scheduler::new(
-        lane.store.clone(),
-        lane.publisher.clone(),
-        lane.topics.clone(),
-        ScheduleSettings::default(),
-    )
-    .tick(chrono::Utc::now())
-    .await
-    .unwrap();
-    contacts.read_until(
-        Duration::from_secs(60),
-        "the new connection's contacts",
-        |all| {
-            values(all)
-                .iter()
-                .filter(|e| e["connection"] == id.as_str())
-                .count()
-                >= CONTACTS as usize
-        },
-    );
+    flow.first_sync(&mut contacts, &id).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -791,15 +779,12 @@ async fn microsoft_graph_gives_the_directory_it_signed_in_to() {
     let flow = Flow::start().await;
     let sbx = flow.provider_sandbox("msgraph.yaml").await;
     let base = sbx.base_url();
-    let (status, session) = flow
-        .create_session(json!({
-            "tenant": "acme", "provider": "msgraph", "resources": ["users", "groups"], "return_url": RETURN,
-            "config": {"tenant_id": "sandbox-tenant", "base_url": base,
+    let config = json!({"tenant_id": "sandbox-tenant", "base_url": base,
                        "token_url": format!("{base}/sandbox-tenant/oauth2/v2.0/token"),
-                       "authorize_url": format!("{base}/sandbox-tenant/oauth2/v2.0/authorize")},
-        }))
+                       "authorize_url": format!("{base}/sandbox-tenant/oauth2/v2.0/authorize")});
+    let session = flow
+        .session_for("msgraph", Some(json!(["users", "groups"])), config)
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{session}");
     let start = flow
         .http
         .get(format!(
@@ -820,8 +805,7 @@ async fn microsoft_graph_gives_the_directory_it_signed_in_to() {
         Some("S256")
     );
     let back = flow.browse(authorize.as_str(), "approve").await;
-    let id = param(&back, "connection_id").unwrap_or_else(|| panic!("{back}"));
-    let conn = flow.rig.lane.store.connection(&id).await.unwrap();
+    let conn = flow.connected(&back).await;
     assert_eq!(
         conn.external_id.as_deref(),
         Some("6f2b1c4e-9a3d-4e8b-b1f0-5c7d2e9a8b31")

@@ -35,6 +35,23 @@ fn config(sbx: &SandboxHandle) -> Map<String, Value> {
     .clone()
 }
 
+/// The HubSpot sandbox (its app registering `CALLBACK`), the spec, and the settings
+/// pointing at the sandbox.
+async fn hubspot() -> (
+    SandboxHandle,
+    std::sync::Arc<tributary::spec::CompiledSpec>,
+    Map<String, Value>,
+) {
+    let (sbx, _control) = shipped_sandbox("hubspot.yaml", |p| {
+        let a = p.oauth.as_mut().unwrap().authorize.as_mut().unwrap();
+        a.redirect_uris = vec![CALLBACK.into()];
+    })
+    .await;
+    let spec = load_spec(&repo_root().join("provider-specs/hubspot.yaml")).unwrap();
+    let config = config(&sbx);
+    (sbx, spec, config)
+}
+
 /// The browser's part: open the authorize URL, press Allow, come back with a code.
 async fn consent(authorize: &Url) -> Url {
     let http = reqwest::Client::builder()
@@ -54,13 +71,7 @@ async fn consent(authorize: &Url) -> Url {
 
 #[tokio::test]
 async fn a_consented_code_becomes_a_connection_with_its_portal_id() {
-    let (sbx, _control) = shipped_sandbox("hubspot.yaml", |p| {
-        let a = p.oauth.as_mut().unwrap().authorize.as_mut().unwrap();
-        a.redirect_uris = vec![CALLBACK.into()];
-    })
-    .await;
-    let spec = load_spec(&repo_root().join("provider-specs/hubspot.yaml")).unwrap();
-    let config = config(&sbx);
+    let (_sbx, spec, config) = hubspot().await;
     let resources = vec!["contacts".to_string()];
     let pkce = connect::pkce::Pkce::new();
     let url = connect::authorize_url(&AuthorizeRequest {
@@ -130,13 +141,7 @@ async fn a_consented_code_becomes_a_connection_with_its_portal_id() {
 
 #[tokio::test]
 async fn an_exchange_with_another_redirect_uri_fails_and_says_so() {
-    let (sbx, _control) = shipped_sandbox("hubspot.yaml", |p| {
-        let a = p.oauth.as_mut().unwrap().authorize.as_mut().unwrap();
-        a.redirect_uris = vec![CALLBACK.into()];
-    })
-    .await;
-    let spec = load_spec(&repo_root().join("provider-specs/hubspot.yaml")).unwrap();
-    let config = config(&sbx);
+    let (_sbx, spec, config) = hubspot().await;
     let url = connect::authorize_url(&AuthorizeRequest {
         spec: &spec,
         config: &config,

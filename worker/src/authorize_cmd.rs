@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::mpsc;
-use tributary::connect::{self, pkce::Pkce, App, AuthorizeRequest, Completion};
+use tributary::connect::{self, App, Completion};
 use tributary::secrets::Credentials;
 use tributary::spec::CompiledSpec;
 
@@ -75,23 +75,8 @@ pub async fn authorize(
         }),
     );
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
-    let pkce = Pkce::new();
-    let state = Pkce::new().verifier;
-    let uses_pkce = spec
-        .spec
-        .connect
-        .as_ref()
-        .and_then(|c| c.authorize.as_ref())
-        .is_some_and(|a| a.pkce);
-    let url = connect::authorize_url(&AuthorizeRequest {
-        spec,
-        config,
-        resources: &[resource.to_string()],
-        app: &app,
-        redirect_uri,
-        state: &state,
-        challenge: uses_pkce.then_some(pkce.challenge.as_str()),
-    })?;
+    let begun = connect::begin(spec, config, &[resource.to_string()], &app, redirect_uri)?;
+    let (url, state) = (&begun.url, &begun.state);
     eprintln!("open this URL in a browser to authorize: {url}");
     eprintln!("waiting for the callback on {redirect_uri}");
     let callback = rx
@@ -99,7 +84,7 @@ pub async fn authorize(
         .await
         .ok_or_else(|| anyhow!("the callback server stopped"))?;
     server.abort();
-    if callback.get("state") != Some(&state) {
+    if callback.get("state") != Some(state) {
         return Err(anyhow!(
             "the callback's state does not match this authorization: start again"
         ));
@@ -126,7 +111,7 @@ pub async fn authorize(
         app: &app,
         code,
         redirect_uri,
-        verifier: uses_pkce.then_some(pkce.verifier.as_str()),
+        verifier: begun.verifier.as_deref(),
         callback: &query,
         allow_private_hosts,
     })

@@ -311,17 +311,15 @@ impl StatusEvent {
         removed: bool,
         now: DateTime<Utc>,
     ) -> Self {
-        let run = RunRef {
-            tenant: tenant.to_string(),
-            connection: connection.to_string(),
-            provider: provider.to_string(),
-            resource: "*".into(),
-            sync_run: String::new(),
-            mode: RunMode::Full,
-        };
         let what = if removed { "removed" } else { "set" };
-        StatusEvent::new(&run, StatusKind::OverridesChanged, now)
-            .with_reason(format!("overrides {what}: version {version}"))
+        StatusEvent::connection_news(
+            StatusKind::OverridesChanged,
+            tenant,
+            connection,
+            provider,
+            format!("overrides {what}: version {version}"),
+            now,
+        )
     }
 
     /// News about a connection itself (created, re-authorized): every resource (`*`), no

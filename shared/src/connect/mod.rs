@@ -139,6 +139,52 @@ pub fn scopes(spec: &CompiledSpec, resources: &[String], app: &App) -> Vec<Strin
     out
 }
 
+/// Whether the spec sends a PKCE challenge.
+pub fn uses_pkce(spec: &CompiledSpec) -> bool {
+    spec.spec
+        .connect
+        .as_ref()
+        .and_then(|c| c.authorize.as_ref())
+        .is_some_and(|a| a.pkce)
+}
+
+/// An authorization begun: where to send the browser, and what the callback must be
+/// checked and completed with (kept by the flow, never shown).
+pub struct Begun {
+    pub url: url::Url,
+    /// The `state` the callback must bring back.
+    pub state: String,
+    /// The PKCE verifier, when the spec sends a challenge.
+    pub verifier: Option<String>,
+}
+
+/// Begin an authorization: a fresh state (and PKCE pair where the spec uses one) and the
+/// authorize URL carrying them.
+pub fn begin(
+    spec: &CompiledSpec,
+    config: &Map<String, Value>,
+    resources: &[String],
+    app: &App,
+    redirect_uri: &str,
+) -> Result<Begun, ConnectError> {
+    let state = pkce::Pkce::new().verifier;
+    let pair = uses_pkce(spec).then(pkce::Pkce::new);
+    let url = authorize_url(&AuthorizeRequest {
+        spec,
+        config,
+        resources,
+        app,
+        redirect_uri,
+        state: &state,
+        challenge: pair.as_ref().map(|p| p.challenge.as_str()),
+    })?;
+    Ok(Begun {
+        url,
+        state,
+        verifier: pair.map(|p| p.verifier),
+    })
+}
+
 /// The provider's authorize URL for this request.
 pub fn authorize_url(req: &AuthorizeRequest) -> Result<url::Url, ConnectError> {
     let compiled = compiled_authorize(req.spec)?;

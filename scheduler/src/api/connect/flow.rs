@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 use tributary::bus::envelope::StatusKind;
 use tributary::bus::StatusEvent;
-use tributary::connect::{self, pkce::Pkce, App, AuthorizeRequest, Completion};
+use tributary::connect::{self, pkce::Pkce, App, Completion};
 use tributary::domain::ConnectionState;
 use tributary::secrets::Credentials;
 use tributary::spec::CompiledSpec;
@@ -114,34 +114,27 @@ pub async fn start(
             "the provider's spec, its OAuth app or TRIBUTARY_PUBLIC_URL is missing",
         );
     };
-    let pkce = Pkce::new();
-    let oauth_state = Pkce::new().verifier;
-    let uses_pkce = spec
-        .spec
-        .connect
-        .as_ref()
-        .and_then(|c| c.authorize.as_ref())
-        .is_some_and(|a| a.pkce);
-    let verifier = uses_pkce.then_some(pkce.verifier.as_str());
-    let url = connect::authorize_url(&AuthorizeRequest {
-        spec: &spec,
-        config: &session.config,
-        resources: &resources(&session, &spec),
+    let begun = match connect::begin(
+        &spec,
+        &session.config,
+        &resources(&session, &spec),
         app,
-        redirect_uri: &callback,
-        state: &oauth_state,
-        challenge: uses_pkce.then_some(pkce.challenge.as_str()),
-    });
-    let url = match url {
-        Ok(u) => u,
+        &callback,
+    ) {
+        Ok(b) => b,
         Err(e) => return unavailable(&e.to_string()),
     };
     match state
         .store
-        .start_authorization(&session.id, &provider, &oauth_state, verifier)
+        .start_authorization(
+            &session.id,
+            &provider,
+            &begun.state,
+            begun.verifier.as_deref(),
+        )
         .await
     {
-        Ok(true) => (StatusCode::SEE_OTHER, [("location", url.to_string())]).into_response(),
+        Ok(true) => (StatusCode::SEE_OTHER, [("location", begun.url.to_string())]).into_response(),
         Ok(false) => unknown_link(),
         Err(e) => unavailable(&e.to_string()),
     }
