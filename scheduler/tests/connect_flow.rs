@@ -360,6 +360,10 @@ async fn a_denied_consent_stores_nothing_and_says_why() {
     let back = flow.browse(&start, "deny").await;
     assert_eq!(param(&back, "status").as_deref(), Some("error"));
     assert_eq!(param(&back, "reason").as_deref(), Some("access_denied"));
+    assert!(
+        param(&back, "message").unwrap().contains("not granted"),
+        "{back}"
+    );
     let shown = flow.session_state(session["id"].as_str().unwrap()).await;
     assert_eq!(
         (shown["state"].clone(), shown["reason"].clone()),

@@ -39,7 +39,27 @@ fn back_to(return_url: &str, params: &[(&str, &str)]) -> Response {
     (StatusCode::SEE_OTHER, [("location", url.to_string())]).into_response()
 }
 
-/// Record the failure on the session and send the user back with it.
+/// What a failure's reason means, for the user the host product shows it to.
+fn explain(reason: &str) -> &'static str {
+    match reason {
+        "access_denied" => "Access was not granted at the provider, so nothing was connected.",
+        "expired" => "The connect link expired before the sign-in finished. Start again.",
+        "authorization_failed" => "The provider could not complete the sign-in. Start again.",
+        "missing_code" | "callback_incomplete" => {
+            "The provider's answer was incomplete. Start again."
+        }
+        "code_exchange_failed" => {
+            "The provider did not accept the sign-in (it may have been used already). Start again."
+        }
+        "identity_capture_failed" => {
+            "The provider did not say which account was connected. Start again, or contact support."
+        }
+        _ => "The account could not be connected. Try again in a minute.",
+    }
+}
+
+/// Record the failure on the session and send the user back with it: `reason` for the
+/// host product's code, `message` for its user.
 async fn fail(state: &ApiState, session: &ConnectSession, reason: &str, detail: &str) -> Response {
     tracing::info!(session = %session.id, tenant = %session.tenant, %reason, %detail, "connect session failed");
     if let Err(e) = state
@@ -54,6 +74,7 @@ async fn fail(state: &ApiState, session: &ConnectSession, reason: &str, detail: 
         &[
             ("status", "error"),
             ("reason", reason),
+            ("message", explain(reason)),
             ("session_id", &session.id),
         ],
     )
