@@ -5,13 +5,13 @@
 //!
 //! ```yaml
 //! apps:
-//!   hubspot:
+//!   crmhub:
 //!     client_id: "1234-abcd"
-//!     client_secret_env: HUBSPOT_CLIENT_SECRET   # or client_secret_file, or client_secret
+//!     client_secret_env: CRMHUB_CLIENT_SECRET   # or client_secret_file, or client_secret
 //!     scopes: [crm.objects.owners.read]          # asked for beside the spec's
 //! tenants:
 //!   acme:                                        # acme's own HubSpot app
-//!     hubspot: {client_id: "9876", client_secret_file: /run/secrets/acme-hubspot}
+//!     crmhub: {client_id: "9876", client_secret_file: /run/secrets/acme-crmhub}
 //! ```
 
 use std::collections::BTreeMap;
@@ -149,11 +149,11 @@ mod tests {
 
     const FILE: &str = "
 apps:
-  hubspot: {client_id: hs-id, client_secret_env: HS_SECRET, scopes: [extra.scope]}
-  salesforce: {client_id: sf-id, client_secret: inline-secret}
+  crmhub: {client_id: hs-id, client_secret_env: HS_SECRET, scopes: [extra.scope]}
+  salescloud: {client_id: sf-id, client_secret: inline-secret}
 tenants:
   acme:
-    hubspot: {client_id: acme-hs-id, client_secret_env: ACME_HS_SECRET}
+    crmhub: {client_id: acme-hs-id, client_secret_env: ACME_HS_SECRET}
 ";
 
     fn env(var: &str) -> Option<String> {
@@ -167,21 +167,21 @@ tenants:
     #[test]
     fn a_tenant_app_wins_over_the_deployments_and_secrets_are_resolved() {
         let apps = Apps::parse(FILE, &env).unwrap();
-        let acme = apps.for_tenant("acme", "hubspot").unwrap();
+        let acme = apps.for_tenant("acme", "crmhub").unwrap();
         assert_eq!(
             (acme.client_id.as_str(), acme.client_secret.as_str()),
             ("acme-hs-id", "acme-secret")
         );
-        let other = apps.for_tenant("globex", "hubspot").unwrap();
+        let other = apps.for_tenant("globex", "crmhub").unwrap();
         assert_eq!(
             (other.client_id.as_str(), other.scopes.as_slice()),
             ("hs-id", &["extra.scope".to_string()][..])
         );
         assert_eq!(
-            apps.for_tenant("acme", "salesforce").unwrap().client_secret,
+            apps.for_tenant("acme", "salescloud").unwrap().client_secret,
             "inline-secret"
         );
-        assert!(apps.for_tenant("acme", "zendesk").is_none());
+        assert!(apps.for_tenant("acme", "helpdesk").is_none());
         assert!(!format!("{apps:?}").contains("secret\""), "{apps:?}");
         assert!(!format!("{apps:?}").contains("acme-secret"));
     }
@@ -190,15 +190,15 @@ tenants:
     fn a_missing_secret_or_an_unknown_key_names_where() {
         let err = Apps::parse(FILE, &|_| None).unwrap_err();
         assert!(
-            err.contains("apps.hubspot.client_secret_env") && err.contains("HS_SECRET"),
+            err.contains("apps.crmhub.client_secret_env") && err.contains("HS_SECRET"),
             "{err}"
         );
-        let err = Apps::parse("apps:\n  hubspot: {client_id: x, secret: y}\n", &env).unwrap_err();
+        let err = Apps::parse("apps:\n  crmhub: {client_id: x, secret: y}\n", &env).unwrap_err();
         assert!(
-            err.contains("line 2") && err.contains("apps.hubspot"),
+            err.contains("line 2") && err.contains("apps.crmhub"),
             "{err}"
         );
-        let err = Apps::parse("apps:\n  hubspot: {client_id: x}\n", &env).unwrap_err();
+        let err = Apps::parse("apps:\n  crmhub: {client_id: x}\n", &env).unwrap_err();
         assert!(err.contains("exactly one of"), "{err}");
     }
 }
