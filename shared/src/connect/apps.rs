@@ -10,7 +10,7 @@
 //!     client_secret_env: CRMHUB_CLIENT_SECRET   # or client_secret_file, or client_secret
 //!     scopes: [crm.objects.owners.read]          # asked for beside the spec's
 //! tenants:
-//!   acme:                                        # acme's own HubSpot app
+//!   acme:                                        # acme's own app for that provider
 //!     crmhub: {client_id: "9876", client_secret_file: /run/secrets/acme-crmhub}
 //! ```
 
