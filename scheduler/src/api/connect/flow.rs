@@ -394,6 +394,20 @@ pub async fn credentials_form(
             }
         }
     }
+    let config = session.config.clone();
+    match check_credentials(&state, &spec, &session, &config, &credentials).await {
+        Ok(()) => {}
+        Err(Refused::Credentials) => {
+            let again = format!("/connect/{token}");
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "These credentials were refused",
+                "The provider did not accept them. Check them and connect again.",
+                Some(&again),
+            );
+        }
+        Err(Refused::Unreachable(detail)) => return unavailable(&detail),
+    }
     // Taken like an OAuth state, so that two submissions cannot both connect.
     let claim = Pkce::new().verifier;
     match state
@@ -430,5 +444,63 @@ pub async fn credentials_form(
             ],
         ),
         Err((reason, detail)) => fail(&state, &session, reason, &detail).await,
+    }
+}
+
+/// Why typed-in credentials are not stored.
+enum Refused {
+    /// The provider answered that they are wrong.
+    Credentials,
+    /// The provider could not be asked (the detail is logged, not shown).
+    Unreachable(String),
+}
+
+/// Read the first page of the first resource with the credentials, as the first sync
+/// would: stored credentials are ones the provider accepted.
+async fn check_credentials(
+    state: &ApiState,
+    spec: &std::sync::Arc<CompiledSpec>,
+    session: &ConnectSession,
+    config: &Map<String, Value>,
+    credentials: &Credentials,
+) -> Result<(), Refused> {
+    use futures::StreamExt;
+    use tributary::budget::{Budget, BudgetOwner};
+    use tributary::engine::{ignore_events, Connection, ConnectionRuntime, ResourceRun};
+    let connection = Connection {
+        config: config.clone(),
+        credentials: credentials.clone(),
+    };
+    let mut options = state.syncer.settings().engine.clone();
+    options.max_pages = Some(1);
+    let budget = Budget::local(
+        &spec.spec.rate_limit,
+        &BudgetOwner {
+            provider: spec.name().to_string(),
+            connection: format!("session {}", session.id),
+            app: None,
+        },
+    );
+    let sink = std::sync::Arc::new(tributary::http::auth::DiscardTokens);
+    let runtime = ConnectionRuntime::new(spec, &connection, &options, sink, budget)
+        .map_err(Refused::Unreachable)?;
+    let resource = resources(session, spec)
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let run = ResourceRun::new(
+        spec.clone(),
+        &resource,
+        &connection,
+        &runtime,
+        options,
+        ignore_events(),
+    )
+    .map_err(|e| Refused::Unreachable(e.to_string()))?;
+    let mut pages = std::pin::pin!(run.pages());
+    match pages.next().await {
+        Some(Err(e)) if e.kind.needs_reauth() => Err(Refused::Credentials),
+        Some(Err(e)) => Err(Refused::Unreachable(e.to_string())),
+        _ => Ok(()),
     }
 }
