@@ -3,8 +3,9 @@
 //! authorize URL a browser is sent to, and once the provider calls back, the code
 //! exchanged for the first tokens and the connection's identity captured (its
 //! `external_id` and config values, from the token answer, the callback and an
-//! optional identity request). Nothing here stores anything: the caller writes the
-//! connection only when `complete` succeeds.
+//! optional identity request); and, for typed-in credentials, `check_credentials` (a
+//! first page read with them). Nothing here stores anything: the caller writes the
+//! connection only when `complete` or the check succeeds.
 
 pub mod apps;
 pub mod pkce;
@@ -428,5 +429,58 @@ fn text(v: Option<Value>) -> Option<String> {
         Value::String(s) if !s.is_empty() => Some(s),
         Value::String(_) => None,
         other => Some(other.to_string()),
+    }
+}
+
+/// Why typed-in credentials are not kept.
+#[derive(Debug)]
+pub enum CheckError {
+    /// The provider answered that they are wrong.
+    Refused,
+    /// The provider could not be asked; the detail is for the log.
+    Unreachable(String),
+}
+
+/// Read the first page of `resource` with these credentials, as the first sync would, so
+/// that only credentials the provider accepts are stored. Nothing is kept: tokens a
+/// scheme fetches on the way are discarded.
+pub async fn check_credentials(
+    spec: &Arc<CompiledSpec>,
+    resource: &str,
+    config: &Map<String, Value>,
+    credentials: &Credentials,
+    mut options: crate::engine::RunOptions,
+) -> Result<(), CheckError> {
+    use crate::budget::{Budget, BudgetOwner};
+    use crate::engine::{ignore_events, Connection, ConnectionRuntime, ResourceRun};
+    use futures::StreamExt;
+    let connection = Connection {
+        config: config.clone(),
+        credentials: credentials.clone(),
+    };
+    options.max_pages = Some(1);
+    let owner = BudgetOwner {
+        provider: spec.name().to_string(),
+        connection: "credential check".into(),
+        app: None,
+    };
+    let budget = Budget::local(&spec.spec.rate_limit, &owner);
+    let runtime =
+        ConnectionRuntime::new(spec, &connection, &options, Arc::new(DiscardTokens), budget)
+            .map_err(CheckError::Unreachable)?;
+    let run = ResourceRun::new(
+        spec.clone(),
+        resource,
+        &connection,
+        &runtime,
+        options,
+        ignore_events(),
+    )
+    .map_err(|e| CheckError::Unreachable(e.to_string()))?;
+    let mut pages = std::pin::pin!(run.pages());
+    match pages.next().await {
+        Some(Err(e)) if e.kind.needs_reauth() => Err(CheckError::Refused),
+        Some(Err(e)) => Err(CheckError::Unreachable(e.to_string())),
+        _ => Ok(()),
     }
 }

@@ -105,6 +105,20 @@ fn offered(session: &ConnectSession, chosen: Option<&String>) -> Result<String, 
     }
 }
 
+/// The session a link opens, the provider its form chose and that provider's spec; or
+/// the page to show instead.
+async fn chosen(
+    state: &ApiState,
+    token: &str,
+    provider: Option<&String>,
+) -> Result<(ConnectSession, String, Arc<CompiledSpec>), Box<Response>> {
+    let session = open_session(state, token).await?;
+    let provider = offered(&session, provider)?;
+    let spec = provider_spec(state, &provider)
+        .map_err(|_| Box::new(unavailable("the provider's spec is missing")))?;
+    Ok((session, provider, spec))
+}
+
 fn resources(session: &ConnectSession, spec: &CompiledSpec) -> Vec<String> {
     session
         .resources
@@ -118,22 +132,15 @@ pub async fn start(
     Path(token): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let session = match open_session(&state, &token).await {
-        Ok(s) => s,
+    let (session, provider, spec) = match chosen(&state, &token, q.get("provider")).await {
+        Ok(c) => c,
         Err(page) => return *page,
     };
-    let provider = match offered(&session, q.get("provider")) {
-        Ok(p) => p,
-        Err(page) => return *page,
-    };
-    let (Ok(spec), Some(app), Some(callback)) = (
-        provider_spec(&state, &provider),
+    let (Some(app), Some(callback)) = (
         state.connect.apps.for_tenant(&session.tenant, &provider),
         state.connect.callback_url(),
     ) else {
-        return unavailable(
-            "the provider's spec, its OAuth app or TRIBUTARY_PUBLIC_URL is missing",
-        );
+        return unavailable("the provider's OAuth app or TRIBUTARY_PUBLIC_URL is missing");
     };
     let begun = match connect::begin(
         &spec,
@@ -364,16 +371,9 @@ pub async fn credentials_form(
     Path(token): Path<String>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    let session = match open_session(&state, &token).await {
-        Ok(s) => s,
+    let (session, provider, spec) = match chosen(&state, &token, form.get("provider")).await {
+        Ok(c) => c,
         Err(page) => return *page,
-    };
-    let provider = match offered(&session, form.get("provider")) {
-        Ok(p) => p,
-        Err(page) => return *page,
-    };
-    let Ok(spec) = provider_spec(&state, &provider) else {
-        return unavailable("the provider's spec is missing");
     };
     let fields = spec.spec.connect.as_ref().map(|c| &c.fields);
     let Some(fields) = fields.filter(|f| !f.is_empty() && spec.authorize.is_none()) else {
@@ -395,9 +395,14 @@ pub async fn credentials_form(
         }
     }
     let config = session.config.clone();
-    match check_credentials(&state, &spec, &session, &config, &credentials).await {
+    let resource = resources(&session, &spec)
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let options = state.syncer.settings().engine.clone();
+    match connect::check_credentials(&spec, &resource, &config, &credentials, options).await {
         Ok(()) => {}
-        Err(Refused::Credentials) => {
+        Err(connect::CheckError::Refused) => {
             let again = format!("/connect/{token}");
             return error_page(
                 StatusCode::BAD_REQUEST,
@@ -406,7 +411,7 @@ pub async fn credentials_form(
                 Some(&again),
             );
         }
-        Err(Refused::Unreachable(detail)) => return unavailable(&detail),
+        Err(connect::CheckError::Unreachable(detail)) => return unavailable(&detail),
     }
     // Taken like an OAuth state, so that two submissions cannot both connect.
     let claim = Pkce::new().verifier;
@@ -444,63 +449,5 @@ pub async fn credentials_form(
             ],
         ),
         Err((reason, detail)) => fail(&state, &session, reason, &detail).await,
-    }
-}
-
-/// Why typed-in credentials are not stored.
-enum Refused {
-    /// The provider answered that they are wrong.
-    Credentials,
-    /// The provider could not be asked (the detail is logged, not shown).
-    Unreachable(String),
-}
-
-/// Read the first page of the first resource with the credentials, as the first sync
-/// would: stored credentials are ones the provider accepted.
-async fn check_credentials(
-    state: &ApiState,
-    spec: &std::sync::Arc<CompiledSpec>,
-    session: &ConnectSession,
-    config: &Map<String, Value>,
-    credentials: &Credentials,
-) -> Result<(), Refused> {
-    use futures::StreamExt;
-    use tributary::budget::{Budget, BudgetOwner};
-    use tributary::engine::{ignore_events, Connection, ConnectionRuntime, ResourceRun};
-    let connection = Connection {
-        config: config.clone(),
-        credentials: credentials.clone(),
-    };
-    let mut options = state.syncer.settings().engine.clone();
-    options.max_pages = Some(1);
-    let budget = Budget::local(
-        &spec.spec.rate_limit,
-        &BudgetOwner {
-            provider: spec.name().to_string(),
-            connection: format!("session {}", session.id),
-            app: None,
-        },
-    );
-    let sink = std::sync::Arc::new(tributary::http::auth::DiscardTokens);
-    let runtime = ConnectionRuntime::new(spec, &connection, &options, sink, budget)
-        .map_err(Refused::Unreachable)?;
-    let resource = resources(session, spec)
-        .into_iter()
-        .next()
-        .unwrap_or_default();
-    let run = ResourceRun::new(
-        spec.clone(),
-        &resource,
-        &connection,
-        &runtime,
-        options,
-        ignore_events(),
-    )
-    .map_err(|e| Refused::Unreachable(e.to_string()))?;
-    let mut pages = std::pin::pin!(run.pages());
-    match pages.next().await {
-        Some(Err(e)) if e.kind.needs_reauth() => Err(Refused::Credentials),
-        Some(Err(e)) => Err(Refused::Unreachable(e.to_string())),
-        _ => Ok(()),
     }
 }
