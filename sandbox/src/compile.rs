@@ -29,12 +29,15 @@ pub struct CompiledInputs {
     pub limit: Option<Jsonata>,
     pub since: Option<Jsonata>,
     pub as_of: Option<Jsonata>,
+    pub ids: Option<Jsonata>,
 }
 
 /// One resource's expressions.
 pub struct CompiledResource {
     pub record: Jsonata,
     pub body: Jsonata,
+    /// `response.status`.
+    pub status: Option<Jsonata>,
     pub headers: Vec<(String, Jsonata)>,
     pub inputs: CompiledInputs,
     /// `named_properties.names`.
@@ -82,6 +85,8 @@ pub struct Compiled {
     pub identity_answers: Vec<(Jsonata, FixedAnswer)>,
     /// Headers on every data answer.
     pub global_headers: Vec<(String, Jsonata)>,
+    /// `webhooks`: the deliveries' expressions and the subscription routes.
+    pub webhooks: Option<crate::webhooks::CompiledWebhooks>,
 }
 
 fn expr(at: &str, src: &str) -> Result<Jsonata, String> {
@@ -185,6 +190,12 @@ pub fn compile(profile: &Profile) -> Result<Compiled, SandboxError> {
             .map(|(k, v)| Ok((k.clone(), expr("headers", v)?)))
             .collect::<Result<_, String>>()
             .map_err(fail)?,
+        webhooks: profile
+            .webhooks
+            .as_ref()
+            .map(crate::webhooks::compile)
+            .transpose()
+            .map_err(fail)?,
     })
 }
 
@@ -257,6 +268,12 @@ fn compile_resource(
     Ok(CompiledResource {
         record: expr(&at("record"), &r.record)?,
         body: expr(&at("response.body"), &r.response.body)?,
+        status: r
+            .response
+            .status
+            .as_deref()
+            .map(|e| expr(&at("response.status"), e))
+            .transpose()?,
         headers: r
             .response
             .headers
@@ -301,5 +318,6 @@ fn compile_inputs(name: &str, input: &Inputs) -> Result<CompiledInputs, String> 
         limit: one("limit", &input.limit)?,
         since: one("since", &input.since)?,
         as_of: one("as_of", &input.as_of)?,
+        ids: one("ids", &input.ids)?,
     })
 }

@@ -79,6 +79,12 @@ pub struct Stats {
     pub last_grant_failure: Option<String>,
     pub refreshes: u64,
     pub invalid_grants: u64,
+    /// Webhook deliveries sent (`/_sandbox/webhooks/send`; a repeat is one more) and the
+    /// HTTP attempts they took (retries included).
+    #[serde(default)]
+    pub webhooks_sent: u64,
+    #[serde(default)]
+    pub webhook_attempts: u64,
     pub by_resource: BTreeMap<String, u64>,
 }
 

@@ -12,7 +12,9 @@
 //! budget), `faults` (failures on demand), `control` (the `/_sandbox/` API),
 //! `fields` (a resource's fields as they are now, and generated custom values),
 //! `describe` (the describe endpoints, `schema_routes`), `respond` (JSON
-//! answers) and `server` (the router, `start`). The public API is the profile
+//! answers), `webhooks` (signed deliveries the sandbox sends, as the profile's
+//! `webhooks` section declares them) with `subscriptions` (webhook subscriptions
+//! registered through the provider's API) and `server` (the router, `start`). The public API is the profile
 //! format, `start`, the handle, and the control API's types.
 
 mod auth;
@@ -33,7 +35,9 @@ mod select;
 mod server;
 mod soql;
 mod state;
+mod subscriptions;
 mod throttle;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard, PoisonError};

@@ -94,6 +94,8 @@ pub struct PageRequest {
     pub cursor_selection: Option<usize>,
     /// Leave out the records entered after this (an as-of-entry snapshot).
     pub as_of: Option<DateTime<Utc>>,
+    /// Fetch exactly these record ids (`input.ids`), in one page.
+    pub ids: Option<Vec<String>>,
 }
 
 impl PageRequest {
@@ -154,6 +156,32 @@ pub fn read_inputs(
         ),
         None => None,
     };
+    let ids = inputs
+        .ids
+        .as_ref()
+        .and_then(|e| e.eval_json(request).ok().flatten())
+        .and_then(|v| match v {
+            Value::Array(items) => Some(
+                items
+                    .iter()
+                    .filter(|v| !v.is_null())
+                    .map(|v| text(v).trim().to_string())
+                    .collect::<Vec<_>>(),
+            ),
+            Value::Null => None,
+            one => Some(vec![text(&one).trim().to_string()]),
+        });
+    if let Some(ids) = ids {
+        return Ok(PageRequest {
+            offset: 0,
+            limit: (ids.len() as u64).max(1),
+            since: None,
+            cursor: None,
+            cursor_selection: None,
+            as_of,
+            ids: Some(ids),
+        });
+    }
     let mut cursor_selection = None;
     if let Some(d) = &rp.delta {
         if let Some(token) = request["query"].get(&d.token_param) {
@@ -187,6 +215,7 @@ pub fn read_inputs(
         cursor,
         cursor_selection,
         as_of,
+        ids: None,
     })
 }
 
@@ -216,17 +245,36 @@ pub fn page_context(
         return Value::Null;
     };
     let now = Utc::now();
-    let matching: Vec<usize> = (0..set.records.len())
-        .filter(|&i| {
-            let r = &set.records[i];
-            page.since.is_none_or(|t| r.updated_at >= t)
-                && page.as_of.is_none_or(|t| r.entered_at <= t)
-        })
-        .collect();
+    let mut missing_ids: Vec<String> = Vec::new();
+    let matching: Vec<usize> = match &page.ids {
+        // The records asked for, in the order asked (each once); the others are missing.
+        Some(ids) => {
+            let mut seen = std::collections::HashSet::new();
+            let mut found = Vec::new();
+            for id in ids.iter().filter(|id| seen.insert(id.as_str())) {
+                let at = (0..set.records.len()).find(|&i| {
+                    let r = &set.records[i];
+                    r.id.to_string() == *id && page.as_of.is_none_or(|t| r.entered_at <= t)
+                });
+                match at {
+                    Some(i) => found.push(i),
+                    None => missing_ids.push(id.clone()),
+                }
+            }
+            found
+        }
+        None => (0..set.records.len())
+            .filter(|&i| {
+                let r = &set.records[i];
+                page.since.is_none_or(|t| r.updated_at >= t)
+                    && page.as_of.is_none_or(|t| r.entered_at <= t)
+            })
+            .collect(),
+    };
     // A delta round bounded by a token also reports what was deleted after it, after
     // the live records.
     let removed: Vec<usize> = match (&compiled.delta, page.since) {
-        (Some(_), Some(t)) => (0..set.tombstones.len())
+        (Some(_), Some(t)) if page.ids.is_none() => (0..set.tombstones.len())
             .filter(|&i| set.tombstones[i].deleted_at >= t)
             .collect(),
         _ => Vec::new(),
@@ -260,7 +308,7 @@ pub fn page_context(
     }
     let (offset, limit) = (page.offset, page.limit);
     // The last page of a delta resource's listing hands out the token of this moment.
-    let delta_token = (compiled.delta.is_some() && !has_more).then(|| {
+    let delta_token = (compiled.delta.is_some() && !has_more && page.ids.is_none()).then(|| {
         Cursor {
             resource: resource.to_string(),
             offset: 0,
@@ -284,6 +332,8 @@ pub fn page_context(
         "base_url": serving.base_url,
         "now": now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         "cursor": page.cursor,
+        "ids": page.ids,
+        "missing_ids": missing_ids,
         "request": request,
     })
 }

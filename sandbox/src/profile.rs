@@ -32,6 +32,10 @@ pub struct Profile {
     #[serde(default)]
     pub schema_routes: Vec<SchemaRoute>,
     pub resources: IndexMap<String, ResourceProfile>,
+    /// Signed webhook deliveries the sandbox sends on demand (`POST /_sandbox/webhooks/send`),
+    /// and the routes registering webhook subscriptions.
+    #[serde(default)]
+    pub webhooks: Option<crate::webhooks::WebhookProfile>,
 }
 
 fn default_seed() -> u64 {
@@ -706,6 +710,10 @@ pub struct Inputs {
     /// An as-of-entry snapshot time (RFC 3339): records entered after it are left out, as
     /// a provider pinning a long read to the moment its first page was served does.
     pub as_of: Option<String>,
+    /// The record ids a request fetches (an array of strings or numbers, or one id): when it
+    /// evaluates to an array, the route answers exactly the records with those ids that exist,
+    /// in the order asked, in one page (`ids` and `missing_ids` in the page context).
+    pub ids: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -716,6 +724,10 @@ pub struct PageShape {
     /// microseconds: a snapshot time to hand out), `request` (`{query, body, params,
     /// headers, path}`), and with `delta` `delta_token` (on a listing's last page).
     pub body: String,
+    /// The answer's status (JSONata over the same context, a number); 200 when absent or
+    /// undefined.
+    #[serde(default)]
+    pub status: Option<String>,
     /// Header templates (JSONata over the same context); an undefined result omits the header.
     #[serde(default)]
     pub headers: IndexMap<String, String>,

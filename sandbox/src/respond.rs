@@ -33,6 +33,10 @@ impl FixedAnswer {
         })
     }
 
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
     /// The answer over `ctx`; a body that evaluates to nothing is `null`, a header
     /// that does is left out.
     pub fn render(&self, ctx: &Value) -> Response {

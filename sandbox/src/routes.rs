@@ -22,7 +22,7 @@ use crate::select::{self, Selection};
 use crate::soql::{self, ParseError, Select};
 use crate::state::Sandbox;
 use crate::throttle::{self, epoch_millis};
-use crate::{auth, authorize, describe, lock, oauth};
+use crate::{auth, authorize, describe, lock, oauth, subscriptions};
 
 /// The resource a request is for, with the query it carries when the resource
 /// reads one (`select_query`).
@@ -78,6 +78,9 @@ pub async fn provider(
         }
     }
     let arrival = auth::arrive(&s, &method, &uri, &headers);
+    if let Some(answer) = subscriptions::route(&s, &method, &uri, &headers, &body, &arrival) {
+        return answer;
+    }
     if let Some((index, params)) = describe::route(&s, method.as_str(), &path) {
         let (query, request) = request_context(&uri, params, &headers, &body);
         return describe_request(&s, index, &headers, &query, request, &arrival);
@@ -112,7 +115,7 @@ pub async fn provider(
 
 /// The request as the profile's expressions read it, `{query, body, params,
 /// headers, path}`, and its query parameters.
-fn request_context(
+pub(crate) fn request_context(
     uri: &Uri,
     params: Map<String, Value>,
     headers: &HeaderMap,
@@ -321,7 +324,14 @@ async fn serve(
         .ok()
         .flatten()
         .unwrap_or(Value::Null);
-    respond(rp.response.format, 200, &body, resp_headers)
+    let status = compiled
+        .status
+        .as_ref()
+        .and_then(|e| e.eval_json(&ctx).ok().flatten())
+        .and_then(|v| v.as_u64())
+        .and_then(|n| u16::try_from(n).ok())
+        .unwrap_or(200);
+    respond(rp.response.format, status, &body, resp_headers)
 }
 
 /// What the request may see of each record, and the selection id its next

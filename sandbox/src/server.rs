@@ -9,7 +9,7 @@ use axum::Router;
 
 use crate::profile::Profile;
 use crate::state::Sandbox;
-use crate::{control, routes, SandboxError};
+use crate::{control, routes, subscriptions, webhooks, SandboxError};
 
 /// A running sandbox.
 pub struct SandboxHandle {
@@ -49,6 +49,11 @@ pub fn router(sandbox: Arc<Sandbox>) -> Router {
         )
         .route("/_sandbox/oauth/revoke", post(control::revoke))
         .route("/_sandbox/oauth/expire", post(control::expire))
+        .route("/_sandbox/webhooks/send", post(webhooks::send))
+        .route(
+            "/_sandbox/webhooks/subscriptions",
+            get(subscriptions::list_control),
+        )
         .fallback(routes::provider)
         .with_state(sandbox)
 }

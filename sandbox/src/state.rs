@@ -181,6 +181,10 @@ pub struct Sandbox {
     pub selections: Selections,
     /// OAuth 1.0a nonces seen, with their timestamps (a nonce is good for one request).
     pub nonces: Mutex<HashMap<String, i64>>,
+    /// Webhook subscriptions registered through the profile's subscription routes.
+    pub subscriptions: crate::subscriptions::Store,
+    /// Numbers of the webhook events sent.
+    pub webhook_events: crate::webhooks::EventCounter,
 }
 
 impl Sandbox {
@@ -211,6 +215,8 @@ impl Sandbox {
             window: Mutex::new(Window::new()),
             selections: Selections::default(),
             nonces: Mutex::new(HashMap::new()),
+            subscriptions: Default::default(),
+            webhook_events: Default::default(),
             profile,
         })
     }

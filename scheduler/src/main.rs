@@ -127,6 +127,10 @@ async fn run() -> anyhow::Result<()> {
             settings: settings.connect.clone(),
             apps,
         },
+        webhooks: api::webhooks::WebhookState::new(
+            &settings.kafka_brokers,
+            settings.webhooks.ack_timeout,
+        )?,
     });
     let listener = tokio::net::TcpListener::bind(&settings.api_addr)
         .await

@@ -195,6 +195,10 @@ async fn serve_api(args: &Args, services: &Services) -> anyhow::Result<(SocketAd
         admin_token: admin_token.clone(),
         syncer: Arc::new(services.syncer()),
         connect: api::ConnectState::default(),
+        webhooks: api::webhooks::WebhookState {
+            publisher: services.publisher.clone(),
+            ack_timeout: services.settings.webhooks.ack_timeout,
+        },
     });
     let listener = tokio::net::TcpListener::bind(&args.api_addr)
         .await
@@ -244,6 +248,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             async move { consume(syncer, options, stop).await },
         ));
     }
+    let intake = tokio::spawn(tributary::webhooks::intake::intake(
+        syncer.clone(),
+        services.settings.worker_options(),
+        services.settings.webhooks.window,
+        stop.clone(),
+    ));
     let (api_addr, admin_token) = serve_api(&args, &services).await?;
     banner(&Banner {
         brokers: &brokers,
@@ -287,6 +297,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     for w in workers {
         let _ = w.await;
     }
+    let _ = intake.await;
     // Clients first, the broker last, so none of them reports it gone.
     drop(watcher);
     drop(scheduler);

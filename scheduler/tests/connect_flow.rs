@@ -103,6 +103,10 @@ impl Flow {
                 },
                 apps,
             },
+            webhooks: tributary_scheduler::api::webhooks::WebhookState {
+                publisher: lane.publisher.clone(),
+                ack_timeout: std::time::Duration::from_secs(2),
+            },
         });
         tokio::spawn(async move { axum::serve(listener, router(state)).await });
         let http = reqwest::Client::builder()

@@ -41,6 +41,10 @@ impl Api {
                 settings,
             )),
             connect: Default::default(),
+            webhooks: tributary_scheduler::api::webhooks::WebhookState {
+                publisher: lane.publisher.clone(),
+                ack_timeout: std::time::Duration::from_secs(2),
+            },
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

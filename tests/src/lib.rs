@@ -179,6 +179,20 @@ impl SandboxControl {
             .await?)
     }
 
+    /// Have the sandbox send signed webhooks (`POST /_sandbox/webhooks/send`); its answer
+    /// lists every delivery and attempt with the status it got.
+    pub async fn send_webhooks(&self, request: Value) -> anyhow::Result<Value> {
+        Ok(self
+            .http
+            .post(format!("{}/_sandbox/webhooks/send", self.base_url))
+            .json(&request)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+
     pub async fn faults(&self, faults: Value) -> anyhow::Result<()> {
         self.http
             .post(format!("{}/_sandbox/faults", self.base_url))

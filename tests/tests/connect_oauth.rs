@@ -21,6 +21,7 @@ fn app() -> App {
         client_id: "sandbox-client".into(),
         client_secret: "sandbox-client-secret".into(),
         scopes: Vec::new(),
+        webhook_keys: Default::default(),
     }
 }
 

@@ -33,6 +33,7 @@ fn app_from(credentials: &Credentials) -> anyhow::Result<App> {
         client_id: field("client_id")?,
         client_secret: field("client_secret")?,
         scopes: Vec::new(),
+        webhook_keys: Default::default(),
     })
 }
 

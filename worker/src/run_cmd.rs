@@ -47,15 +47,20 @@ async fn serve() -> anyhow::Result<()> {
         topics.jobs(),
         topics.consumer_group()
     );
-    consume(
-        syncer,
-        WorkerOptions {
-            instance_id,
-            ..settings.worker_options()
-        },
-        stop,
-    )
-    .await?;
+    let options = WorkerOptions {
+        instance_id,
+        ..settings.worker_options()
+    };
+    // The webhook intake beside the jobs consumer: its own consumer group, same stop.
+    let intake = tokio::spawn(tributary::webhooks::intake::intake(
+        syncer.clone(),
+        options.clone(),
+        settings.webhooks.window,
+        stop.clone(),
+    ));
+    consume(syncer, options, stop.clone()).await?;
+    stop.stop();
+    intake.await??;
     eprintln!("worker stopped");
     Ok(())
 }

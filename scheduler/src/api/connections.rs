@@ -36,6 +36,9 @@ pub struct NewConnectionBody {
     schedule: Option<String>,
     full_schedule: Option<String>,
     timezone: Option<String>,
+    /// The account's id at the provider (a portal or realm id): app-level webhooks are
+    /// routed by it. The connect flow captures it by itself.
+    external_id: Option<String>,
 }
 
 fn credentials_from(map: Map<String, Value>) -> Result<Credentials, ApiError> {
@@ -113,7 +116,7 @@ pub async fn create(
             schedule: body.schedule,
             full_schedule: body.full_schedule,
             timezone,
-            external_id: None,
+            external_id: body.external_id.filter(|e| !e.trim().is_empty()),
         })
         .await?;
     tracing::info!(tenant = %body.tenant, connection = %id, provider = %body.provider, "connection created");

@@ -10,13 +10,14 @@ mod error;
 mod overrides;
 mod schemas;
 mod tenants;
+pub mod webhooks;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::routing::{get, post, put};
+use axum::routing::{any, get, post, put};
 use axum::Router;
 use tributary::bus::{Publisher, Topics};
 use tributary::store::Store;
@@ -38,6 +39,8 @@ pub struct ApiState {
     pub syncer: Arc<tributary::sync::Syncer>,
     /// The hosted connect flow's settings and OAuth apps.
     pub connect: ConnectState,
+    /// The webhook receiver's publisher and patience.
+    pub webhooks: webhooks::WebhookState,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -91,6 +94,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/connect/{token}/credentials",
             post(connect::credentials_form),
         )
+        .route("/webhooks/{provider}", any(webhooks::app_delivery))
+        .route(
+            "/webhooks/{provider}/{token}",
+            any(webhooks::connection_delivery),
+        )
+        .layer(axum::extract::DefaultBodyLimit::max(webhooks::BODY_LIMIT))
         .fallback(|| async { ApiError::not_found("no such endpoint; see /openapi.json") })
         .with_state(state)
 }

@@ -56,6 +56,12 @@ pub struct Job {
     /// trace. Absent when the enqueuer exports no spans.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// A fetch job (`mode: fetch`): the records to read by id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ids: Vec<String>,
+    /// Of `ids`, those a webhook said were deleted: not found, they emit `deleted`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deleted_ids: Vec<String>,
 }
 
 impl Job {
@@ -87,6 +93,8 @@ impl Job {
             attempt: 0,
             not_before: None,
             traceparent,
+            ids: Vec::new(),
+            deleted_ids: Vec::new(),
         }
     }
 

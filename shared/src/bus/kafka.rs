@@ -66,6 +66,14 @@ impl Topics {
             .replace("{prefix}", &self.prefix)
             .replace("{model}", model)
     }
+    /// Verified webhook deliveries, as received.
+    pub fn webhooks(&self) -> String {
+        format!("{}.webhooks", self.prefix)
+    }
+    /// Webhook items no connection claims, with the reason.
+    pub fn webhooks_unrouted(&self) -> String {
+        format!("{}.webhooks.unrouted", self.prefix)
+    }
     pub fn consumer_group(&self) -> String {
         format!("{}.workers", self.prefix)
     }
@@ -95,6 +103,16 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn new(brokers: &str) -> Result<Self, BusError> {
+        Self::with_config(brokers, PUBLISH_TIMEOUT_MS)
+    }
+
+    /// A publisher whose messages give up after `timeout` without the broker's
+    /// acknowledgement (the webhook receiver: its caller answers 503 instead of waiting).
+    pub fn with_message_timeout(brokers: &str, timeout: Duration) -> Result<Self, BusError> {
+        Self::with_config(brokers, &timeout.as_millis().max(1).to_string())
+    }
+
+    fn with_config(brokers: &str, message_timeout_ms: &str) -> Result<Self, BusError> {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")
@@ -103,7 +121,7 @@ impl Publisher {
             // A broker that stops answering for a while (a restart, a frozen process) must
             // not make messages expire: they wait in librdkafka and go out when it is back.
             // A slice whose publish does fail is retried whole, with the same event ids.
-            .set("message.timeout.ms", PUBLISH_TIMEOUT_MS)
+            .set("message.timeout.ms", message_timeout_ms)
             .create()?;
         Ok(Publisher {
             producer,
@@ -280,6 +298,8 @@ pub fn pipeline_topics(topics: &Topics, jobs_partitions: i32) -> Vec<(String, i3
         (topics.urgent_jobs(), jobs_partitions),
         (topics.status(), 1),
         (topics.dead_letters(), 1),
+        (topics.webhooks(), jobs_partitions),
+        (topics.webhooks_unrouted(), 1),
     ];
     // Custom objects' topics are made when a connection first syncs one.
     wanted.extend(

@@ -139,6 +139,13 @@ entries! {
     TRIBUTARY_CONNECT_RETURN_ORIGINS: List => connect.return_origins, shown "(none)";
     /// scheduler: how long a connect session's URL stays valid
     TRIBUTARY_CONNECT_SESSION_SECONDS: Seconds => connect.session_ttl;
+    /// scheduler: how long a webhook request waits for the broker to acknowledge its
+    /// append; past it the request gets 503 and the provider retries (keep it under the
+    /// providers' patience: 3 s for some)
+    TRIBUTARY_WEBHOOK_ACK_TIMEOUT_MS: Millis => webhooks.ack_timeout;
+    /// worker: how long webhook ids are collected per (connection, resource) before one
+    /// fetch job reads them all
+    TRIBUTARY_WEBHOOK_WINDOW_MS: Millis => webhooks.window;
     /// jobs of one tenant one worker runs at once; the rest wait without a slot, so a
     /// tenant's backlog never fills a worker
     TRIBUTARY_WORKER_TENANT_CONCURRENCY: OptNumber => worker.tenant_concurrency,

@@ -60,6 +60,8 @@ pub struct Settings {
     pub schedule: ScheduleSettings,
     /// Scheduler: the hosted connect flow.
     pub connect: crate::connect::ConnectSettings,
+    /// Webhooks: the receiver's patience and the intake's window.
+    pub webhooks: crate::webhooks::WebhookSettings,
 }
 
 impl Default for Settings {
@@ -84,6 +86,7 @@ impl Default for Settings {
             worker,
             schedule: ScheduleSettings::default(),
             connect: crate::connect::ConnectSettings::default(),
+            webhooks: crate::webhooks::WebhookSettings::default(),
         }
     }
 }
@@ -98,6 +101,7 @@ impl std::fmt::Debug for Settings {
             .field("worker", &self.worker)
             .field("schedule", &self.schedule)
             .field("connect", &self.connect)
+            .field("webhooks", &self.webhooks)
             .finish_non_exhaustive()
     }
 }

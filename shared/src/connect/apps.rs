@@ -9,6 +9,10 @@
 //!     client_id: "1234-abcd"
 //!     client_secret_env: CRMHUB_CLIENT_SECRET   # or client_secret_file, or client_secret
 //!     scopes: [crm.objects.owners.read]          # asked for beside the spec's
+//!     webhook_keys:                              # keys webhooks are verified with (the
+//!       verifier_token:                          # spec's `app.<name>`; `client_secret` is
+//!         - {env: CRMHUB_VERIFIER}               # the secret above), several while one
+//!         - {value: "the-old-one"}               # is rotated
 //! tenants:
 //!   acme:                                        # acme's own app for that provider
 //!     crmhub: {client_id: "9876", client_secret_file: /run/secrets/acme-crmhub}
@@ -50,6 +54,35 @@ struct AppEntry {
     client_secret_env: Option<String>,
     #[serde(default)]
     scopes: Vec<String>,
+    #[serde(default)]
+    webhook_keys: BTreeMap<String, Vec<KeySource>>,
+}
+
+/// Where one webhook key is: in the file, a file of its own or an environment variable.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeySource {
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    file: Option<PathBuf>,
+    #[serde(default)]
+    env: Option<String>,
+}
+
+impl KeySource {
+    fn resolve(&self, at: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+        match (&self.value, &self.file, &self.env) {
+            (Some(v), None, None) => Ok(v.clone()),
+            (None, Some(path), None) => std::fs::read_to_string(path)
+                .map(|s| s.trim().to_string())
+                .map_err(|e| format!("at `{at}.file`: {}: {e}", path.display())),
+            (None, None, Some(var)) => env(var)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or_else(|| format!("at `{at}.env`: the environment variable {var} is not set")),
+            _ => Err(format!("at `{at}`: give exactly one of value, file, env")),
+        }
+    }
 }
 
 /// Every app, secrets resolved.
@@ -100,6 +133,26 @@ impl Apps {
     }
 
     /// The app a tenant connects a provider with: its own, else the deployment's.
+    /// Every key a provider's webhooks may be signed with under this name, over the
+    /// deployment's app and the tenants' own (an app-level delivery is verified before
+    /// anyone knows its tenant).
+    pub fn webhook_keys(&self, provider: &str, name: &str) -> Vec<String> {
+        let apps = self
+            .by_provider
+            .get(provider)
+            .into_iter()
+            .chain(self.by_tenant.values().filter_map(|p| p.get(provider)));
+        let mut keys = Vec::new();
+        for app in apps {
+            if name == "client_secret" {
+                keys.push(app.client_secret.clone());
+            }
+            keys.extend(app.webhook_keys.get(name).into_iter().flatten().cloned());
+        }
+        keys.dedup();
+        keys
+    }
+
     pub fn for_tenant(&self, tenant: &str, provider: &str) -> Option<&App> {
         self.by_tenant
             .get(tenant)
@@ -135,10 +188,18 @@ impl AppEntry {
         if self.client_id.trim().is_empty() {
             return Err(format!("at `{at}.client_id`: empty"));
         }
+        let mut webhook_keys = BTreeMap::new();
+        for (name, sources) in &self.webhook_keys {
+            let keys = (sources.iter().enumerate())
+                .map(|(i, s)| s.resolve(&format!("{at}.webhook_keys.{name}[{i}]"), env))
+                .collect::<Result<Vec<_>, _>>()?;
+            webhook_keys.insert(name.clone(), keys);
+        }
         Ok(App {
             client_id: self.client_id,
             client_secret: secret,
             scopes: self.scopes,
+            webhook_keys,
         })
     }
 }
@@ -150,7 +211,7 @@ mod tests {
     const FILE: &str = "
 apps:
   crmhub: {client_id: hs-id, client_secret_env: HS_SECRET, scopes: [extra.scope]}
-  salescloud: {client_id: sf-id, client_secret: inline-secret}
+  salescloud: {client_id: sf-id, client_secret: inline-secret, webhook_keys: {verifier: [{value: v1}, {value: v0}]}}
 tenants:
   acme:
     crmhub: {client_id: acme-hs-id, client_secret_env: ACME_HS_SECRET}
@@ -182,6 +243,14 @@ tenants:
             "inline-secret"
         );
         assert!(apps.for_tenant("acme", "helpdesk").is_none());
+        assert_eq!(
+            apps.webhook_keys("crmhub", "client_secret"),
+            vec!["hs-secret".to_string(), "acme-secret".to_string()]
+        );
+        assert_eq!(
+            apps.webhook_keys("salescloud", "verifier"),
+            vec!["v1".to_string(), "v0".to_string()]
+        );
         assert!(!format!("{apps:?}").contains("secret\""), "{apps:?}");
         assert!(!format!("{apps:?}").contains("acme-secret"));
     }

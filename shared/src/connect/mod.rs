@@ -83,6 +83,8 @@ pub struct App {
     pub client_secret: String,
     /// Scopes asked for beside the spec's.
     pub scopes: Vec<String>,
+    /// Keys webhooks are verified with, by name (never shown).
+    pub webhook_keys: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl std::fmt::Debug for App {
@@ -91,6 +93,10 @@ impl std::fmt::Debug for App {
             .field("client_id", &self.client_id)
             .field("client_secret", &"<redacted>")
             .field("scopes", &self.scopes)
+            .field(
+                "webhook_keys",
+                &self.webhook_keys.keys().collect::<Vec<_>>(),
+            )
             .finish()
     }
 }

@@ -9,11 +9,14 @@ use super::named_enum;
 pub enum RunMode {
     Full,
     Incremental,
+    /// Records read by id because a webhook named them: no checkpoint, no sweep.
+    Fetch,
 }
 
 named_enum!(RunMode, "run mode", {
     Full => "full",
     Incremental => "incremental",
+    Fetch => "fetch",
 });
 
 /// Where a sync run stands (the `status` of a `sync_runs` row).

@@ -146,6 +146,8 @@ pub struct ResourceRun {
 pub enum Reads {
     Resource,
     Discovery(DiscoveryTarget),
+    /// These records of the resource, by id (`webhooks.fetch`).
+    Fetch(Vec<String>),
 }
 
 /// Which discovery a run reads.
@@ -453,7 +455,7 @@ impl ResourceRun {
     /// The schema subject of the resource this run reads, when its spec discovers its fields.
     fn reads_resource_with_discovery(&self) -> Option<String> {
         match self.reads {
-            Reads::Resource => self.spec.schema_subject(&self.resource),
+            Reads::Resource | Reads::Fetch(_) => self.spec.schema_subject(&self.resource),
             Reads::Discovery(_) => None,
         }
     }
@@ -461,7 +463,7 @@ impl ResourceRun {
     /// How this run's answers are decoded.
     pub(crate) fn response(&self) -> &CompiledResponse {
         match &self.reads {
-            Reads::Resource => {
+            Reads::Resource | Reads::Fetch(_) => {
                 &self
                     .spec
                     .resource(&self.resource)
@@ -508,6 +510,46 @@ impl ResourceRun {
             Reads::Discovery(target) => {
                 &target.find(&self.spec).expect("checked in discovery").plan
             }
+            Reads::Fetch(_) => &self.fetch_plan().expect("checked in fetch").plan,
+        }
+    }
+
+    /// The resource's `webhooks.fetch`, if the spec has one.
+    fn fetch_plan(&self) -> Option<&crate::spec::compile_webhooks::CompiledFetch> {
+        self.spec.webhooks.as_ref()?.fetch.get(&self.resource)
+    }
+
+    /// Prepare a run reading these records of a resource by id (`webhooks.fetch`): one
+    /// page, through the same auth, budgets and answers as the resource's listing.
+    pub fn fetch(
+        spec: Arc<CompiledSpec>,
+        resource: &str,
+        ids: Vec<String>,
+        connection: &Connection,
+        runtime: &ConnectionRuntime,
+        options: RunOptions,
+        observer: Observer,
+    ) -> Result<Self, EngineError> {
+        let mut run = Self::new(spec, resource, connection, runtime, options, observer)?;
+        run.plan_incremental = false;
+        run.since_text = None;
+        run.reads = Reads::Fetch(ids);
+        if run.fetch_plan().is_none() {
+            return Err(run.error(
+                0,
+                ErrorKind::Config(format!(
+                    "resource `{resource}` has no `webhooks.fetch`: it cannot be read by id"
+                )),
+            ));
+        }
+        Ok(run)
+    }
+
+    /// The ids a fetch run reads (none for other runs).
+    pub(crate) fn fetch_ids(&self) -> &[String] {
+        match &self.reads {
+            Reads::Fetch(ids) => ids,
+            _ => &[],
         }
     }
 
@@ -586,7 +628,7 @@ impl ResourceRun {
                 .spec
                 .resource(&self.resource)
                 .and_then(|r| r.detail.as_ref()),
-            Reads::Discovery(_) => None,
+            Reads::Discovery(_) | Reads::Fetch(_) => None,
         };
         let Some(detail) = detail else {
             return Ok((listed, 0));

@@ -94,6 +94,8 @@ pub(crate) fn prepare(run: &ResourceRun, state: &PageState) -> Result<PreparedRe
         object => run.object.clone(),
         fields => run.fields.clone(),
         captured => state.captured().cloned().unwrap_or_default(),
+        ids => run.fetch_ids().to_vec(),
+        ids_as_objects => run.fetch_ids().iter().map(|id| minijinja::context! { id => id }).collect::<Vec<_>>(),
     };
     if let PageState::Url { url, .. } = state {
         let url = resolve(run, url)?;

@@ -76,6 +76,8 @@ pub struct CompiledSpec {
     pub custom_objects: Option<CompiledCustomObjects>,
     /// `connect.authorize`, compiled (an OAuth provider's connect flow).
     pub authorize: Option<CompiledAuthorize>,
+    /// `webhooks`, compiled.
+    pub webhooks: Option<super::compile_webhooks::CompiledWebhooks>,
 }
 
 /// The authorization request and identity capture, compiled.
@@ -504,6 +506,7 @@ pub fn compile(source: SpecSource) -> Result<CompiledSpec, SpecError> {
         .connect
         .as_ref()
         .and_then(|connect| c.connect(connect, &credentials_used));
+    let webhooks = spec.webhooks.as_ref().and_then(|w| c.webhooks(w));
     let Compiler {
         templates,
         problems,
@@ -533,6 +536,7 @@ pub fn compile(source: SpecSource) -> Result<CompiledSpec, SpecError> {
         discoveries,
         custom_objects,
         authorize,
+        webhooks,
     })
 }
 
@@ -577,8 +581,8 @@ fn credentials_used(templates: &Templates, auth: &Option<CompiledAuth>) -> BTree
     used
 }
 
-struct Compiler<'a> {
-    src: &'a SpecSource,
+pub(super) struct Compiler<'a> {
+    pub(super) src: &'a SpecSource,
     templates: Templates,
     problems: Vec<Problem>,
     /// What request templates may read where the compiler is now (`fields` only in a
@@ -589,11 +593,11 @@ struct Compiler<'a> {
 }
 
 impl Compiler<'_> {
-    fn problem(&mut self, path: &str, message: impl Into<String>) {
+    pub(super) fn problem(&mut self, path: &str, message: impl Into<String>) {
         self.problems.push(self.src.problem(path, message));
     }
 
-    fn jsonata(&mut self, path: &str, source: &str) -> Option<Jsonata> {
+    pub(super) fn jsonata(&mut self, path: &str, source: &str) -> Option<Jsonata> {
         match Jsonata::compile(source) {
             Ok(e) => Some(e),
             Err(err) => {
@@ -931,7 +935,11 @@ impl Compiler<'_> {
     }
 
     /// Compile with extra request variables available.
-    fn with_vars<T>(&mut self, extra: &[&'static str], f: impl FnOnce(&mut Self) -> T) -> T {
+    pub(super) fn with_vars<T>(
+        &mut self,
+        extra: &[&'static str],
+        f: impl FnOnce(&mut Self) -> T,
+    ) -> T {
         let before = self.request_vars.len();
         self.request_vars.extend_from_slice(extra);
         let out = f(self);
@@ -1119,7 +1127,13 @@ impl Compiler<'_> {
             || req.xml_body.as_deref().is_some_and(mentions)
     }
 
-    fn plan(&mut self, at: &str, req: &Request, pg: &Pagination, rec: &Records) -> Option<Plan> {
+    pub(super) fn plan(
+        &mut self,
+        at: &str,
+        req: &Request,
+        pg: &Pagination,
+        rec: &Records,
+    ) -> Option<Plan> {
         let request = self.request(&format!("{at}.request"), req);
         let pagination = self.pagination(&format!("{at}.pagination"), pg);
         let records = self.records(&format!("{at}.records"), rec);

@@ -64,6 +64,10 @@ pub struct ProviderSpec {
     /// authorization and identity capture, or the credential fields to ask for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect: Option<super::connect::Connect>,
+    /// How the provider pushes changes (webhooks): receiving, verifying, routing and
+    /// reading them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhooks: Option<super::webhooks::Webhooks>,
 }
 
 /// A request listing the fields one tenant's account has on an object, and how to read
@@ -724,6 +728,27 @@ pub struct Pagination {
 
 fn default_true() -> bool {
     true
+}
+
+impl Pagination {
+    /// Pagination of this kind with every option at its default.
+    pub fn of_kind(kind: PaginationKind) -> Pagination {
+        Pagination {
+            kind,
+            cursor_path: None,
+            next_url_path: None,
+            param: None,
+            limit_param: None,
+            start: None,
+            has_more: None,
+            total: None,
+            stop_on_empty_page: true,
+            stop_on_short_page: false,
+            max_pages: None,
+            total_pages: None,
+            capture: IndexMap::new(),
+        }
+    }
 }
 
 /// Where records are in a page and how to identify them.

@@ -179,6 +179,28 @@ impl Store {
     }
 
     /// The row's JSON parsed and its credentials opened.
+    /// Set (or clear) the account id a connection's app-level webhooks are routed by.
+    pub async fn set_external_id(
+        &self,
+        id: &str,
+        external_id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let done =
+            sqlx::query("UPDATE connections SET external_id = $1, updated_at = $2 WHERE id = $3")
+                .bind(external_id)
+                .bind(crate::domain::time::now_stamp())
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                what: "connection",
+                id: id.to_string(),
+            });
+        }
+        Ok(())
+    }
+
     fn open_connection(&self, row: ConnectionRow) -> Result<ConnectionRecord, StoreError> {
         let plain = self
             .cipher

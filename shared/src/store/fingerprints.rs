@@ -139,20 +139,53 @@ impl Store {
         let t = now_stamp();
         let seq = next_seq(&mut tx, c.connection, c.resource).await?;
         self.write_seen(&mut tx, c, seq, &t).await?;
-        if !c.deleted.is_empty() {
-            let sql = format!(
-                "DELETE FROM fingerprints AS f {}",
-                self.rows_of_ids("USING", 1, 2, 3)
-            );
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(c.connection)
-                .bind(c.resource)
-                .bind(json_list(c.deleted))
-                .execute(&mut *tx)
-                .await?;
-        }
+        self.forget(&mut tx, c).await?;
         self.advance_run(&mut tx, c, &t).await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Fingerprints and deletions alone (a fetch by id): stamped at a new sequence value
+    /// like a slice's, with no run, counters or checkpoint moved. A resource that never
+    /// ran gets its checkpoint row (empty) for the sequence.
+    pub(super) async fn commit_seen_only(&self, c: &SliceCommit<'_>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let t = now_stamp();
+        sqlx::query(
+            "INSERT INTO checkpoints (connection, resource, run_id, mode, slice, page_state, run_max_updated, since, updated_at)
+             VALUES ($1, $2, NULL, NULL, 0, NULL, NULL, NULL, $3) ON CONFLICT (connection, resource) DO NOTHING",
+        )
+        .bind(c.connection)
+        .bind(c.resource)
+        .bind(&t)
+        .execute(&mut *tx)
+        .await?;
+        let seq = next_seq(&mut tx, c.connection, c.resource).await?;
+        self.write_seen(&mut tx, c, seq, &t).await?;
+        self.forget(&mut tx, c).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Delete the fingerprints of the records a commit says are gone.
+    async fn forget(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        c: &SliceCommit<'_>,
+    ) -> Result<(), StoreError> {
+        if c.deleted.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "DELETE FROM fingerprints AS f {}",
+            self.rows_of_ids("USING", 1, 2, 3)
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(c.connection)
+            .bind(c.resource)
+            .bind(json_list(c.deleted))
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 

@@ -21,6 +21,7 @@ mod schedules;
 mod schemas;
 mod tenants;
 mod tokens;
+mod webhooks;
 
 use chrono::Utc;
 use sqlx::any::AnyPoolOptions;
@@ -35,6 +36,7 @@ pub use overrides::StoredOverrides;
 pub use runs::{NewRun, RunRecord};
 pub use schedules::{Due, DueSchedule};
 pub use schemas::StoredSchema;
+pub use webhooks::{hook_token_hash, ChannelHealth, ChannelKey, FetchCommit};
 
 use crate::domain::time::stamp;
 use crate::secrets::crypto::{Cipher, CryptoError};

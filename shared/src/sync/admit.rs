@@ -60,7 +60,7 @@ fn inactive_reason(conn: &ConnectionRecord) -> Option<String> {
 
 pub enum Verdict {
     Run(Box<Admitted>),
-    Done(SliceOutcome),
+    Done(Box<SliceOutcome>),
 }
 
 impl Syncer {
@@ -70,15 +70,15 @@ impl Syncer {
             Ok(c) => c,
             Err(StoreError::NotFound { .. }) => {
                 let reason = format!("connection `{}` does not exist", job.connection);
-                return Ok(Verdict::Done(SliceOutcome::Skipped(reason)));
+                return Ok(Verdict::Done(Box::new(SliceOutcome::Skipped(reason))));
             }
             Err(e) => return Err(e.into()),
         };
         if let Some(reason) = inactive_reason(&conn) {
-            return Ok(Verdict::Done(SliceOutcome::Skipped(reason)));
+            return Ok(Verdict::Done(Box::new(SliceOutcome::Skipped(reason))));
         }
         if let Some(held) = self.held_by_breaker(&conn, job).await? {
-            return Ok(Verdict::Done(held));
+            return Ok(Verdict::Done(Box::new(held)));
         }
         let checkpoint = self
             .store
@@ -86,12 +86,14 @@ impl Syncer {
             .await?;
         let run = RunRef::of(job, &conn.provider);
         let resuming = match position(job, &checkpoint) {
-            Position::Skip(reason) => return Ok(Verdict::Done(SliceOutcome::Skipped(reason))),
+            Position::Skip(reason) => {
+                return Ok(Verdict::Done(Box::new(SliceOutcome::Skipped(reason))))
+            }
             Position::Resume => true,
             Position::Start => {
                 if self.store.run(&job.run_id).await.is_ok() {
                     let reason = format!("run {} already ran", job.run_id);
-                    return Ok(Verdict::Done(SliceOutcome::Skipped(reason)));
+                    return Ok(Verdict::Done(Box::new(SliceOutcome::Skipped(reason))));
                 }
                 self.start_run(job, &checkpoint, &run).await?;
                 false

@@ -69,7 +69,7 @@ pub fn finished_since(
 ) -> Option<DateTime<Utc>> {
     match (run_max, mode) {
         (Some(m), _) => Some(previous.map_or(m, |s| s.max(m))),
-        (None, RunMode::Incremental) => previous,
+        (None, RunMode::Incremental | RunMode::Fetch) => previous,
         (None, RunMode::Full) => None,
     }
 }

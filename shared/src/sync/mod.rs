@@ -15,6 +15,7 @@ mod ahead;
 mod deliver;
 pub mod discover;
 mod effective;
+mod fetch;
 mod finish;
 pub mod keepalive;
 pub mod preview;
@@ -124,7 +125,7 @@ impl Syncer {
     }
 
     /// The compiled spec of a provider with the environment's overlay, loaded once per process.
-    fn spec(&self, provider: &str) -> Result<Arc<CompiledSpec>, String> {
+    pub fn spec(&self, provider: &str) -> Result<Arc<CompiledSpec>, String> {
         let cached = |specs: &HashMap<String, Arc<CompiledSpec>>| specs.get(provider).cloned();
         if let Some(s) = cached(&self.specs.lock().unwrap_or_else(|p| p.into_inner())) {
             return Ok(s);
@@ -160,7 +161,10 @@ impl Syncer {
         }
         let metrics = telemetry::metrics();
         metrics.jobs_in_flight(1);
-        let outcome = self.slice(job, stop).instrument(span).await;
+        let outcome = match job.mode {
+            RunMode::Fetch => self.fetch(job).instrument(span).await,
+            _ => self.slice(job, stop).instrument(span).await,
+        };
         metrics.jobs_in_flight(-1);
         outcome
     }
@@ -170,7 +174,7 @@ impl Syncer {
     async fn slice(&self, job: &Job, stop: &AtomicBool) -> Result<SliceOutcome, SyncError> {
         let admitted = match self.admit(job).await? {
             Verdict::Run(admitted) => *admitted,
-            Verdict::Done(outcome) => return Ok(outcome),
+            Verdict::Done(outcome) => return Ok(*outcome),
         };
         let (reading, pages) = match self.open_pages(job, &admitted).await? {
             Ok(opened) => opened,

@@ -202,11 +202,11 @@ impl Syncer {
         options.tenant = admitted.conn.tenant.clone();
         options.since = match job.mode {
             RunMode::Incremental => cp.since,
-            RunMode::Full => None,
+            RunMode::Full | RunMode::Fetch => None,
         };
         options.delta_link = match job.mode {
             RunMode::Incremental => cp.delta_link.clone(),
-            RunMode::Full => None,
+            RunMode::Full | RunMode::Fetch => None,
         };
         // A delta-tracked resource's first incremental run (no link yet) is its first round.
         options.incremental = job.mode == RunMode::Incremental;

@@ -124,7 +124,7 @@ impl StopSignal {
         &self.flag
     }
 
-    async fn stopped(&self) {
+    pub(crate) async fn stopped(&self) {
         loop {
             let notified = self.notify.notified();
             if self.is_stopped() {
@@ -149,7 +149,7 @@ const RETRY_MAX_DELAY: Duration = Duration::from_secs(5);
 /// How often the consumer checks for jobs-topic partitions nobody in the group consumes.
 const UNOWNED_CHECK_EVERY: Duration = Duration::from_secs(15);
 
-fn retry_delays() -> impl Iterator<Item = Duration> {
+pub(crate) fn retry_delays() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(500))
         .with_max_delay(RETRY_MAX_DELAY)
@@ -433,15 +433,19 @@ async fn commit_settled(consumer: Arc<JobsConsumer>, topic: String, partition: i
 /// is settled (done, failed, skipped, or failed because it panicked), false when the worker
 /// stopped before it could be (do not commit).
 async fn handle(ctx: &TaskContext, job: &Job) -> bool {
+    // A fetch by id never waits for a run of its resource (a long full run holds the
+    // lock for its whole slice): its commit is ordered by the resource's sequence instead.
+    let key = match job.mode {
+        crate::domain::RunMode::Fetch => job.job_id.clone(),
+        _ => format!("{}/{}", job.connection, job.resource),
+    };
     let lock = {
         let mut map = ctx.locks.lock().await;
         if map.len() >= MAX_HELD_JOBS {
             // Forget the resources no job of this worker holds or waits for.
             map.retain(|_, l| Arc::strong_count(l) > 1);
         }
-        map.entry(format!("{}/{}", job.connection, job.resource))
-            .or_default()
-            .clone()
+        map.entry(key).or_default().clone()
     };
     let _guard = lock.lock().await;
     match AssertUnwindSafe(run_until_settled(&ctx.syncer, job, &ctx.stop))

@@ -62,6 +62,10 @@ pub struct Metrics {
     throttles: Counter<u64>,
     budget_wait: Histogram<f64>,
     token_refreshes: Counter<u64>,
+    webhooks_received: Counter<u64>,
+    webhook_answer: Histogram<f64>,
+    webhook_items: Counter<u64>,
+    webhook_jobs: Counter<u64>,
     lags: Lags,
     _consumer_lag: ObservableGauge<i64>,
 }
@@ -137,6 +141,23 @@ impl Metrics {
                 "tributary_token_refreshes",
                 "OAuth token refreshes, by outcome (ok, failed)",
             ),
+            webhooks_received: counter(
+                "tributary_webhooks_received",
+                "Webhook requests received, by provider and outcome (stored, handshake, refused reasons, unavailable)",
+            ),
+            webhook_answer: seconds(
+                "tributary_webhook_answer",
+                "Time from a webhook request's arrival to its answer",
+                &REQUEST_BUCKETS,
+            ),
+            webhook_items: counter(
+                "tributary_webhook_items",
+                "Webhook items processed, by outcome (routed, duplicate, unrouted)",
+            ),
+            webhook_jobs: counter(
+                "tributary_webhook_jobs",
+                "Jobs enqueued for webhook items, by kind (fetch, incremental)",
+            ),
             lags,
             _consumer_lag: meter
                 .i64_observable_gauge("tributary_consumer_lag")
@@ -174,6 +195,31 @@ impl Metrics {
 
     pub fn records_read(&self, l: &Labels<'_>, n: u64) {
         self.records_read.add(n, &self.attrs(l, 0));
+    }
+
+    /// One webhook request answered: `outcome` is stored, handshake, unavailable or the
+    /// refusal's reason.
+    pub fn webhook_received(&self, provider: &str, outcome: &str, took: Duration) {
+        let a = [
+            KeyValue::new("provider", provider.to_string()),
+            KeyValue::new("outcome", outcome.to_string()),
+        ];
+        self.webhooks_received.add(1, &a);
+        self.webhook_answer.record(took.as_secs_f64(), &a[..1]);
+    }
+
+    pub fn webhook_items(&self, outcome: &str, n: u64) {
+        if n > 0 {
+            self.webhook_items
+                .add(n, &[KeyValue::new("outcome", outcome.to_string())]);
+        }
+    }
+
+    pub fn webhook_jobs(&self, kind: &str, n: u64) {
+        if n > 0 {
+            self.webhook_jobs
+                .add(n, &[KeyValue::new("kind", kind.to_string())]);
+        }
     }
 
     /// `op`: created, updated, deleted (or another event kind).

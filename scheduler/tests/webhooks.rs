@@ -1,0 +1,274 @@
+//! Webhooks end to end on the in-process rig (librdkafka's mock cluster, SQLite, the
+//! HubSpot-shaped sandbox sending signed deliveries, the real receiver, intake and
+//! workers): a change announced by a webhook arrives as one `updated` event, a
+//! delivery sent three times as one, a batch naming two portals reaches each portal's
+//! connection only, an unknown portal is parked on `webhooks.unrouted`, a tampered or
+//! stale delivery gets 401 and changes nothing, a deletion confirmed by a not-found
+//! fetch gives one `deleted`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tributary::connect::apps::Apps;
+use tributary::domain::RunMode;
+use tributary::sync::worker::{StopSignal, WorkerOptions};
+use tributary::sync::Syncer;
+use tributary_e2e::broker::{Received, TopicReader};
+use tributary_e2e::inprocess::InProcess;
+use tributary_e2e::pipeline::{contacts_sandbox, oauth_contacts_connection};
+use tributary_e2e::rig::PipelineRig;
+use tributary_e2e::SandboxControl;
+use tributary_scheduler::api::webhooks::WebhookState;
+use tributary_scheduler::api::{router, ApiState};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The receiver on a loopback port and the webhook intake beside the rig's worker.
+struct Receiving {
+    url: String,
+    stop: StopSignal,
+}
+
+impl Drop for Receiving {
+    fn drop(&mut self) {
+        self.stop.stop();
+    }
+}
+
+async fn receiving(rig: &InProcess) -> Receiving {
+    let lane = &rig.lane;
+    let apps = Apps::parse(
+        "apps:\n  hubspot: {client_id: sandbox-client, client_secret: sandbox-client-secret}\n",
+        &|_| None,
+    )
+    .unwrap();
+    let syncer = Arc::new(Syncer::new(
+        lane.store.clone(),
+        lane.publisher.clone(),
+        rig.settings(),
+    ));
+    let state = Arc::new(ApiState {
+        store: lane.store.clone(),
+        publisher: lane.publisher.clone(),
+        topics: lane.topics.clone(),
+        specs_dir: rig.settings().specs_dir.clone(),
+        admin_token: "admin-token-for-webhook-tests-0123".into(),
+        syncer: syncer.clone(),
+        connect: tributary_scheduler::api::ConnectState {
+            settings: Default::default(),
+            apps,
+        },
+        webhooks: WebhookState {
+            publisher: lane.publisher.clone(),
+            ack_timeout: Duration::from_secs(2),
+        },
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/webhooks/hubspot", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    let stop = StopSignal::default();
+    let options = WorkerOptions {
+        brokers: lane.brokers.clone(),
+        topics: lane.topics.clone(),
+        session_timeout: Duration::from_secs(3),
+        ..WorkerOptions::default()
+    };
+    tokio::spawn(tributary::webhooks::intake::intake(
+        syncer,
+        options,
+        Duration::from_millis(200),
+        stop.clone(),
+    ));
+    Receiving { url, stop }
+}
+
+fn statuses(answer: &Value) -> Vec<u64> {
+    answer["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|d| {
+            d["attempts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["status"].as_u64().unwrap())
+        })
+        .collect()
+}
+
+fn ids(answer: &Value, key: &str) -> Vec<String> {
+    answer[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_string())
+        .collect()
+}
+
+fn events_of<'a>(received: &'a [Received], op: &str, record: &str) -> Vec<&'a Received> {
+    received
+        .iter()
+        .filter(|m| {
+            let v = m.value.as_ref();
+            v.and_then(|v| v["op"].as_str()) == Some(op)
+                && v.and_then(|v| {
+                    v["record_id"]
+                        .as_str()
+                        .map(str::to_string)
+                        .or_else(|| v["data"]["id"].as_str().map(str::to_string))
+                })
+                .as_deref()
+                    == Some(record)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_announce_changes_once_route_by_portal_and_refuse_forgeries() {
+    let rig = InProcess::start(20).await;
+    let lane = &rig.lane;
+    lane.store
+        .set_external_id(&lane.connection, Some("4711"))
+        .await
+        .unwrap();
+    // A second portal: its own sandbox account and tenant.
+    let other_sandbox = contacts_sandbox(20, |_| {}).await;
+    let other = oauth_contacts_connection(&lane.store, "globex", &other_sandbox).await;
+    lane.store
+        .set_external_id(&other, Some("4712"))
+        .await
+        .unwrap();
+    let _worker = rig.worker(|_| {});
+    let hooks = receiving(&rig).await;
+    let mut statuses_topic = rig.statuses();
+    rig.run_to_end(RunMode::Full, &mut statuses_topic, WAIT)
+        .await;
+    let mut events = rig.events();
+    events.read_until(WAIT, "the first run's 20 created", |r| r.len() >= 20);
+
+    // A change, announced three times (a provider's retries): one `updated`.
+    let changed = lane.control.mutate("contacts", 1, 0, 0).await.unwrap();
+    let id = ids(&changed, "updated").remove(0);
+    let sent = lane
+        .control
+        .send_webhooks(json!({"url": hooks.url, "times": 3,
+            "events": [{"resource": "contacts", "id": id, "op": "updated", "account": "4711"}]}))
+        .await
+        .unwrap();
+    assert_eq!(statuses(&sent), vec![200, 200, 200], "{sent}");
+    events.read_until(WAIT, "the announced update", |r| {
+        !events_of(r, "updated", &id).is_empty()
+    });
+    events.drain_for(Duration::from_secs(2));
+    assert_eq!(
+        events_of(&events.received, "updated", &id).len(),
+        1,
+        "one event for three deliveries"
+    );
+
+    // Forgeries: nothing stored, nothing changes.
+    for tamper in ["signature", "body", "stale", "wrong_key"] {
+        let changed = lane.control.mutate("contacts", 1, 0, 0).await.unwrap();
+        let id = ids(&changed, "updated").remove(0);
+        let sent = lane
+            .control
+            .send_webhooks(json!({"url": hooks.url, "tamper": tamper,
+                "events": [{"resource": "contacts", "id": id, "op": "updated", "account": "4711"}]}))
+            .await
+            .unwrap();
+        assert_eq!(statuses(&sent), vec![401], "{tamper}: {sent}");
+    }
+
+    // One batch, two portals, and a portal nobody connected.
+    let mine = ids(
+        &lane.control.mutate("contacts", 1, 0, 0).await.unwrap(),
+        "updated",
+    )
+    .remove(0);
+    let other_control = SandboxControl::new(other_sandbox.base_url());
+    let theirs = ids(
+        &other_control.mutate("contacts", 1, 0, 0).await.unwrap(),
+        "updated",
+    )
+    .remove(0);
+    let mut unrouted = TopicReader::new(&lane.brokers, &lane.topics.webhooks_unrouted());
+    let sent = lane
+        .control
+        .send_webhooks(json!({"url": hooks.url, "events": [
+            {"resource": "contacts", "id": mine, "op": "updated", "account": "4711"},
+            {"resource": "contacts", "id": theirs, "op": "updated", "account": "4712"},
+            {"resource": "contacts", "id": "1", "op": "updated", "account": "999"}]}))
+        .await
+        .unwrap();
+    assert_eq!(statuses(&sent), vec![200], "{sent}");
+    let parked = unrouted.read_until(WAIT, "the unknown portal parked", |r| !r.is_empty());
+    let reason = parked[0].value.as_ref().unwrap()["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(reason.contains("999"), "{reason}");
+    // Portal 4712's connection never synced: the record is new to it (`created`).
+    events.read_until(WAIT, "both portals' changes", |r| {
+        !events_of(r, "updated", &mine).is_empty() && !events_of(r, "created", &theirs).is_empty()
+    });
+    events.drain_for(Duration::from_secs(1));
+    let of_tenant = |tenant: &str| -> Vec<String> {
+        events
+            .received
+            .iter()
+            .filter_map(|m| m.value.as_ref())
+            .filter(|v| v["tenant"] == tenant && v["op"] != "deleted")
+            .map(|v| v["record_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Each portal's item reached its own connection, and the other tenant saw nothing of it.
+    assert_eq!(of_tenant("globex"), vec![theirs.clone()]);
+    assert_eq!(of_tenant("acme").last(), Some(&mine));
+    assert_eq!(
+        of_tenant("acme").len(),
+        20 + 2,
+        "acme: its first run and two announced changes"
+    );
+
+    // A deletion the fetch confirms (not found): one `deleted`.
+    let gone = ids(
+        &lane.control.mutate("contacts", 0, 1, 0).await.unwrap(),
+        "deleted",
+    )
+    .remove(0);
+    let sent = lane
+        .control
+        .send_webhooks(json!({"url": hooks.url,
+            "events": [{"resource": "contacts", "id": gone, "op": "deleted", "account": "4711"}]}))
+        .await
+        .unwrap();
+    assert_eq!(statuses(&sent), vec![200], "{sent}");
+    events.read_until(WAIT, "the confirmed delete", |r| {
+        !events_of(r, "deleted", &gone).is_empty()
+    });
+    events.drain_for(Duration::from_secs(2));
+    assert_eq!(events_of(&events.received, "deleted", &gone).len(), 1);
+    // The forged deliveries' records were never read: no update for them.
+    let updated: Vec<_> = events
+        .received
+        .iter()
+        .filter(|m| m.value.as_ref().unwrap()["op"] == "updated")
+        .collect();
+    assert_eq!(
+        updated.len(),
+        2,
+        "the two announced updates of acme and nothing else"
+    );
+    let health = lane
+        .store
+        .channel_health(&lane.connection)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        health.deliveries >= 3 && health.last_delivery_at.is_some(),
+        "{health:?}"
+    );
+}

@@ -1,0 +1,276 @@
+//! The spec's `webhooks` section: how the provider pushes changes to Tributary. Where a
+//! delivery arrives (one URL for the provider's app, or one per connection), what the
+//! receiver accepts and answers, how a delivery's authenticity is verified (against the
+//! raw bytes, before anything in it is believed), how one delivery splits into items,
+//! how each item is routed to a connection, and what each item says changed: an event
+//! id (deduplication), a resource, a record id and an operation. Thin items (ids only)
+//! become fetch-by-ids jobs, read with `fetch`.
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::model::Request;
+
+/// How the provider's webhooks are received and read.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Webhooks {
+    /// `app`: one URL for every connection of the provider (`/webhooks/<spec name>`),
+    /// items routed by `route.key`; `connection`: one URL per connection
+    /// (`/webhooks/<spec name>/<hook token>`), the token deciding the connection.
+    pub delivery: Delivery,
+    /// What the receiver accepts.
+    #[serde(default)]
+    pub accept: Accept,
+    /// Requests answered at once, before verification and without being stored (a
+    /// subscription's validation handshake), in order: the first whose `when` holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub handshake: Vec<Handshake>,
+    /// The answer once a delivery is durably stored.
+    #[serde(default)]
+    pub ack: Ack,
+    /// Authenticity checks, in order: the first whose signature is present decides; a
+    /// delivery none of them can check is refused.
+    pub verify: Vec<Verify>,
+    /// JSONata over the parsed body: the delivery's items (a single object is one item).
+    #[serde(default = "default_items")]
+    pub items: String,
+    /// App delivery: which connection an item belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<Route>,
+    /// What each item says changed.
+    pub event: ItemEvent,
+    /// How long an event id is remembered, to drop the provider's retries and
+    /// duplicates (longer than its retry horizon). Default three days.
+    #[serde(default = "default_dedup_ttl")]
+    pub dedup_ttl_seconds: u64,
+    /// More ids than this for one (connection, resource) in one window (an import
+    /// storm) become one incremental run instead of fetches. Default 500.
+    #[serde(default = "default_storm")]
+    pub storm_threshold: usize,
+    /// Reading records by id, per resource. A resource without one is refreshed by an
+    /// incremental run.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub fetch: IndexMap<String, Fetch>,
+}
+
+fn default_items() -> String {
+    "$".into()
+}
+fn default_dedup_ttl() -> u64 {
+    3 * 24 * 3600
+}
+fn default_storm() -> usize {
+    500
+}
+
+/// Where deliveries arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    App,
+    Connection,
+}
+
+/// What the receiver accepts.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Accept {
+    /// HTTP methods (upper case). Default `[POST]`.
+    #[serde(default = "default_methods")]
+    pub methods: Vec<String>,
+    /// Larger bodies are refused with 413. Default 1 MiB.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Headers kept with the stored delivery (lower case); signature headers are kept
+    /// anyway. Everything else is dropped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<String>,
+    /// Query parameters the handshake may read (unsigned: never used for routing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query: Vec<String>,
+}
+
+impl Default for Accept {
+    fn default() -> Self {
+        Accept {
+            methods: default_methods(),
+            max_body_bytes: default_max_body(),
+            headers: Vec::new(),
+            query: Vec::new(),
+        }
+    }
+}
+
+fn default_methods() -> Vec<String> {
+    vec!["POST".into()]
+}
+fn default_max_body() -> usize {
+    1024 * 1024
+}
+
+/// A request answered at once (e.g. echoing a validation token).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Handshake {
+    /// JSONata over `{method, query, headers}`: this request is the handshake.
+    pub when: String,
+    #[serde(default = "default_status")]
+    pub status: u16,
+    #[serde(default = "default_text")]
+    pub content_type: String,
+    /// JSONata over the same input: the answer's body.
+    pub body: String,
+}
+
+fn default_status() -> u16 {
+    200
+}
+fn default_text() -> String {
+    "text/plain".into()
+}
+
+/// The answer to a stored delivery.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Ack {
+    /// Default 200.
+    #[serde(default = "default_status")]
+    pub status: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// A literal body (none by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+impl Default for Ack {
+    fn default() -> Self {
+        Ack {
+            status: 200,
+            content_type: None,
+            body: None,
+        }
+    }
+}
+
+/// One authenticity check.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Verify {
+    pub scheme: Scheme,
+    /// Whose secret signs: `app.<name>` (the app's `client_secret`, or a named
+    /// `webhook_keys` entry of the apps file; several values are tried, for rotation) or
+    /// `connection.secret` (the one the subscription stored, sealed).
+    pub key: String,
+    /// `hmac_sha256`: the parts signed, concatenated in order: `method`, `url` (the public
+    /// URL the provider called), `body` (the raw bytes), `header.<name>`, `literal:<text>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signed: Vec<String>,
+    /// Percent-escapes decoded in the URL before it is signed (e.g. `%3A`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub url_decode: Vec<String>,
+    /// Where the signature (`hmac_sha256`) or the token (`token`) is: `header.<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// How the signature is written. Default base64.
+    #[serde(default)]
+    pub encoding: Encoding,
+    /// Text before the signature (e.g. `sha256=`), removed before comparing.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prefix: String,
+    /// A signed timestamp and how old it may be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<Timestamp>,
+}
+
+/// How a delivery proves where it comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Scheme {
+    /// An HMAC-SHA256 of the `signed` parts with the key.
+    HmacSha256,
+    /// HTTP Basic credentials `user:password` equal to the key.
+    Basic,
+    /// A header (`signature`) equal to the key.
+    Token,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    #[default]
+    Base64,
+    Hex,
+}
+
+/// A timestamp the signature covers.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Timestamp {
+    /// `header.<name>`.
+    pub from: String,
+    pub format: TimestampFormat,
+    /// Older (or further in the future) than this is refused. Default 300.
+    #[serde(default = "default_tolerance")]
+    pub tolerance_seconds: u64,
+}
+
+fn default_tolerance() -> u64 {
+    300
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TimestampFormat {
+    EpochMillis,
+    EpochSeconds,
+    Rfc3339,
+}
+
+/// App delivery: the connection an item belongs to.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// JSONata over one item: the account id it names, matched against the connection's
+    /// `external_id` (captured when it was connected, or set through the API).
+    pub key: String,
+}
+
+/// What one item says changed, each a JSONata over the item (the `items` expression
+/// copies into each item what it needs from around it, e.g. a batch's account id).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ItemEvent {
+    /// The provider's event id (the same on its retries): duplicates are dropped by it.
+    pub id: String,
+    /// A resource of this spec, or null: the item is about something not synced.
+    pub resource: String,
+    /// The record's provider id.
+    pub record_id: String,
+    /// `created`, `updated` or `deleted` (anything else reads as `updated`).
+    pub op: String,
+    /// JSONata predicate: the item is part of a bulk change (an import) and goes into
+    /// one incremental run instead of a fetch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coalesce_when: Option<String>,
+}
+
+/// Reading a resource's records by id.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Fetch {
+    /// The request; templates also see `ids` (the ids, as strings) and `ids_as_objects`
+    /// (`[{"id": ...}]`).
+    pub request: Request,
+    /// JSONata to the records in the answer (same shape as the resource's records).
+    pub records: String,
+    /// At most this many ids per request. Default 100.
+    #[serde(default = "default_batch")]
+    pub batch_max: usize,
+}
+
+fn default_batch() -> usize {
+    100
+}

@@ -1,0 +1,450 @@
+//! The worker fleet's consumer of `<prefix>.webhooks` (its own consumer group): stored
+//! deliveries are taken a window at a time (`TRIBUTARY_WEBHOOK_WINDOW_MS`), read into
+//! items, routed, deduplicated and turned into jobs. One window's ids of one
+//! (connection, resource) become one fetch job on the urgent jobs topic; a storm (more
+//! than the spec's `storm_threshold`, or items the spec marks as bulk) one incremental
+//! run instead. Items no connection claims go to `<prefix>.webhooks.unrouted` with the
+//! reason. Only once every job and parked item is acknowledged are the event ids
+//! remembered and the offsets committed: a crash before replays the window, and the
+//! replay's jobs read the same records (duplicates are harmless, losses are not).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use rdkafka::consumer::Consumer;
+use rdkafka::message::Message;
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::items::{read_items, Item, ItemOp};
+use super::RawDelivery;
+use crate::bus::job::job_message;
+use crate::bus::kafka::{commit, jobs_consumer, ConsumerSettings, JobsConsumer};
+use crate::bus::{Job, JobReason, OutMessage};
+use crate::domain::RunMode;
+use crate::spec::CompiledSpec;
+use crate::store::StoreError;
+use crate::sync::worker::{retry_delays, StopSignal, WorkerOptions};
+use crate::sync::{SyncError, Syncer};
+
+/// At most this many deliveries are taken into one window.
+const MAX_WINDOW_DELIVERIES: usize = 2000;
+
+/// One stored delivery taken from the topic.
+struct Taken {
+    partition: i32,
+    offset: i64,
+    delivery: Result<RawDelivery, String>,
+}
+
+/// What one window comes to before anything is sent.
+#[derive(Default)]
+struct Window {
+    /// (connection, resource) -> the ids to read, and which of them were deleted.
+    pending: BTreeMap<(String, String), Pending>,
+    unrouted: Vec<OutMessage>,
+    /// Event ids to remember, by provider, with their time to live.
+    seen: HashMap<String, (Vec<String>, u64)>,
+    /// Verified items per connection (the channel's health).
+    deliveries: HashMap<(String, String), i64>,
+    items: usize,
+    duplicates: usize,
+}
+
+struct Pending {
+    tenant: String,
+    ids: Vec<String>,
+    deleted: HashSet<String>,
+    /// Refresh the resource by an incremental run instead.
+    incremental: bool,
+    storm_threshold: usize,
+    can_fetch: bool,
+}
+
+/// Consume `<prefix>.webhooks` until `stop`.
+pub async fn intake(
+    syncer: Arc<Syncer>,
+    options: WorkerOptions,
+    window: Duration,
+    stop: StopSignal,
+) -> Result<(), crate::bus::BusError> {
+    let topics = &options.topics;
+    let settings = ConsumerSettings {
+        brokers: options.brokers.clone(),
+        group: format!("{}.webhooks", topics.consumer_group()),
+        session_timeout: options.session_timeout,
+        instance_id: options
+            .instance_id
+            .as_ref()
+            .map(|id| format!("{id}.webhooks")),
+    };
+    let consumer = jobs_consumer(&settings, &topics.webhooks())?;
+    info!(topic = %topics.webhooks(), "webhook intake started");
+    while !stop.is_stopped() {
+        let taken = take_window(&consumer, window, &stop).await;
+        if taken.is_empty() {
+            continue;
+        }
+        let mut delays = retry_delays();
+        loop {
+            match handle_window(&syncer, &taken).await {
+                Ok(()) => break,
+                Err(e) => {
+                    warn!("webhook window not handled (retried; offsets kept): {e}");
+                    let wait = delays.next().unwrap_or(Duration::from_secs(5));
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = stop.stopped() => return Ok(()),
+                    }
+                }
+            }
+        }
+        commit_window(&consumer, &topics.webhooks(), &taken).await;
+    }
+    consumer.unsubscribe();
+    Ok(())
+}
+
+/// The deliveries of one window: wait for the first, then take what arrives within the
+/// window after it.
+async fn take_window(consumer: &JobsConsumer, window: Duration, stop: &StopSignal) -> Vec<Taken> {
+    let mut taken = Vec::new();
+    let first = tokio::select! {
+        m = consumer.recv() => m,
+        _ = stop.stopped() => return taken,
+    };
+    let deadline = tokio::time::Instant::now() + window;
+    let mut next = Some(first);
+    while let Some(message) = next.take() {
+        match message {
+            Ok(m) => taken.push(Taken {
+                partition: m.partition(),
+                offset: m.offset(),
+                delivery: serde_json::from_slice(m.payload().unwrap_or_default())
+                    .map_err(|e| format!("not a stored delivery: {e}")),
+            }),
+            Err(e) => warn!("webhook intake: {e}"),
+        }
+        if taken.len() >= MAX_WINDOW_DELIVERIES {
+            break;
+        }
+        next = tokio::time::timeout_at(deadline, consumer.recv())
+            .await
+            .ok();
+    }
+    taken
+}
+
+/// Commit past every delivery of the window (they are all handled).
+async fn commit_window(consumer: &JobsConsumer, topic: &str, taken: &[Taken]) {
+    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+    for t in taken {
+        let at = next.entry(t.partition).or_default();
+        *at = (*at).max(t.offset + 1);
+    }
+    for (partition, offset) in next {
+        if let Err(e) = commit(consumer, topic, partition, offset) {
+            warn!(
+                partition,
+                offset,
+                "webhook offsets not committed (the window may be read again, harmlessly): {e}"
+            );
+        }
+    }
+}
+
+/// Route, deduplicate and enqueue one window; remember its events after that.
+async fn handle_window(syncer: &Syncer, taken: &[Taken]) -> Result<(), SyncError> {
+    let mut window = Window::default();
+    let mut routes = Routes::default();
+    let mut candidates: Vec<Candidate> = Vec::new();
+    let specs = Specs::new(syncer);
+    for t in taken {
+        let delivery = match &t.delivery {
+            Ok(d) => d,
+            Err(reason) => {
+                window.park(syncer, None, json!(null), reason);
+                continue;
+            }
+        };
+        let Some(spec) = specs.get(&delivery.provider) else {
+            window.park(
+                syncer,
+                Some(delivery),
+                json!(null),
+                &format!("no spec `{}` with a `webhooks` section", delivery.provider),
+            );
+            continue;
+        };
+        let hooks = spec.webhooks.as_ref().expect("checked by Specs");
+        let items = match read_items(hooks, &delivery.body_bytes()) {
+            Ok(items) => items,
+            Err(reason) => {
+                window.park(syncer, Some(delivery), json!(null), &reason);
+                continue;
+            }
+        };
+        for item in items {
+            let item = match item {
+                Ok(item) => item,
+                Err(bad) => {
+                    window.park(syncer, Some(delivery), bad.item, &bad.reason);
+                    continue;
+                }
+            };
+            window.items += 1;
+            let Some(resource) = item.resource.clone() else {
+                continue;
+            };
+            let route = match &delivery.connection {
+                Some(c) => Some((c.clone(), delivery.tenant.clone().unwrap_or_default())),
+                None => {
+                    routes
+                        .find(
+                            syncer,
+                            &delivery.provider,
+                            item.route_key.as_deref().unwrap_or_default(),
+                        )
+                        .await?
+                }
+            };
+            let Some(route) = route else {
+                let reason = format!(
+                    "no {} connection has external_id `{}`",
+                    delivery.provider,
+                    item.route_key.as_deref().unwrap_or_default()
+                );
+                window.park(syncer, Some(delivery), json!({"event_id": item.event_id, "resource": resource, "record_id": item.record_id}), &reason);
+                continue;
+            };
+            candidates.push(Candidate {
+                provider: delivery.provider.clone(),
+                item,
+                route,
+                spec: spec.clone(),
+            });
+        }
+    }
+    window.dedup_and_group(syncer, candidates).await?;
+    window.send(syncer).await
+}
+
+/// A routed item, before deduplication.
+struct Candidate {
+    provider: String,
+    item: Item,
+    /// Connection and tenant.
+    route: (String, String),
+    /// Its spec (with webhooks).
+    spec: Arc<CompiledSpec>,
+}
+
+/// The specs of one window, loaded once each.
+struct Specs<'a> {
+    syncer: &'a Syncer,
+    loaded: std::sync::Mutex<HashMap<String, Option<Arc<CompiledSpec>>>>,
+}
+
+impl<'a> Specs<'a> {
+    fn new(syncer: &'a Syncer) -> Self {
+        Specs {
+            syncer,
+            loaded: Default::default(),
+        }
+    }
+
+    fn get(&self, provider: &str) -> Option<Arc<CompiledSpec>> {
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        loaded
+            .entry(provider.to_string())
+            .or_insert_with(|| {
+                self.syncer
+                    .spec(provider)
+                    .ok()
+                    .filter(|s| s.webhooks.is_some())
+            })
+            .clone()
+    }
+}
+
+/// Account ids to connections, looked up once per window.
+#[derive(Default)]
+struct Routes(HashMap<(String, String), Option<(String, String)>>);
+
+impl Routes {
+    async fn find(
+        &mut self,
+        syncer: &Syncer,
+        provider: &str,
+        key: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let k = (provider.to_string(), key.to_string());
+        if let Some(found) = self.0.get(&k) {
+            return Ok(found.clone());
+        }
+        let found = syncer
+            .store()
+            .connection_by_external_id(provider, key)
+            .await?;
+        self.0.insert(k, found.clone());
+        Ok(found)
+    }
+}
+
+impl Window {
+    /// Park what no connection claims, with the reason and what the delivery was.
+    fn park(
+        &mut self,
+        syncer: &Syncer,
+        delivery: Option<&RawDelivery>,
+        item: serde_json::Value,
+        reason: &str,
+    ) {
+        crate::telemetry::metrics().webhook_items("unrouted", 1);
+        let payload = json!({
+            "provider": delivery.map(|d| d.provider.clone()),
+            "delivery": delivery.map(|d| d.id.clone()),
+            "received_at": delivery.map(|d| crate::domain::time::stamp(d.received_at)),
+            "reason": reason,
+            "item": item,
+        });
+        self.unrouted.push(OutMessage {
+            topic: syncer.settings().topics.webhooks_unrouted(),
+            key: delivery.map(|d| d.provider.clone()).unwrap_or_default(),
+            payload: Some(payload.to_string().into_bytes()),
+            headers: vec![],
+        });
+    }
+
+    /// Drop items whose event id was handled before (or earlier in this window), then
+    /// collect the rest per (connection, resource).
+    async fn dedup_and_group(
+        &mut self,
+        syncer: &Syncer,
+        candidates: Vec<Candidate>,
+    ) -> Result<(), SyncError> {
+        let mut by_provider: HashMap<&str, Vec<String>> = HashMap::new();
+        for c in &candidates {
+            by_provider
+                .entry(&c.provider)
+                .or_default()
+                .push(c.item.event_id.clone());
+        }
+        let mut handled: HashSet<(String, String)> = HashSet::new();
+        for (provider, ids) in by_provider {
+            for id in syncer.store().seen_events(provider, &ids).await? {
+                handled.insert((provider.to_string(), id));
+            }
+        }
+        for Candidate {
+            provider,
+            item,
+            route,
+            spec,
+        } in candidates
+        {
+            let key = (provider.clone(), item.event_id.clone());
+            if !handled.insert(key) {
+                self.duplicates += 1;
+                continue;
+            }
+            let hooks = spec.webhooks.as_ref().expect("checked by Specs");
+            let (connection, tenant) = route;
+            let resource = item.resource.clone().expect("checked");
+            let seen = self
+                .seen
+                .entry(provider.clone())
+                .or_insert((Vec::new(), hooks.dedup_ttl_seconds));
+            seen.0.push(item.event_id.clone());
+            *self
+                .deliveries
+                .entry((connection.clone(), provider))
+                .or_default() += 1;
+            let pending = self
+                .pending
+                .entry((connection, resource.clone()))
+                .or_insert_with(|| Pending {
+                    tenant,
+                    ids: Vec::new(),
+                    deleted: HashSet::new(),
+                    incremental: false,
+                    storm_threshold: hooks.storm_threshold,
+                    can_fetch: hooks.fetch.contains_key(&resource),
+                });
+            pending.incremental |= item.coalesce;
+            if !pending.ids.contains(&item.record_id) {
+                pending.ids.push(item.record_id.clone());
+            }
+            match item.op {
+                ItemOp::Deleted => pending.deleted.insert(item.record_id),
+                _ => pending.deleted.remove(&item.record_id),
+            };
+        }
+        let metrics = crate::telemetry::metrics();
+        metrics.webhook_items("duplicate", self.duplicates as u64);
+        Ok(())
+    }
+
+    /// Enqueue the jobs and park the unrouted (all acknowledged), then remember the
+    /// events and count the deliveries.
+    async fn send(self, syncer: &Syncer) -> Result<(), SyncError> {
+        let topics = &syncer.settings().topics;
+        let mut messages = self.unrouted;
+        let mut fetches = 0u64;
+        for ((connection, resource), p) in &self.pending {
+            let storm = p.incremental || p.ids.len() > p.storm_threshold || !p.can_fetch;
+            let job = if storm {
+                Job::new_run(
+                    &p.tenant,
+                    connection,
+                    resource,
+                    RunMode::Incremental,
+                    JobReason::Webhook,
+                )
+            } else {
+                fetches += 1;
+                let mut job = Job::new_run(
+                    &p.tenant,
+                    connection,
+                    resource,
+                    RunMode::Fetch,
+                    JobReason::Webhook,
+                );
+                job.deleted_ids = p
+                    .ids
+                    .iter()
+                    .filter(|id| p.deleted.contains(*id))
+                    .cloned()
+                    .collect();
+                job.ids = p.ids.clone();
+                job
+            };
+            messages.push(job_message(&topics.urgent_jobs(), &job));
+        }
+        syncer.publisher().publish_all(&messages).await?;
+        let metrics = crate::telemetry::metrics();
+        metrics.webhook_items(
+            "routed",
+            self.seen.values().map(|(ids, _)| ids.len() as u64).sum(),
+        );
+        metrics.webhook_jobs("fetch", fetches);
+        metrics.webhook_jobs("incremental", self.pending.len() as u64 - fetches);
+        let now = Utc::now();
+        for (provider, (ids, ttl)) in &self.seen {
+            let until = now + chrono::Duration::seconds(*ttl as i64);
+            syncer
+                .store()
+                .mark_events_seen(provider, ids, until)
+                .await?;
+        }
+        for ((connection, provider), count) in &self.deliveries {
+            syncer
+                .store()
+                .record_deliveries(connection, provider, *count, now)
+                .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,105 @@
+//! A stored delivery read into items: the body parsed, split by `items`, and each item's
+//! routing key, event id, resource, record id and operation evaluated. Pure.
+
+use serde_json::Value;
+
+use crate::mapping::jsonata::{truthy, Jsonata};
+use crate::spec::compile_webhooks::CompiledWebhooks;
+
+/// What an item says happened to its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemOp {
+    Created,
+    Updated,
+    Deleted,
+}
+
+impl ItemOp {
+    fn read(text: &str) -> ItemOp {
+        match text {
+            "created" => ItemOp::Created,
+            "deleted" => ItemOp::Deleted,
+            _ => ItemOp::Updated,
+        }
+    }
+}
+
+/// One item of a delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    /// App delivery: the account id it names (matched against `external_id`).
+    pub route_key: Option<String>,
+    pub event_id: String,
+    /// None: about something this spec does not sync (ignored).
+    pub resource: Option<String>,
+    pub record_id: String,
+    pub op: ItemOp,
+    /// Part of a bulk change: refreshed by an incremental run.
+    pub coalesce: bool,
+}
+
+/// An item that could not be read, with the item and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unreadable {
+    pub item: Value,
+    pub reason: String,
+}
+
+/// The delivery's items, in order. An error: the body itself cannot be read.
+pub fn read_items(
+    hooks: &CompiledWebhooks,
+    body: &[u8],
+) -> Result<Vec<Result<Item, Unreadable>>, String> {
+    let parsed: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let list = match hooks.items.eval_json(&parsed) {
+        Ok(Some(Value::Array(list))) => list,
+        Ok(Some(one)) => vec![one],
+        Ok(None) => Vec::new(),
+        Err(e) => return Err(format!("`webhooks.items` failed: {e}")),
+    };
+    Ok(list
+        .into_iter()
+        .map(|item| read_item(hooks, item))
+        .collect())
+}
+
+fn read_item(hooks: &CompiledWebhooks, item: Value) -> Result<Item, Unreadable> {
+    let e = &hooks.event;
+    let read = || -> Result<Item, String> {
+        let route_key = match &hooks.route {
+            Some(r) => Some(text(r, &item, "route.key")?.ok_or("`route.key` gave nothing")?),
+            None => None,
+        };
+        Ok(Item {
+            route_key,
+            event_id: text(&e.id, &item, "event.id")?.ok_or("`event.id` gave nothing")?,
+            resource: text(&e.resource, &item, "event.resource")?,
+            record_id: text(&e.record_id, &item, "event.record_id")?
+                .ok_or("`event.record_id` gave nothing")?,
+            op: ItemOp::read(&text(&e.op, &item, "event.op")?.unwrap_or_default()),
+            coalesce: e
+                .coalesce_when
+                .as_ref()
+                .is_some_and(|c| truthy(&c.eval_json(&item).ok().flatten())),
+        })
+    };
+    read().map_err(|reason| Unreadable {
+        item: item.clone(),
+        reason,
+    })
+}
+
+/// An expression's value as text (numbers written plainly); None when undefined or null.
+fn text(expr: &Jsonata, item: &Value, what: &str) -> Result<Option<String>, String> {
+    match expr.eval_json(item) {
+        Ok(None | Some(Value::Null)) => Ok(None),
+        Ok(Some(Value::String(s))) => Ok(Some(s)),
+        Ok(Some(Value::Number(n))) => Ok(Some(match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => format!("{}", f as i64),
+            _ => n.to_string(),
+        })),
+        Ok(Some(other)) => Ok(Some(other.to_string())),
+        Err(err) => Err(format!("`webhooks.{what}` failed: {err}")),
+    }
+}
