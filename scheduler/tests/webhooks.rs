@@ -26,9 +26,21 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// The receiver on a loopback port and the webhook intake beside the rig's worker.
 struct Receiving {
+    /// `http://<addr>/webhooks`: a provider's URL is this and `/<provider>`.
+    base: String,
+    /// The HubSpot URL.
     url: String,
     stop: StopSignal,
 }
+
+/// The OAuth apps with the keys webhooks are verified with.
+const APPS: &str = "apps:
+  hubspot: {client_id: sandbox-client, client_secret: sandbox-client-secret}
+  quickbooks:
+    client_id: sandbox-client
+    client_secret: sandbox-client-secret
+    webhook_keys: {verifier_token: [{value: an-old-verifier}, {value: sandbox-verifier-token}]}
+";
 
 impl Drop for Receiving {
     fn drop(&mut self) {
@@ -38,11 +50,7 @@ impl Drop for Receiving {
 
 async fn receiving(rig: &InProcess) -> Receiving {
     let lane = &rig.lane;
-    let apps = Apps::parse(
-        "apps:\n  hubspot: {client_id: sandbox-client, client_secret: sandbox-client-secret}\n",
-        &|_| None,
-    )
-    .unwrap();
+    let apps = Apps::parse(APPS, &|_| None).unwrap();
     let syncer = Arc::new(Syncer::new(
         lane.store.clone(),
         lane.publisher.clone(),
@@ -65,7 +73,8 @@ async fn receiving(rig: &InProcess) -> Receiving {
         },
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/webhooks/hubspot", listener.local_addr().unwrap());
+    let base = format!("http://{}/webhooks", listener.local_addr().unwrap());
+    let url = format!("{base}/hubspot");
     tokio::spawn(async move { axum::serve(listener, router(state)).await });
     let stop = StopSignal::default();
     let options = WorkerOptions {
@@ -80,7 +89,7 @@ async fn receiving(rig: &InProcess) -> Receiving {
         Duration::from_millis(200),
         stop.clone(),
     ));
-    Receiving { url, stop }
+    Receiving { base, url, stop }
 }
 
 fn statuses(answer: &Value) -> Vec<u64> {
@@ -271,4 +280,115 @@ async fn webhooks_announce_changes_once_route_by_portal_and_refuse_forgeries() {
         health.deliveries >= 3 && health.last_delivery_at.is_some(),
         "{health:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quickbooks_legacy_and_cloudevents_bodies_reach_the_realms_connection() {
+    let rig = InProcess::start(5).await;
+    let lane = &rig.lane;
+    let (qbo, control) = tributary_e2e::shipped_sandbox("quickbooks.yaml", |_| {}).await;
+    let mut new = tributary_e2e::new_connection(
+        &lane.tenant,
+        "quickbooks",
+        json!({"base_url": qbo.base_url(), "token_url": format!("{}/oauth2/v1/tokens/bearer", qbo.base_url()), "realm_id": "4620816365"}),
+        json!({"refresh_token": "sandbox-quickbooks-refresh", "client_id": "sandbox-client", "client_secret": "sandbox-client-secret"}),
+    );
+    new.resources = vec!["customers".into(), "invoices".into()];
+    let connection = lane.store.create_connection(&new).await.unwrap();
+    lane.store
+        .set_external_id(&connection, Some("4620816365"))
+        .await
+        .unwrap();
+    let _worker = rig.worker(|_| {});
+    let hooks = receiving(&rig).await;
+    let url = format!("{}/quickbooks", hooks.base);
+    let mut events = TopicReader::new(&lane.brokers, &lane.topics.model("accounting.customer"));
+    let changed = control.mutate("customers", 1, 0, 0).await.unwrap();
+    let id = ids(&changed, "updated").remove(0);
+    let event =
+        json!([{"resource": "customers", "id": id, "op": "updated", "account": "4620816365"}]);
+    // Legacy body: the record is new to this connection (it never synced).
+    let sent = control
+        .send_webhooks(json!({"url": url, "format": "legacy", "events": event}))
+        .await
+        .unwrap();
+    assert_eq!(statuses(&sent), vec![200], "{sent}");
+    events.read_until(WAIT, "the customer read by id", |r| {
+        !events_of(r, "created", &id).is_empty()
+    });
+    // CloudEvents body, after another change of the same customer: `updated`.
+    control.mutate("customers", 1, 0, 0).await.unwrap();
+    let sent = control
+        .send_webhooks(json!({"url": url, "format": "cloudevents", "events": event}))
+        .await
+        .unwrap();
+    assert_eq!(statuses(&sent), vec![200], "{sent}");
+    events.read_until(WAIT, "the update", |r| {
+        !events_of(r, "updated", &id).is_empty()
+    });
+    // A body signed with a key nobody configured is refused.
+    let sent = control
+        .send_webhooks(json!({"url": url, "tamper": "wrong_key", "events": event}))
+        .await
+        .unwrap();
+    assert_eq!(statuses(&sent), vec![401], "{sent}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_broker_down_deliveries_get_503_and_the_providers_retries_complete_them() {
+    let rig = InProcess::start(10).await;
+    let lane = &rig.lane;
+    lane.store
+        .set_external_id(&lane.connection, Some("4711"))
+        .await
+        .unwrap();
+    let _worker = rig.worker(|_| {});
+    let hooks = receiving(&rig).await;
+    let mut statuses_topic = rig.statuses();
+    rig.run_to_end(RunMode::Full, &mut statuses_topic, WAIT)
+        .await;
+    let mut events = rig.events();
+    events.read_until(WAIT, "the first run", |r| r.len() >= 10);
+    let id = ids(
+        &lane.control.mutate("contacts", 1, 0, 0).await.unwrap(),
+        "updated",
+    )
+    .remove(0);
+    rig.cluster().broker_down(1).unwrap();
+    let control = lane.control.clone();
+    let url = hooks.url.clone();
+    let sending = tokio::spawn(async move {
+        control
+            .send_webhooks(json!({"url": url, "retry": {"attempts": 60, "delay_ms": 500},
+                "events": [{"resource": "contacts", "id": id, "op": "updated", "account": "4711"}]}))
+            .await
+            .unwrap()
+    });
+    // The broker comes back once the receiver has refused at least one attempt.
+    loop {
+        let stats = lane.control.stats().await.unwrap();
+        if stats.webhook_attempts >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rig.cluster().broker_up(1).unwrap();
+    let sent = sending.await.unwrap();
+    let got = statuses(&sent);
+    assert_eq!(got.first(), Some(&503), "{sent}");
+    assert_eq!(got.last(), Some(&200), "{sent}");
+    assert!(got[..got.len() - 1].iter().all(|s| *s == 503), "{sent}");
+    events.read_until(WAIT, "the update after the outage", |r| {
+        r.iter()
+            .filter(|m| m.value.as_ref().unwrap()["op"] == "updated")
+            .count()
+            >= 1
+    });
+    events.drain_for(Duration::from_secs(2));
+    let updated = events
+        .received
+        .iter()
+        .filter(|m| m.value.as_ref().unwrap()["op"] == "updated")
+        .count();
+    assert_eq!(updated, 1, "one update, however many attempts were stored");
 }

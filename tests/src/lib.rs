@@ -124,6 +124,7 @@ pub async fn shipped_sandbox(
 /// records (`GET resources/{name}`), mutations (`POST resources/{name}/mutate`), faults
 /// (`POST faults`), token expiry (`POST oauth/expire`), counters (`GET stats`), and a
 /// resource's fields (`GET`/`POST resources/{name}/fields`, `DELETE resources/{name}/fields/{field}`).
+#[derive(Clone)]
 pub struct SandboxControl {
     pub base_url: String,
     http: reqwest::Client,
