@@ -267,6 +267,8 @@ pub async fn show(
     let mut shown = describe(&conn, &runs);
     let schemas = state.store.schemas(&conn.id).await?;
     shown["schemas"] = super::schemas::summaries(&schemas);
+    // The webhook channel: last verified delivery, counts, the last refusal's reason.
+    shown["webhooks"] = json!(state.store.channel_health(&conn.id).await?);
     Ok(Json(shown))
 }
 
