@@ -392,3 +392,69 @@ async fn with_the_broker_down_deliveries_get_503_and_the_providers_retries_compl
         .count();
     assert_eq!(updated, 1, "one update, however many attempts were stored");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_run_racing_webhook_fetches_sweeps_nothing_and_emits_each_change_once() {
+    let rig = InProcess::start(30).await;
+    let lane = &rig.lane;
+    lane.store
+        .set_external_id(&lane.connection, Some("4711"))
+        .await
+        .unwrap();
+    let _worker = rig.worker(|s| s.engine.page_size = Some(10));
+    let hooks = receiving(&rig).await;
+    let mut statuses_topic = rig.statuses();
+    rig.run_to_end(RunMode::Full, &mut statuses_topic, WAIT)
+        .await;
+    let mut events = rig.events();
+    events.read_until(WAIT, "the first run", |r| r.len() >= 30);
+    // The second full run stalls on its second page while webhooks announce changes on
+    // pages it read already and pages it has not read yet.
+    lane.control
+        .faults(json!([{"kind": "slow", "delay_ms": 3000, "resource": "contacts", "page": 2, "times": 1}]))
+        .await
+        .unwrap();
+    let requests =
+        |s: &tributary_sandbox::Stats| s.by_resource.get("contacts").copied().unwrap_or(0);
+    let before = requests(&lane.control.stats().await.unwrap());
+    let run = rig.job(RunMode::Full);
+    rig.enqueue(&run).await;
+    while requests(&lane.control.stats().await.unwrap()) < before + 2 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let changed = ids(
+        &lane.control.mutate("contacts", 2, 0, 0).await.unwrap(),
+        "updated",
+    );
+    let events_json: Vec<Value> = changed
+        .iter()
+        .map(|id| json!({"resource": "contacts", "id": id, "op": "updated", "account": "4711"}))
+        .collect();
+    let sent = lane
+        .control
+        .send_webhooks(json!({"url": hooks.url, "events": events_json}))
+        .await
+        .unwrap();
+    assert_eq!(statuses(&sent), vec![200], "{sent}");
+    let end = tributary_e2e::pipeline::wait_run_end(&mut statuses_topic, &run.run_id, WAIT);
+    assert_eq!(end["type"], "run.completed", "{end}");
+    events.read_until(WAIT, "both changes", |r| {
+        changed
+            .iter()
+            .all(|id| !events_of(r, "updated", id).is_empty())
+    });
+    events.drain_for(Duration::from_secs(2));
+    for id in &changed {
+        assert_eq!(
+            events_of(&events.received, "updated", id).len(),
+            1,
+            "{id}: one update"
+        );
+    }
+    let deleted = events
+        .received
+        .iter()
+        .filter(|m| m.value.as_ref().unwrap()["op"] == "deleted")
+        .count();
+    assert_eq!(deleted, 0, "the full run swept nothing");
+}
