@@ -11,6 +11,7 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use clap::{Parser, Subcommand};
@@ -167,7 +168,65 @@ async fn run() -> anyhow::Result<()> {
             }
         }
     });
+    spawn_webhook_upkeep(&services, &settings);
     tick_until_signal(&services.scheduler(), settings.tick_interval).await
+}
+
+/// Incremental runs for connections whose webhooks went silent for longer than their
+/// spec expects (each channel marked only once its runs are enqueued).
+async fn silence_runs(
+    syncer: &tributary::sync::Syncer,
+    publisher: &tributary::bus::Publisher,
+    topics: &tributary::bus::Topics,
+) {
+    let now = chrono::Utc::now();
+    let runs = match syncer.silence_runs(now).await {
+        Ok(runs) => runs,
+        Err(e) => return warn!("silent webhook channels not checked (retried later): {e}"),
+    };
+    for (connection, jobs) in runs {
+        let mut sent = true;
+        for job in &jobs {
+            if let Err(e) = publisher.enqueue(topics, job).await {
+                warn!(connection, "silence run not enqueued (retried later): {e}");
+                sent = false;
+            }
+        }
+        if sent {
+            if let Err(e) = syncer.store().mark_silence_run(&connection, now).await {
+                warn!(connection, "silence run not recorded: {e}");
+            }
+        }
+    }
+}
+
+/// Every `TRIBUTARY_WEBHOOK_UPKEEP_SECONDS`: silent channels read by incremental runs,
+/// webhook subscriptions renewed before they expire and failed registrations retried
+/// (these two only with a public URL to register).
+fn spawn_webhook_upkeep(services: &Services, settings: &Settings) {
+    let base = settings.connect.public_url.clone();
+    let syncer = services.syncer();
+    let (publisher, topics) = (services.publisher.clone(), services.topics.clone());
+    let every = settings.webhooks.upkeep_interval;
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        loop {
+            ticks.tick().await;
+            silence_runs(&syncer, &publisher, &topics).await;
+            let Some(base) = base.as_deref() else {
+                continue;
+            };
+            // Look a day ahead; each spec's `renew.before_seconds` decides within it.
+            match syncer
+                .upkeep_webhooks(base, Duration::from_secs(24 * 3600))
+                .await
+            {
+                Ok(n) if n > 0 => info!(channels = n, "webhook subscriptions looked after"),
+                Ok(_) => {}
+                Err(e) => warn!("webhook upkeep failed (retried later): {e}"),
+            }
+        }
+    });
 }
 
 /// Tick at a steady cadence until SIGTERM or Ctrl-C.

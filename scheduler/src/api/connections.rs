@@ -120,7 +120,42 @@ pub async fn create(
         })
         .await?;
     tracing::info!(tenant = %body.tenant, connection = %id, provider = %body.provider, "connection created");
-    Ok((StatusCode::CREATED, Json(json!({"id": id}))))
+    let mut answer = json!({"id": id});
+    if let Some(channel) = super::webhooks::open_channel(&state, &id).await {
+        answer["webhooks"] = channel;
+    }
+    Ok((StatusCode::CREATED, Json(answer)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct DeleteQuery {
+    /// Delete even when the provider would not remove the webhook subscription.
+    #[serde(default)]
+    force: bool,
+}
+
+/// Delete a connection: its webhook subscription removed at the provider first (a
+/// provider that refuses answers 502 and nothing is deleted, unless `force=true`), then
+/// everything stored for it.
+pub async fn delete(
+    caller: Caller,
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    Query(query): Query<DeleteQuery>,
+) -> Result<StatusCode, ApiError> {
+    let conn = visible(&state, &caller, &id).await?;
+    if let Err(e) = state.syncer.close_webhooks(&conn.id).await {
+        if !query.force {
+            return Err(ApiError::bad_gateway(format!(
+                "{e}; nothing was deleted: retry, or pass force=true to delete the connection \
+                 and leave the subscription at the provider"
+            )));
+        }
+        tracing::warn!(connection = %conn.id, error = %e, "webhook subscription left at the provider (force)");
+    }
+    state.store.delete_connection(&conn.id).await?;
+    tracing::info!(tenant = %conn.tenant, connection = %conn.id, provider = %conn.provider, "connection deleted");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A provider's spec as this environment layers it; an unknown provider is a 400 that

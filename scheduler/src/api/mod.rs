@@ -63,7 +63,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/v1/connections",
             post(connections::create).get(connections::list),
         )
-        .route("/v1/connections/{id}", get(connections::show))
+        .route(
+            "/v1/connections/{id}",
+            get(connections::show).delete(connections::delete),
+        )
         .route("/v1/connections/{id}/resync", post(connections::resync))
         .route("/v1/connections/{id}/pause", post(connections::pause))
         .route("/v1/connections/{id}/resume", post(connections::resume))

@@ -264,3 +264,21 @@ fn lower_headers(headers: &HeaderMap) -> Vec<(String, String)> {
 fn status_code(status: u16) -> StatusCode {
     StatusCode::from_u16(status).unwrap_or(StatusCode::OK)
 }
+
+/// Open a new connection's webhook channel (its URL, and the provider's subscription
+/// where the spec registers one). None when its spec delivers no webhooks per
+/// connection; a registration that failed is said in the answer (the connection syncs
+/// by polling meanwhile, and the scheduler's upkeep tries again).
+pub async fn open_channel(state: &ApiState, connection: &str) -> Option<serde_json::Value> {
+    let Some(base) = state.connect.settings.public_url.as_deref() else {
+        return None;
+    };
+    match state.syncer.open_webhooks(connection, base).await {
+        Ok(Some(setup)) => Some(serde_json::json!(setup)),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(connection, error = %e, "webhooks not registered");
+            Some(serde_json::json!({"registered": false, "error": e.to_string()}))
+        }
+    }
+}

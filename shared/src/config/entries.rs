@@ -146,6 +146,10 @@ entries! {
     /// worker: how long webhook ids are collected per (connection, resource) before one
     /// fetch job reads them all
     TRIBUTARY_WEBHOOK_WINDOW_MS: Millis => webhooks.window;
+    /// scheduler: how often webhook subscriptions are looked after: renewed before they
+    /// expire (each spec's `renew.before_seconds`), registered again where a registration
+    /// failed or the provider forgot it (needs `TRIBUTARY_PUBLIC_URL`)
+    TRIBUTARY_WEBHOOK_UPKEEP_SECONDS: Seconds => webhooks.upkeep_interval;
     /// jobs of one tenant one worker runs at once; the rest wait without a slot, so a
     /// tenant's backlog never fills a worker
     TRIBUTARY_WORKER_TENANT_CONCURRENCY: OptNumber => worker.tenant_concurrency,

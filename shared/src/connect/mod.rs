@@ -377,10 +377,7 @@ async fn identity_answer(
         return Err(fail("the spec's auth is not OAuth".into()));
     };
     let access = credentials.get("access_token").unwrap_or_default();
-    let req = match method {
-        Method::Get => http.get(url.clone()),
-        Method::Post => http.post(url.clone()),
-    };
+    let req = http.request(method.to_http(), url.clone());
     let resp = req
         .header(o.header.as_str(), format!("{}{access}", o.prefix))
         .header("Accept", "application/json")

@@ -4,6 +4,7 @@
 //! to read the next-page pointer and when to stop; this module does that,
 //! within the budget, through throttles and transient failures.
 
+mod call;
 mod discover;
 pub mod error;
 pub mod event;
@@ -20,6 +21,7 @@ use rand::SeedableRng;
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
+pub use call::SubscribeVars;
 pub use discover::CustomObject;
 pub use error::{EngineError, ErrorKind};
 pub use event::{ignore_events, EngineEvent, Observer};
@@ -148,6 +150,11 @@ pub enum Reads {
     Discovery(DiscoveryTarget),
     /// These records of the resource, by id (`webhooks.fetch`).
     Fetch(Vec<String>),
+    /// One request of `webhooks.subscribe`.
+    Subscribe(
+        crate::spec::compile_webhooks::SubscribeStep,
+        Box<call::SubscribeVars>,
+    ),
 }
 
 /// Which discovery a run reads.
@@ -456,7 +463,7 @@ impl ResourceRun {
     fn reads_resource_with_discovery(&self) -> Option<String> {
         match self.reads {
             Reads::Resource | Reads::Fetch(_) => self.spec.schema_subject(&self.resource),
-            Reads::Discovery(_) => None,
+            Reads::Discovery(_) | Reads::Subscribe(..) => None,
         }
     }
 
@@ -470,7 +477,7 @@ impl ResourceRun {
                     .expect("checked in new")
                     .response
             }
-            Reads::Discovery(_) => &self.spec.response,
+            Reads::Discovery(_) | Reads::Subscribe(..) => &self.spec.response,
         }
     }
 
@@ -511,6 +518,9 @@ impl ResourceRun {
                 &target.find(&self.spec).expect("checked in discovery").plan
             }
             Reads::Fetch(_) => &self.fetch_plan().expect("checked in fetch").plan,
+            Reads::Subscribe(step, _) => {
+                call::subscribe_plan(&self.spec, *step).expect("checked in subscribe_call")
+            }
         }
     }
 
@@ -628,7 +638,7 @@ impl ResourceRun {
                 .spec
                 .resource(&self.resource)
                 .and_then(|r| r.detail.as_ref()),
-            Reads::Discovery(_) | Reads::Fetch(_) => None,
+            Reads::Discovery(_) | Reads::Fetch(_) | Reads::Subscribe(..) => None,
         };
         let Some(detail) = detail else {
             return Ok((listed, 0));
@@ -1137,6 +1147,9 @@ impl Answer {
     /// A 2xx answer as a page body, or why it is not JSON (or XML).
     fn into_page(self) -> Result<(reqwest::header::HeaderMap, Value, usize), ErrorKind> {
         let len = self.bytes.len();
+        if self.status == reqwest::StatusCode::NO_CONTENT {
+            return Ok((self.headers, Value::Null, 0));
+        }
         if let Some(e) = self.xml_error {
             return Err(ErrorKind::NotXml {
                 message: e.to_string(),

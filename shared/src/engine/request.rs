@@ -24,10 +24,7 @@ pub(crate) struct PreparedRequest {
 
 impl PreparedRequest {
     pub fn method_name(&self) -> &'static str {
-        match self.method {
-            Method::Get => "GET",
-            Method::Post => "POST",
-        }
+        self.method.as_str()
     }
 
     /// The path only: query strings may carry API keys.
@@ -96,6 +93,7 @@ pub(crate) fn prepare(run: &ResourceRun, state: &PageState) -> Result<PreparedRe
         captured => state.captured().cloned().unwrap_or_default(),
         ids => run.fetch_ids().to_vec(),
         ids_as_objects => run.fetch_ids().iter().map(|id| minijinja::context! { id => id }).collect::<Vec<_>>(),
+        ..run.subscribe_vars()
     };
     if let PageState::Url { url, .. } = state {
         let url = resolve(run, url)?;
@@ -233,10 +231,7 @@ pub(crate) fn build(
             q.append_pair(k, v);
         }
     }
-    let mut b = match req.method {
-        Method::Get => http.get(url),
-        Method::Post => http.post(url),
-    };
+    let mut b = http.request(req.method.to_http(), url);
     let mut headers = HeaderMap::new();
     headers.insert(ACCEPT, HeaderValue::from_static(accept(req)));
     if req.xml_body.is_some() {

@@ -421,6 +421,7 @@ pub fn compile(source: SpecSource) -> Result<CompiledSpec, SpecError> {
         problems: Vec::new(),
         request_vars: REQUEST_VARS.to_vec(),
         body_credentials: BTreeSet::new(),
+        writes_allowed: false,
     };
     let spec = &source.spec;
     if spec.spec_version != 1 {
@@ -590,6 +591,8 @@ pub(super) struct Compiler<'a> {
     request_vars: Vec<&'static str>,
     /// Credential fields XML body templates read (a SOAP envelope's WS-Security header).
     body_credentials: BTreeSet<String>,
+    /// Inside `webhooks.subscribe`: requests may be PUT, PATCH or DELETE.
+    pub(super) writes_allowed: bool,
 }
 
 impl Compiler<'_> {
@@ -1146,6 +1149,16 @@ impl Compiler<'_> {
 
     fn request(&mut self, at: &str, req: &Request) -> Option<CompiledRequest> {
         let vars = self.request_vars.clone();
+        if !req.method.is_read() && !self.writes_allowed {
+            self.problem(
+                &format!("{at}.method"),
+                format!(
+                    "a read is GET or POST, not {}: only `webhooks.subscribe` may change \
+                     what the provider holds",
+                    req.method.as_str()
+                ),
+            );
+        }
         let path = self.template(&format!("{at}.path"), &req.path, &vars);
         let query = self.template_map(&format!("{at}.query"), &req.query, &vars);
         let headers = self.template_map(&format!("{at}.headers"), &req.headers, &vars);

@@ -6,8 +6,11 @@
 use indexmap::IndexMap;
 
 use super::compile::{Compiler, Plan};
+use super::model::Request;
 use super::model::{Pagination, PaginationKind, Records};
-use super::webhooks::{Ack, Delivery, Encoding, Fetch, Scheme, TimestampFormat, Verify, Webhooks};
+use super::webhooks::{
+    Ack, Delivery, Encoding, Fetch, Scheme, Subscribe, TimestampFormat, Verify, Webhooks,
+};
 use crate::mapping::jsonata::Jsonata;
 
 /// A spec's webhooks, ready to receive and read.
@@ -28,7 +31,74 @@ pub struct CompiledWebhooks {
     pub dedup_ttl_seconds: u64,
     pub storm_threshold: usize,
     pub fetch: IndexMap<String, CompiledFetch>,
+    pub subscribe: Option<CompiledSubscribe>,
+    pub silence_seconds: Option<u64>,
+    pub reconcile_every_seconds: Option<u64>,
 }
+
+/// `subscribe`: each request a one-request [`Plan`] (its answer read whole), each
+/// expression over an answer compiled.
+#[derive(Debug)]
+pub struct CompiledSubscribe {
+    pub generate_secret: bool,
+    pub lifetime_seconds: Option<u64>,
+    pub create: Plan,
+    pub create_id: Jsonata,
+    pub create_secret: Option<Jsonata>,
+    pub create_expires_at: Option<Jsonata>,
+    /// The request reading the secret, and where it is in the answer.
+    pub secret: Option<(Plan, Jsonata)>,
+    pub renew: Option<CompiledRenew>,
+    pub delete: Option<Plan>,
+}
+
+#[derive(Debug)]
+pub struct CompiledRenew {
+    pub plan: Plan,
+    pub expires_at: Option<Jsonata>,
+    pub before_seconds: u64,
+}
+
+/// One of `subscribe`'s requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscribeStep {
+    Create,
+    Secret,
+    Renew,
+    Delete,
+}
+
+impl SubscribeStep {
+    pub fn name(self) -> &'static str {
+        match self {
+            SubscribeStep::Create => "create",
+            SubscribeStep::Secret => "secret",
+            SubscribeStep::Renew => "renew",
+            SubscribeStep::Delete => "delete",
+        }
+    }
+}
+
+impl CompiledSubscribe {
+    /// The request of a step, if the spec declares it.
+    pub fn plan(&self, step: SubscribeStep) -> Option<&Plan> {
+        match step {
+            SubscribeStep::Create => Some(&self.create),
+            SubscribeStep::Secret => self.secret.as_ref().map(|(p, _)| p),
+            SubscribeStep::Renew => self.renew.as_ref().map(|r| &r.plan),
+            SubscribeStep::Delete => self.delete.as_ref(),
+        }
+    }
+}
+
+/// The variables `subscribe`'s request templates see besides the usual ones.
+pub const SUBSCRIBE_VARS: &[&str] = &[
+    "webhook_url",
+    "connection_id",
+    "subscription_id",
+    "secret",
+    "expires_at",
+];
 
 #[derive(Debug)]
 pub struct CompiledHandshake {
@@ -42,6 +112,8 @@ pub struct CompiledHandshake {
 #[derive(Debug, Clone)]
 pub struct CompiledVerify {
     pub scheme: Scheme,
+    /// `item_token`: the token each item carries.
+    pub item: Option<Jsonata>,
     pub key: KeyRef,
     pub signed: Vec<SignedPart>,
     pub url_decode: Vec<(String, String)>,
@@ -80,7 +152,7 @@ pub enum SignedPart {
 
 #[derive(Debug)]
 pub struct CompiledItemEvent {
-    pub id: Jsonata,
+    pub id: Option<Jsonata>,
     pub resource: Jsonata,
     pub record_id: Jsonata,
     pub op: Jsonata,
@@ -131,7 +203,10 @@ impl Compiler<'_> {
         let e = &w.event;
         let event = (|| {
             Some(CompiledItemEvent {
-                id: self.jsonata(&format!("{at}.event.id"), &e.id)?,
+                id: match &e.id {
+                    Some(id) => Some(self.jsonata(&format!("{at}.event.id"), id)?),
+                    None => None,
+                },
                 resource: self.jsonata(&format!("{at}.event.resource"), &e.resource)?,
                 record_id: self.jsonata(&format!("{at}.event.record_id"), &e.record_id)?,
                 op: self.jsonata(&format!("{at}.event.op"), &e.op)?,
@@ -154,7 +229,9 @@ impl Compiler<'_> {
             .map(|h| h.to_ascii_lowercase())
             .collect();
         for v in &verify {
-            keep_headers.push(v.signature_header.clone());
+            if v.scheme != Scheme::ItemToken {
+                keep_headers.push(v.signature_header.clone());
+            }
             keep_headers.extend(v.timestamp.iter().map(|t| t.header.clone()));
             keep_headers.extend(v.signed.iter().filter_map(|p| match p {
                 SignedPart::Header(h) => Some(h.clone()),
@@ -163,6 +240,14 @@ impl Compiler<'_> {
         }
         keep_headers.sort();
         keep_headers.dedup();
+        let subscribe = (w.subscribe.as_ref()).and_then(|sub| self.subscribe(w, sub));
+        if w.reconcile_every_seconds.is_some() && w.silence_seconds.is_none() {
+            self.problem(
+                &format!("{at}.reconcile_every_seconds"),
+                "polling is relaxed only while the channel is healthy: set `silence_seconds`, \
+                 how often a verified delivery is expected",
+            );
+        }
         Some(CompiledWebhooks {
             delivery: w.delivery,
             methods: w
@@ -183,7 +268,95 @@ impl Compiler<'_> {
             dedup_ttl_seconds: w.dedup_ttl_seconds,
             storm_threshold: w.storm_threshold.max(1),
             fetch,
+            subscribe,
+            silence_seconds: w.silence_seconds,
+            reconcile_every_seconds: w.reconcile_every_seconds,
         })
+    }
+
+    fn subscribe(&mut self, w: &Webhooks, sub: &Subscribe) -> Option<CompiledSubscribe> {
+        let at = "webhooks.subscribe";
+        if w.delivery != Delivery::Connection {
+            self.problem(
+                at,
+                "only a connection delivery registers a URL per connection: set \
+                 `delivery: connection` or remove `subscribe`",
+            );
+        }
+        let signs_with_connection = w.verify.iter().any(|v| v.key == "connection.secret");
+        let gives_secret =
+            sub.generate_secret || sub.create.secret.is_some() || sub.secret.is_some();
+        if signs_with_connection && !gives_secret {
+            self.problem(
+                at,
+                "`verify` checks with `connection.secret`, but nothing gives it: set \
+                 `generate_secret`, `create.secret` or a `secret` request",
+            );
+        }
+        if sub.renew.is_some() && sub.lifetime_seconds.is_none() {
+            self.problem(
+                &format!("{at}.renew"),
+                "a renewal asks for a new expiry: set `lifetime_seconds`",
+            );
+        }
+        let create = self.call_plan(&format!("{at}.create"), &sub.create.request);
+        let create_id = self.jsonata(&format!("{at}.create.id"), &sub.create.id);
+        let optional = |c: &mut Self, path: &str, e: &Option<String>| match e {
+            Some(e) => c.jsonata(path, e).map(Some),
+            None => Some(None),
+        };
+        let create_secret = optional(self, &format!("{at}.create.secret"), &sub.create.secret);
+        let create_expires_at = optional(
+            self,
+            &format!("{at}.create.expires_at"),
+            &sub.create.expires_at,
+        );
+        let secret = match &sub.secret {
+            Some(s) => {
+                let plan = self.call_plan(&format!("{at}.secret"), &s.request);
+                let value = self.jsonata(&format!("{at}.secret.value"), &s.value);
+                Some((plan?, value?))
+            }
+            None => None,
+        };
+        let renew = match &sub.renew {
+            Some(r) => Some(CompiledRenew {
+                plan: self.call_plan(&format!("{at}.renew"), &r.request)?,
+                expires_at: optional(self, &format!("{at}.renew.expires_at"), &r.expires_at)?,
+                before_seconds: r.before_seconds,
+            }),
+            None => None,
+        };
+        let delete = match &sub.delete {
+            Some(d) => Some(self.call_plan(&format!("{at}.delete"), &d.request)?),
+            None => None,
+        };
+        Some(CompiledSubscribe {
+            generate_secret: sub.generate_secret,
+            lifetime_seconds: sub.lifetime_seconds,
+            create: create?,
+            create_id: create_id?,
+            create_secret: create_secret?,
+            create_expires_at: create_expires_at?,
+            secret,
+            renew,
+            delete,
+        })
+    }
+
+    /// One request whose answer is read whole (the records expressions are not used).
+    fn call_plan(&mut self, at: &str, request: &Request) -> Option<Plan> {
+        let whole = Records {
+            path: "$".into(),
+            primary_key: "$".into(),
+            updated_at: None,
+            deleted: None,
+        };
+        let once = Pagination::of_kind(PaginationKind::None);
+        self.writes_allowed = true;
+        let plan = self.with_vars(SUBSCRIBE_VARS, |c| c.plan(at, request, &once, &whole));
+        self.writes_allowed = false;
+        plan
     }
 
     fn verify(&mut self, at: &str, v: &Verify, delivery: Delivery) -> Option<CompiledVerify> {
@@ -215,8 +388,28 @@ impl Compiler<'_> {
             }
         }
         let header = |s: &str| s.strip_prefix("header.").map(str::to_ascii_lowercase);
+        let item = match (v.scheme, &v.item) {
+            (Scheme::ItemToken, Some(e)) => Some(self.jsonata(&format!("{at}.item"), e)?),
+            (Scheme::ItemToken, None) => {
+                self.problem(
+                    &format!("{at}.item"),
+                    "say where each item carries its token: a JSONata such as `clientState`",
+                );
+                return None;
+            }
+            (_, Some(_)) => {
+                self.problem(
+                    &format!("{at}.item"),
+                    "only `item_token` reads a token per item",
+                );
+                None
+            }
+            (_, None) => None,
+        };
         let signature_header = match (v.scheme, v.signature.as_deref()) {
             (Scheme::Basic, None) => "authorization".to_string(),
+            // Named in refusals and in `verified_by`; no header carries it.
+            (Scheme::ItemToken, None) => format!("item.{}", v.item.as_deref().unwrap_or("")),
             (_, Some(s)) => match header(s) {
                 Some(h) => h,
                 None => {
@@ -275,6 +468,7 @@ impl Compiler<'_> {
         }
         Some(CompiledVerify {
             scheme: v.scheme,
+            item,
             key,
             signed,
             url_decode,
@@ -331,4 +525,106 @@ fn signed_part(part: &str) -> Result<SignedPart, String> {
             }
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::spec::compile::compile;
+    use crate::spec::load::parse_spec;
+
+    /// A spec with one resource and the given `webhooks` section (YAML, indented by two).
+    fn spec(webhooks: &str) -> String {
+        format!(
+            r#"spec_version: 1
+name: demo
+base_url: "https://api.example.com"
+allowed_hosts: ["api.example.com"]
+auth: {{type: bearer}}
+resources:
+  tickets:
+    model: ticketing.ticket
+    request: {{path: /tickets}}
+    pagination: {{type: none}}
+    records: {{path: tickets, primary_key: id}}
+    mapping: "{{ 'id': $string(id) }}"
+webhooks:
+{webhooks}"#
+        )
+    }
+
+    const CONNECTION_DELIVERY: &str = r#"  delivery: connection
+  verify:
+    - {scheme: hmac_sha256, key: connection.secret, signed: [body], signature: header.x-signature}
+  event: {id: id, resource: "'tickets'", record_id: ticket, op: op}
+"#;
+
+    fn problems(text: &str) -> String {
+        match compile(parse_spec(Path::new("demo.yaml"), text).unwrap()) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_subscription_compiles_with_its_writes() {
+        let text = spec(&format!(
+            "{CONNECTION_DELIVERY}  subscribe:
+    create:
+      request: {{method: POST, path: /hooks, body: {{url: \"{{{{ webhook_url }}}}\"}}}}
+      id: hook.id
+    secret:
+      request: {{path: \"/hooks/{{{{ subscription_id }}}}/secret\"}}
+      value: secret
+    delete:
+      request: {{method: DELETE, path: \"/hooks/{{{{ subscription_id }}}}\"}}
+"
+        ));
+        let spec = compile(parse_spec(Path::new("demo.yaml"), &text).unwrap()).unwrap();
+        let sub = spec.webhooks.as_ref().unwrap().subscribe.as_ref().unwrap();
+        assert!(sub.secret.is_some() && sub.delete.is_some() && sub.renew.is_none());
+    }
+
+    #[test]
+    fn a_secret_nobody_gives_is_refused() {
+        let text = spec(&format!(
+            "{CONNECTION_DELIVERY}  subscribe:
+    create:
+      request: {{method: POST, path: /hooks}}
+      id: hook.id
+"
+        ));
+        assert!(
+            problems(&text).contains("nothing gives it"),
+            "{}",
+            problems(&text)
+        );
+    }
+
+    #[test]
+    fn writes_outside_subscribe_are_refused() {
+        let text = spec(CONNECTION_DELIVERY).replace(
+            "request: {path: /tickets}",
+            "request: {method: DELETE, path: /tickets}",
+        );
+        let found = problems(&text);
+        assert!(
+            found.contains("resources.tickets") && found.contains("a read is GET or POST"),
+            "{found}"
+        );
+    }
+
+    #[test]
+    fn subscribe_variables_are_unknown_elsewhere() {
+        let text = spec(CONNECTION_DELIVERY).replace(
+            "request: {path: /tickets}",
+            "request: {path: \"/tickets/{{ subscription_id }}\"}",
+        );
+        assert!(
+            problems(&text).contains("subscription_id"),
+            "{}",
+            problems(&text)
+        );
+    }
 }

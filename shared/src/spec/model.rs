@@ -659,6 +659,37 @@ pub enum Method {
     #[default]
     Get,
     Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+        }
+    }
+
+    /// Reads are GET or POST (a search); the others change the provider's data and are
+    /// allowed only where a spec registers its webhooks (`webhooks.subscribe`).
+    pub fn is_read(self) -> bool {
+        matches!(self, Method::Get | Method::Post)
+    }
+
+    pub fn to_http(self) -> reqwest::Method {
+        match self {
+            Method::Get => reqwest::Method::GET,
+            Method::Post => reqwest::Method::POST,
+            Method::Put => reqwest::Method::PUT,
+            Method::Patch => reqwest::Method::PATCH,
+            Method::Delete => reqwest::Method::DELETE,
+        }
+    }
 }
 
 /// Pagination styles.

@@ -53,6 +53,97 @@ pub struct Webhooks {
     /// incremental run.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub fetch: IndexMap<String, Fetch>,
+    /// Connection delivery: how the connection's URL is registered with the provider
+    /// when the connection is created, renewed before it expires and removed when the
+    /// connection is deleted. Without it the URL is shown for the tenant to register.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscribe: Option<Subscribe>,
+    /// A verified delivery is expected at least this often. After a longer silence each
+    /// of the connection's resources gets an incremental run (events may have been lost),
+    /// and again after each further such silence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silence_seconds: Option<u64>,
+    /// While the channel is healthy (a verified delivery within `silence_seconds`), a
+    /// scheduled incremental run is skipped when the resource's last completed run ended
+    /// less than this long ago: webhooks keep it current and polling only reconciles.
+    /// Full runs always run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile_every_seconds: Option<u64>,
+}
+
+/// Registering a connection's webhook URL with the provider. Every request is made with
+/// the connection's auth and budgets; their templates also see `webhook_url` (the URL
+/// deliveries must go to), `connection_id`, `subscription_id` (after `create`), `secret`
+/// (the one `generate_secret` made) and `expires_at` (now + `lifetime_seconds`, RFC 3339).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Subscribe {
+    /// Tributary makes the subscription's secret (random, 48 characters) and sends it in
+    /// `create` as `{{ secret }}` (e.g. a `clientState` echoed in each notification);
+    /// otherwise the provider makes it (`create.secret` or the `secret` request).
+    #[serde(default)]
+    pub generate_secret: bool,
+    /// The lifetime asked for (`{{ expires_at }}`), for subscriptions that expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime_seconds: Option<u64>,
+    pub create: SubscribeCreate,
+    /// A second request reading the signing secret the provider made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SubscribeSecret>,
+    /// Extending an expiring subscription.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew: Option<SubscribeRenew>,
+    /// Removing the subscription (a 404 answer counts as removed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete: Option<SubscribeCall>,
+}
+
+/// The request creating the subscription and what its answer holds.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubscribeCreate {
+    pub request: Request,
+    /// JSONata over the answer: the subscription's id.
+    pub id: String,
+    /// JSONata over the answer: the signing secret, when the answer carries it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// JSONata over the answer: when the subscription expires (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+/// The request reading the subscription's signing secret.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubscribeSecret {
+    pub request: Request,
+    /// JSONata over the answer: the secret.
+    pub value: String,
+}
+
+/// The request extending a subscription, made `before_seconds` before it expires.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubscribeRenew {
+    pub request: Request,
+    /// JSONata over the answer: the new expiry (else the one asked for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Default 3600.
+    #[serde(default = "default_renew_before")]
+    pub before_seconds: u64,
+}
+
+fn default_renew_before() -> u64 {
+    3600
+}
+
+/// A request whose answer is not read.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubscribeCall {
+    pub request: Request,
 }
 
 fn default_items() -> String {
@@ -183,6 +274,9 @@ pub struct Verify {
     /// A signed timestamp and how old it may be.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<Timestamp>,
+    /// `item_token`: JSONata over one item, the token it carries (e.g. `clientState`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<String>,
 }
 
 /// How a delivery proves where it comes from.
@@ -195,6 +289,9 @@ pub enum Scheme {
     Basic,
     /// A header (`signature`) equal to the key.
     Token,
+    /// Every item of the delivery carries a token (`item`) equal to the key: for
+    /// providers that sign nothing and echo a secret set on the subscription.
+    ItemToken,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -244,15 +341,19 @@ pub struct Route {
 #[serde(deny_unknown_fields)]
 pub struct ItemEvent {
     /// The provider's event id (the same on its retries): duplicates are dropped by it.
-    pub id: String,
+    /// Absent (or null) where the provider has none: nothing is dropped, and a repeated
+    /// item costs one fetch, which emits nothing new.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// A resource of this spec, or null: the item is about something not synced.
     pub resource: String,
     /// The record's provider id.
     pub record_id: String,
     /// `created`, `updated` or `deleted` (anything else reads as `updated`).
     pub op: String,
-    /// JSONata predicate: the item is part of a bulk change (an import) and goes into
-    /// one incremental run instead of a fetch.
+    /// JSONata predicate: the item is part of a bulk change (an import), or the provider
+    /// says events were missed, and goes into one incremental run of its resource instead
+    /// of a fetch (such an item needs no record id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coalesce_when: Option<String>,
 }

@@ -127,6 +127,24 @@ impl Store {
         Ok(id)
     }
 
+    /// Delete a connection and everything kept for it (credentials, schedules,
+    /// checkpoints, fingerprints, runs, schemas, overrides, webhook channel), in one
+    /// transaction. False when there was no such connection. Jobs already on the bus
+    /// find it gone and end as skipped.
+    pub async fn delete_connection(&self, id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for delete in CONNECTION_ROWS {
+            sqlx::query(*delete).bind(id).execute(&mut *tx).await?;
+        }
+        let gone = sqlx::query("DELETE FROM connections WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(gone > 0)
+    }
+
     /// Ids of a tenant's connections (all tenants' when None), newest first.
     pub async fn connection_ids(&self, tenant: Option<&str>) -> Result<Vec<String>, StoreError> {
         let q = match tenant {
@@ -344,3 +362,15 @@ impl Store {
         Ok(done)
     }
 }
+
+/// Deleting the rows of one connection, table by table (column `connection`).
+const CONNECTION_ROWS: &[&str] = &[
+    "DELETE FROM schedules WHERE connection = $1",
+    "DELETE FROM checkpoints WHERE connection = $1",
+    "DELETE FROM fingerprints WHERE connection = $1",
+    "DELETE FROM sync_runs WHERE connection = $1",
+    "DELETE FROM token_locks WHERE connection = $1",
+    "DELETE FROM connection_schemas WHERE connection = $1",
+    "DELETE FROM connection_overrides WHERE connection = $1",
+    "DELETE FROM webhook_channels WHERE connection = $1",
+];

@@ -36,7 +36,9 @@ pub use overrides::StoredOverrides;
 pub use runs::{NewRun, RunRecord};
 pub use schedules::{Due, DueSchedule};
 pub use schemas::StoredSchema;
-pub use webhooks::{hook_token_hash, ChannelHealth, ChannelKey, FetchCommit};
+pub use webhooks::{
+    hook_token_hash, ChannelHealth, ChannelKey, FetchCommit, QuietChannel, Registration,
+};
 
 use crate::domain::time::stamp;
 use crate::secrets::crypto::{Cipher, CryptoError};

@@ -126,6 +126,28 @@ impl Store {
         .await?)
     }
 
+    /// When the last completed run (full or incremental) of a connection's resource ended
+    /// (None: none has).
+    pub async fn last_completed_end(
+        &self,
+        connection: &str,
+        resource: &str,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+        let row: Option<(Option<String>,)> = sqlx::query_as(
+            "SELECT MAX(finished_at) FROM sync_runs
+             WHERE connection = $1 AND resource = $2 AND status = $3 AND mode <> $4",
+        )
+        .bind(connection)
+        .bind(resource)
+        .bind(RunStatus::Completed.as_str())
+        .bind(RunMode::Fetch.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row
+            .and_then(|(t,)| t)
+            .and_then(|t| crate::domain::time::parse_stamp(&t)))
+    }
+
     /// The latest run of each of a connection's resources.
     pub async fn last_runs(&self, connection: &str) -> Result<Vec<RunRecord>, StoreError> {
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(

@@ -38,6 +38,22 @@ pub struct ChannelHealth {
     pub last_failure_at: Option<String>,
 }
 
+/// A connection's subscription at the provider, its secret opened (never logged).
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub subscription_id: Option<String>,
+    pub secret: Option<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A channel and how long it has been quiet.
+#[derive(Debug, Clone)]
+pub struct QuietChannel {
+    pub connection: String,
+    pub provider: String,
+    pub quiet_since: DateTime<Utc>,
+}
+
 /// What a fetch job commits (see `Store::commit_fetch`).
 pub struct FetchCommit<'a> {
     pub connection: &'a str,
@@ -141,17 +157,118 @@ impl Store {
         })
     }
 
-    /// The subscription id of a connection's channel (to remove it at the provider).
-    pub async fn channel_subscription(
+    /// A connection's registration with the provider (to renew or remove it); None when
+    /// it has no channel.
+    pub async fn channel_registration(
         &self,
         connection: &str,
-    ) -> Result<Option<String>, StoreError> {
-        let row: Option<(Option<String>,)> =
-            sqlx::query_as("SELECT subscription_id FROM webhook_channels WHERE connection = $1")
-                .bind(connection)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.and_then(|(s,)| s))
+    ) -> Result<Option<Registration>, StoreError> {
+        #[allow(clippy::type_complexity)]
+        let row: Option<(
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        )> = sqlx::query_as(
+            "SELECT subscription_id, secret, secret_key_id, expires_at FROM webhook_channels
+                 WHERE connection = $1",
+        )
+        .bind(connection)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((subscription_id, sealed, key_id, expires_at)) = row else {
+            return Ok(None);
+        };
+        let secret = match (sealed, key_id) {
+            (Some(s), Some(k)) => Some(self.open_secret(connection, &k, &s)?),
+            _ => None,
+        };
+        Ok(Some(Registration {
+            subscription_id,
+            secret,
+            expires_at: expires_at.and_then(|e| crate::domain::time::parse_stamp(&e)),
+        }))
+    }
+
+    /// A subscription's new expiry, after a renewal.
+    pub async fn renew_channel(
+        &self,
+        connection: &str,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE webhook_channels SET expires_at = $1 WHERE connection = $2")
+            .bind(expires_at.map(stamp))
+            .bind(connection)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Connections whose channel needs the provider's attention before `before`: an
+    /// expiry then or earlier (renew), or a URL with no subscription yet (a registration
+    /// that failed, to try again).
+    pub async fn channels_due(&self, before: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT connection FROM webhook_channels
+             WHERE (expires_at IS NOT NULL AND expires_at <= $1)
+                OR (token_hash IS NOT NULL AND subscription_id IS NULL)
+             ORDER BY connection",
+        )
+        .bind(stamp(before))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(c,)| c).collect())
+    }
+
+    /// Every channel with the time it has been quiet since: its last verified delivery,
+    /// its last silence run, or its creation, whichever is latest.
+    pub async fn quiet_channels(&self) -> Result<Vec<QuietChannel>, StoreError> {
+        #[allow(clippy::type_complexity)]
+        let rows: Vec<(String, String, Option<String>, Option<String>, String)> = sqlx::query_as(
+            "SELECT connection, provider, last_delivery_at, silence_run_at, created_at
+             FROM webhook_channels ORDER BY connection",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(connection, provider, delivery, silence, created)| {
+                let quiet_since = [delivery, silence, Some(created)]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| crate::domain::time::parse_stamp(&t))
+                    .max()
+                    .unwrap_or_else(Utc::now);
+                QuietChannel {
+                    connection,
+                    provider,
+                    quiet_since,
+                }
+            })
+            .collect())
+    }
+
+    /// A silent channel's connection got its incremental runs at `at`.
+    pub async fn mark_silence_run(
+        &self,
+        connection: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE webhook_channels SET silence_run_at = $1 WHERE connection = $2")
+            .bind(stamp(at))
+            .bind(connection)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Forget a connection's channel (its subscription was removed at the provider).
+    pub async fn close_channel(&self, connection: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM webhook_channels WHERE connection = $1")
+            .bind(connection)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// A channel's health; None when the connection has no channel row.

@@ -95,6 +95,10 @@ impl Syncer {
                     let reason = format!("run {} already ran", job.run_id);
                     return Ok(Verdict::Done(Box::new(SliceOutcome::Skipped(reason))));
                 }
+                let now = chrono::Utc::now();
+                if let Some(reason) = self.reconciled_by_webhooks(job, &conn, now).await? {
+                    return Ok(Verdict::Done(Box::new(SliceOutcome::Skipped(reason))));
+                }
                 self.start_run(job, &checkpoint, &run).await?;
                 false
             }

@@ -21,7 +21,9 @@ pub mod keepalive;
 pub mod preview;
 pub mod process;
 mod read;
+pub mod reconcile;
 mod settings;
+pub mod subscribe;
 mod tokens;
 pub mod worker;
 

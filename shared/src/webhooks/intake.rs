@@ -327,10 +327,9 @@ impl Window {
     ) -> Result<(), SyncError> {
         let mut by_provider: HashMap<&str, Vec<String>> = HashMap::new();
         for c in &candidates {
-            by_provider
-                .entry(&c.provider)
-                .or_default()
-                .push(c.item.event_id.clone());
+            if let Some(id) = &c.item.event_id {
+                by_provider.entry(&c.provider).or_default().push(id.clone());
+            }
         }
         let mut handled: HashSet<(String, String)> = HashSet::new();
         for (provider, ids) in by_provider {
@@ -345,10 +344,11 @@ impl Window {
             spec,
         } in candidates
         {
-            let key = (provider.clone(), item.event_id.clone());
-            if !handled.insert(key) {
-                self.duplicates += 1;
-                continue;
+            if let Some(id) = &item.event_id {
+                if !handled.insert((provider.clone(), id.clone())) {
+                    self.duplicates += 1;
+                    continue;
+                }
             }
             let hooks = spec.webhooks.as_ref().expect("checked by Specs");
             let (connection, tenant) = route;
@@ -357,7 +357,7 @@ impl Window {
                 .seen
                 .entry(provider.clone())
                 .or_insert((Vec::new(), hooks.dedup_ttl_seconds));
-            seen.0.push(item.event_id.clone());
+            seen.0.extend(item.event_id.clone());
             *self
                 .deliveries
                 .entry((connection.clone(), provider))
@@ -374,7 +374,7 @@ impl Window {
                     can_fetch: hooks.fetch.contains_key(&resource),
                 });
             pending.incremental |= item.coalesce;
-            if !pending.ids.contains(&item.record_id) {
+            if !item.record_id.is_empty() && !pending.ids.contains(&item.record_id) {
                 pending.ids.push(item.record_id.clone());
             }
             match item.op {

@@ -29,7 +29,8 @@ impl ItemOp {
 pub struct Item {
     /// App delivery: the account id it names (matched against `external_id`).
     pub route_key: Option<String>,
-    pub event_id: String,
+    /// None where the provider gives no event id (nothing is deduplicated).
+    pub event_id: Option<String>,
     /// None: about something this spec does not sync (ignored).
     pub resource: Option<String>,
     pub record_id: String,
@@ -50,18 +51,22 @@ pub fn read_items(
     hooks: &CompiledWebhooks,
     body: &[u8],
 ) -> Result<Vec<Result<Item, Unreadable>>, String> {
-    let parsed: Value =
-        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
-    let list = match hooks.items.eval_json(&parsed) {
-        Ok(Some(Value::Array(list))) => list,
-        Ok(Some(one)) => vec![one],
-        Ok(None) => Vec::new(),
-        Err(e) => return Err(format!("`webhooks.items` failed: {e}")),
-    };
-    Ok(list
+    Ok(split_items(hooks, body)?
         .into_iter()
         .map(|item| read_item(hooks, item))
         .collect())
+}
+
+/// The body parsed and split by `items` (a single object is one item).
+pub fn split_items(hooks: &CompiledWebhooks, body: &[u8]) -> Result<Vec<Value>, String> {
+    let parsed: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    match hooks.items.eval_json(&parsed) {
+        Ok(Some(Value::Array(list))) => Ok(list),
+        Ok(Some(one)) => Ok(vec![one]),
+        Ok(None) => Ok(Vec::new()),
+        Err(e) => Err(format!("`webhooks.items` failed: {e}")),
+    }
 }
 
 fn read_item(hooks: &CompiledWebhooks, item: Value) -> Result<Item, Unreadable> {
@@ -71,17 +76,24 @@ fn read_item(hooks: &CompiledWebhooks, item: Value) -> Result<Item, Unreadable> 
             Some(r) => Some(text(r, &item, "route.key")?.ok_or("`route.key` gave nothing")?),
             None => None,
         };
+        let coalesce =
+            (e.coalesce_when.as_ref()).is_some_and(|c| truthy(&c.eval_json(&item).ok().flatten()));
+        let record_id = text(&e.record_id, &item, "event.record_id")?;
         Ok(Item {
             route_key,
-            event_id: text(&e.id, &item, "event.id")?.ok_or("`event.id` gave nothing")?,
+            event_id: match &e.id {
+                Some(id) => Some(text(id, &item, "event.id")?.ok_or("`event.id` gave nothing")?),
+                None => None,
+            },
             resource: text(&e.resource, &item, "event.resource")?,
-            record_id: text(&e.record_id, &item, "event.record_id")?
-                .ok_or("`event.record_id` gave nothing")?,
+            record_id: match (record_id, coalesce) {
+                (Some(id), _) => id,
+                // Refreshed by an incremental run: no record to name.
+                (None, true) => String::new(),
+                (None, false) => return Err("`event.record_id` gave nothing".into()),
+            },
             op: ItemOp::read(&text(&e.op, &item, "event.op")?.unwrap_or_default()),
-            coalesce: e
-                .coalesce_when
-                .as_ref()
-                .is_some_and(|c| truthy(&c.eval_json(&item).ok().flatten())),
+            coalesce,
         })
     };
     read().map_err(|reason| Unreadable {

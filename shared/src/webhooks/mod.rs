@@ -36,6 +36,7 @@ pub struct WebhookSettings {
     pub ack_timeout: std::time::Duration,
     /// How long ids are collected before one fetch job reads them.
     pub window: std::time::Duration,
+    pub upkeep_interval: std::time::Duration,
 }
 
 impl Default for WebhookSettings {
@@ -43,6 +44,7 @@ impl Default for WebhookSettings {
         WebhookSettings {
             ack_timeout: std::time::Duration::from_millis(2000),
             window: std::time::Duration::from_millis(500),
+            upkeep_interval: std::time::Duration::from_secs(60),
         }
     }
 }

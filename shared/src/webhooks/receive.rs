@@ -7,9 +7,11 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
+use super::items::split_items;
 use super::verify::{verify, Incoming, Refusal};
 use super::{RawDelivery, DELIVERY_SCHEMA_VERSION};
 use crate::spec::compile_webhooks::{CompiledWebhooks, KeyRef};
+use crate::spec::webhooks::Scheme;
 
 /// One request as the server read it.
 pub struct Request<'a> {
@@ -76,11 +78,15 @@ pub fn receive(
             label: "too_large",
         };
     }
+    // Only a scheme checking a token per item reads the body before it is verified.
+    let items = (hooks.verify.iter().any(|v| v.scheme == Scheme::ItemToken))
+        .then(|| split_items(hooks, req.body).unwrap_or_default());
     let incoming = Incoming {
         method: req.method,
         url: req.url,
         headers: req.headers,
         body: req.body,
+        items: items.as_deref(),
     };
     let scheme = match verify(&hooks.verify, &incoming, keys, now) {
         Ok(i) => &hooks.verify[i],

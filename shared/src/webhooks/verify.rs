@@ -21,6 +21,8 @@ pub struct Incoming<'a> {
     /// Header names in lower case.
     pub headers: &'a [(String, String)],
     pub body: &'a [u8],
+    /// The body's items, where a scheme checks a token per item (`item_token`).
+    pub items: Option<&'a [serde_json::Value]>,
 }
 
 impl Incoming<'_> {
@@ -77,6 +79,12 @@ pub fn verify(
     now: DateTime<Utc>,
 ) -> Result<usize, Refusal> {
     for (i, scheme) in schemes.iter().enumerate() {
+        if scheme.scheme == Scheme::ItemToken {
+            match req.items.filter(|items| !items.is_empty()) {
+                Some(items) => return item_tokens(i, scheme, items, &keys(&scheme.key)),
+                None => continue,
+            }
+        }
         let Some(given) = req.header(&scheme.signature_header) else {
             continue;
         };
@@ -101,6 +109,30 @@ pub fn verify(
     Err(Refusal::Unsigned(names.join(", ")))
 }
 
+/// `item_token`: every item carries one of the keys.
+fn item_tokens(
+    i: usize,
+    scheme: &CompiledVerify,
+    items: &[serde_json::Value],
+    keys: &[String],
+) -> Result<usize, Refusal> {
+    if keys.is_empty() {
+        return Err(Refusal::NoKey(scheme.signature_header.clone()));
+    }
+    let expr = scheme.item.as_ref().expect("compiled with item_token");
+    let carries_a_key = |item: &serde_json::Value| match expr.eval_json(item) {
+        Ok(Some(serde_json::Value::String(token))) => {
+            keys.iter().any(|k| same(token.as_bytes(), k.as_bytes()))
+        }
+        _ => false,
+    };
+    if items.iter().all(carries_a_key) {
+        Ok(i)
+    } else {
+        Err(Refusal::BadSignature(scheme.signature_header.clone()))
+    }
+}
+
 fn check(scheme: &CompiledVerify, req: &Incoming<'_>, given: &str, key: &str) -> bool {
     match scheme.scheme {
         Scheme::HmacSha256 => {
@@ -115,6 +147,7 @@ fn check(scheme: &CompiledVerify, req: &Incoming<'_>, given: &str, key: &str) ->
             mac.verify_slice(&signature).is_ok()
         }
         Scheme::Token => same(given.trim().as_bytes(), key.as_bytes()),
+        Scheme::ItemToken => false,
         Scheme::Basic => {
             let expected = base64::engine::general_purpose::STANDARD.encode(key.as_bytes());
             let given = given.trim();
@@ -212,6 +245,7 @@ mod tests {
     fn app_scheme() -> CompiledVerify {
         CompiledVerify {
             scheme: Scheme::HmacSha256,
+            item: None,
             key: KeyRef::App("client_secret".into()),
             signed: vec![
                 SignedPart::Method,
@@ -262,6 +296,7 @@ mod tests {
             url,
             headers: &headers,
             body,
+            items: None,
         };
         assert_eq!(verify(&[app_scheme()], &req, &keys, now), Ok(0));
         let tampered = Incoming {
@@ -302,6 +337,7 @@ mod tests {
     fn basic_and_token_schemes_compare_the_whole_value() {
         let basic = CompiledVerify {
             scheme: Scheme::Basic,
+            item: None,
             key: KeyRef::App("hook".into()),
             signed: vec![],
             url_decode: vec![],
@@ -321,6 +357,7 @@ mod tests {
             url: "u",
             headers: h,
             body: b"",
+            items: None,
         };
         let good: &'static [(String, String)] = Box::leak(good.into_boxed_slice());
         let bad: &'static [(String, String)] = Box::leak(bad.into_boxed_slice());
@@ -337,5 +374,61 @@ mod tests {
         let h: &'static [(String, String)] =
             Box::leak(vec![("x-token".to_string(), "user:pass".to_string())].into_boxed_slice());
         assert_eq!(verify(&[token], &req(h), &keys, Utc::now()), Ok(0));
+    }
+
+    #[test]
+    fn an_item_token_must_be_in_every_item() {
+        let scheme = CompiledVerify {
+            scheme: Scheme::ItemToken,
+            item: Some(crate::mapping::jsonata::Jsonata::compile("clientState").unwrap()),
+            key: KeyRef::Connection,
+            signed: vec![],
+            url_decode: vec![],
+            signature_header: "item.clientState".into(),
+            encoding: Encoding::Base64,
+            prefix: String::new(),
+            timestamp: None,
+        };
+        let keys = |_: &KeyRef| vec!["s3cret".to_string()];
+        let check = |items: &[serde_json::Value]| {
+            let req = Incoming {
+                method: "POST",
+                url: "u",
+                headers: &[],
+                body: b"",
+                items: Some(items),
+            };
+            verify(std::slice::from_ref(&scheme), &req, &keys, Utc::now())
+        };
+        let good = serde_json::json!({"clientState": "s3cret", "id": 1});
+        let wrong = serde_json::json!({"clientState": "s3cre7", "id": 2});
+        let missing = serde_json::json!({"id": 3});
+        assert_eq!(check(&[good.clone(), good.clone()]), Ok(0));
+        assert!(matches!(
+            check(&[good.clone(), wrong]),
+            Err(Refusal::BadSignature(_))
+        ));
+        assert!(matches!(
+            check(&[missing, good]),
+            Err(Refusal::BadSignature(_))
+        ));
+        assert!(matches!(check(&[]), Err(Refusal::Unsigned(_))));
+        let no_key = |_: &KeyRef| Vec::new();
+        let req = Incoming {
+            method: "POST",
+            url: "u",
+            headers: &[],
+            body: b"",
+            items: Some(&[]),
+        };
+        let one = [serde_json::json!({"clientState": "x"})];
+        let req = Incoming {
+            items: Some(&one),
+            ..req
+        };
+        assert!(matches!(
+            verify(std::slice::from_ref(&scheme), &req, &no_key, Utc::now()),
+            Err(Refusal::NoKey(_))
+        ));
     }
 }

@@ -337,6 +337,7 @@ async fn save(
                 })
                 .await
                 .map_err(|e| internal(e.to_string()))?;
+            super::super::webhooks::open_channel(state, &id).await;
             (id, StatusKind::ConnectionCreated)
         }
     };
