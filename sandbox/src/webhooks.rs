@@ -10,7 +10,7 @@
 //! "account"?, "data"?}], "times"?, "tamper"?: "signature"|"body"|"stale"|"wrong_key",
 //! "retry"?: {"attempts", "delay_ms"}, "format"?, "secret"?}`. Without `url` every active
 //! registered subscription (`subscriptions`) gets the deliveries, signed with its own
-//! secret. Answer: `{"deliveries": [{"url", "subscription_id", "event_ids", "attempts":
+//! secret, at the endpoint it gives for the format (`subscriptions.endpoints`). Answer: `{"deliveries": [{"url", "subscription_id", "event_ids", "attempts":
 //! [{"status", "elapsed_ms", "body", "error"?}]}]}`, status 0 for a connection error.
 
 use std::sync::Arc;
@@ -54,7 +54,10 @@ pub struct WebhookProfile {
     #[serde(default = "post")]
     pub method: String,
     /// Format name -> JSONata body over `{events, attempt, now_ms, now, account,
-    /// subscription, url, timestamp}`; the first is the default format. Each event is
+    /// subscription, url, timestamp, secret}` (`secret`: the delivery's key, spoiled
+    /// under `tamper` `signature` or `wrong_key`, null when there is none, for a provider
+    /// that sends a shared secret in the body instead of signing it); the first is the
+    /// default format. Each event is
     /// `{resource, id, op, account, event_id, event_number, occurred_at_ms, occurred_at,
     /// record, data}` (`record`: the provider's record as the routes answer it, null when
     /// there is none).
@@ -311,7 +314,7 @@ pub async fn send(State(s): State<Arc<Sandbox>>, Json(req): Json<SendRequest>) -
             return refuse(format!("no resource {}", e.resource));
         }
     }
-    let targets = match targets(&s, profile, &req) {
+    let targets = match targets(&s, profile, &req, &format) {
         Ok(t) => t,
         Err(message) => return refuse(message),
     };
@@ -389,6 +392,7 @@ fn targets(
     s: &Sandbox,
     profile: &WebhookProfile,
     req: &SendRequest,
+    format: &str,
 ) -> Result<Vec<Target>, String> {
     if let Some(url) = &req.url {
         let url = reqwest::Url::parse(url).map_err(|e| format!("url {url}: {e}"))?;
@@ -399,7 +403,7 @@ fn targets(
             subscription_id: None,
         }]);
     }
-    let registered = subscriptions::active(s);
+    let registered = subscriptions::active(s, format);
     if profile.subscriptions.is_none() {
         return Err("give a url: this profile registers no subscriptions".into());
     }
@@ -498,7 +502,19 @@ fn render(
         .timestamp
         .as_ref()
         .map(|t| format_time(signed_at, t.format));
+    let key = match tamper {
+        Some(Tamper::WrongKey) => format!("{}-not-the-key", target.secret),
+        _ => target.secret.clone(),
+    };
+    // The secret as a body carrying it shows it: spoiled as the signatures would be.
+    let shown_secret = match tamper {
+        Some(Tamper::Signature) => json!(format!("{key}-tampered")),
+        Some(Tamper::WrongKey) => json!(key),
+        _ if key.is_empty() => Value::Null,
+        _ => json!(key),
+    };
     let ctx = json!({
+        "secret": shown_secret,
         "events": events,
         "attempt": attempt,
         "now_ms": epoch_millis(SystemTime::now()),
@@ -533,10 +549,6 @@ fn render(
     if let (Some(t), Some(ts)) = (&profile.timestamp, &timestamp) {
         headers.push((t.header.clone(), ts.clone()));
     }
-    let key = match tamper {
-        Some(Tamper::WrongKey) => format!("{}-not-the-key", target.secret),
-        _ => target.secret.clone(),
-    };
     for recipe in &profile.signatures {
         let mut message = Vec::new();
         for part in &recipe.parts {
@@ -645,7 +657,7 @@ async fn deliver(
 }
 
 /// A random version-4 UUID in its usual text form.
-fn uuid_v4() -> String {
+pub(crate) fn uuid_v4() -> String {
     let mut b: [u8; 16] = rand::random();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
