@@ -270,9 +270,7 @@ fn status_code(status: u16) -> StatusCode {
 /// connection; a registration that failed is said in the answer (the connection syncs
 /// by polling meanwhile, and the scheduler's upkeep tries again).
 pub async fn open_channel(state: &ApiState, connection: &str) -> Option<serde_json::Value> {
-    let Some(base) = state.connect.settings.public_url.as_deref() else {
-        return None;
-    };
+    let base = state.connect.settings.public_url.as_deref()?;
     match state.syncer.open_webhooks(connection, base).await {
         Ok(Some(setup)) => Some(serde_json::json!(setup)),
         Ok(None) => None,
