@@ -9,64 +9,20 @@
 //! Process-level tier: needs tansu and PostgreSQL (`.ci/run` starts them).
 #![cfg(feature = "process-tests")]
 
-use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tributary::bus::{Job, JobReason};
 use tributary::domain::RunMode;
-use tributary_e2e::broker::{free_port, TopicReader};
+use tributary_e2e::broker::TopicReader;
 use tributary_e2e::outage::worker_binary;
-use tributary_e2e::pipeline::{wait_run_end, Rig};
-use tributary_e2e::{fresh_postgres, repo_root, shipped_sandbox, SandboxControl};
+use tributary_e2e::pipeline::{await_record_ops, wait_run_end, Rig, SCHEDULER_ADMIN_TOKEN};
+use tributary_e2e::{fresh_postgres, shipped_sandbox, SandboxControl};
 
-const ADMIN: &str = "admin-token-for-zendesk-webhook-tests";
+const ADMIN: &str = SCHEDULER_ADMIN_TOKEN;
 const WAVES: usize = 20;
 const PER_WAVE: usize = 10;
-
-struct Scheduler(Child);
-
-impl Drop for Scheduler {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The scheduler binary on the rig's broker, database and topics, reachable (and
-/// announcing itself as `TRIBUTARY_PUBLIC_URL`) on a loopback port.
-async fn scheduler(rig: &Rig) -> (Scheduler, String) {
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let log = std::env::temp_dir().join(format!("tributary-zendesk-scheduler-{port}.log"));
-    let child = Command::new(env!("CARGO_BIN_EXE_tributary-scheduler"))
-        .arg("run")
-        .current_dir(repo_root())
-        .env("TRIBUTARY_API_ADDR", format!("127.0.0.1:{port}"))
-        .env("TRIBUTARY_PUBLIC_URL", &base)
-        .env("TRIBUTARY_ADMIN_TOKEN", ADMIN)
-        .env("TRIBUTARY_KAFKA_BROKERS", &rig.broker.addr)
-        .env("TRIBUTARY_DATABASE_URL", &rig.database_url)
-        .env("TRIBUTARY_ENCRYPTION_KEY", &rig.key)
-        .env("TRIBUTARY_SPECS_DIR", repo_root().join("provider-specs"))
-        .env("TRIBUTARY_TOPIC_PREFIX", &rig.lane.topics.prefix)
-        .env("TRIBUTARY_ALLOW_PRIVATE_HOSTS", "1")
-        .env("TRIBUTARY_SCHEDULER_TICK_SECONDS", "3600")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !matches!(http.get(format!("{base}/healthz")).send().await, Ok(r) if r.status().is_success())
-    {
-        assert!(Instant::now() < deadline, "the scheduler did not come up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    (Scheduler(child), base)
-}
 
 async fn api(method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
     let mut req = reqwest::Client::new()
@@ -129,37 +85,6 @@ fn status_of(answer: &Value, delivery: usize) -> Value {
     answer["deliveries"][delivery]["attempts"][0]["status"].clone()
 }
 
-/// Read until `want` ids each have an event of `op`; every event read must be of
-/// `connection`. Returns when each arrived.
-fn await_ops(
-    events: &mut TopicReader,
-    connection: &str,
-    op: &str,
-    want: &[String],
-) -> HashMap<String, Instant> {
-    let mut seen = HashMap::new();
-    while seen.len() < want.len() {
-        let at = events.received.len();
-        events.read_until(Duration::from_secs(30), "announced changes", |r| {
-            r.len() > at
-        });
-        for m in &events.received[at..] {
-            let v = m.value.as_ref().unwrap();
-            assert_eq!(
-                v["connection"], connection,
-                "an event at another connection: {v}"
-            );
-            let id = v["record_id"].as_str().unwrap().to_string();
-            assert!(want.contains(&id) && v["op"] == op, "unexpected event {v}");
-            assert!(
-                seen.insert(id, Instant::now()).is_none(),
-                "two events for one change: {v}"
-            );
-        }
-    }
-    seen
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn zendesk_webhooks_registered_verified_routed_and_fetched_through_the_processes() {
     let rig = Rig::start("postgres", fresh_postgres().await, &worker_binary(), 1).await;
@@ -170,7 +95,11 @@ async fn zendesk_webhooks_registered_verified_routed_and_fetched_through_the_pro
     let (sbx_a, ctl_a) = shipped_sandbox("zendesk.yaml", tickets).await;
     let (sbx_b, ctl_b) = shipped_sandbox("zendesk.yaml", tickets).await;
     let _worker = rig.worker(&[("TRIBUTARY_WEBHOOK_WINDOW_MS", "100".to_string())]);
-    let (_scheduler, base) = scheduler(&rig).await;
+    // Its TRIBUTARY_PUBLIC_URL is where each account's webhook is registered.
+    let scheduler = rig
+        .scheduler(env!("CARGO_BIN_EXE_tributary-scheduler"), &[])
+        .await;
+    let base = scheduler.base.clone();
 
     // Registration: one webhook per account, at the connection's own URL, no URL or
     // secret in the API's answer.
@@ -225,7 +154,7 @@ async fn zendesk_webhooks_registered_verified_routed_and_fetched_through_the_pro
             let answer = s.await.unwrap();
             assert_eq!(status_of(&answer, 0), 200, "{answer}");
         }
-        let arrived = await_ops(&mut events, &conn_a, "updated", &ids);
+        let arrived = await_record_ops(&mut events, &conn_a, "updated", &ids);
         latencies.extend(arrived.values().map(|at| at.duration_since(sent)));
     }
 
@@ -240,7 +169,7 @@ async fn zendesk_webhooks_registered_verified_routed_and_fetched_through_the_pro
     for d in 0..3 {
         assert_eq!(status_of(&answer, d), 200, "{answer}");
     }
-    await_ops(&mut events, &conn_a, "updated", &ids);
+    await_record_ops(&mut events, &conn_a, "updated", &ids);
 
     // The other account's change reaches its own connection only.
     let ids = updated_ids(&ctl_b.mutate("tickets", 2, 0, 0).await.unwrap(), "updated");
@@ -249,7 +178,7 @@ async fn zendesk_webhooks_registered_verified_routed_and_fetched_through_the_pro
         .map(|id| json!({"resource": "tickets", "id": id, "op": "updated"}))
         .collect();
     ctl_b.send_webhooks(json!({"events": evs})).await.unwrap();
-    await_ops(&mut events, &conn_b, "updated", &ids);
+    await_record_ops(&mut events, &conn_b, "updated", &ids);
 
     // Forgeries: refused with 401, nothing published. An unknown URL: 404.
     let ids = updated_ids(&ctl_a.mutate("tickets", 1, 0, 0).await.unwrap(), "updated");
@@ -275,7 +204,7 @@ async fn zendesk_webhooks_registered_verified_routed_and_fetched_through_the_pro
         .send_webhooks(json!({"events": [{"resource": "tickets", "id": gone[0], "op": "deleted"}]}))
         .await
         .unwrap();
-    await_ops(&mut events, &conn_a, "deleted", &gone);
+    await_record_ops(&mut events, &conn_a, "deleted", &gone);
     events.drain_for(Duration::from_secs(2));
     let after_first = 80 + WAVES * PER_WAVE + 1 + 2 + 1;
     assert_eq!(

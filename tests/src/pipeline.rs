@@ -107,6 +107,48 @@ impl Rig {
         }
     }
 
+    /// Start the scheduler binary `bin` (a test's `CARGO_BIN_EXE_tributary-scheduler`) on
+    /// the rig's broker, database and topics, its API on a loopback port that is also its
+    /// `TRIBUTARY_PUBLIC_URL`, ticking hourly (tests enqueue their runs); `env` adds or
+    /// overrides settings. Returns once `/healthz` answers.
+    pub async fn scheduler(&self, bin: &str, env: &[(&str, String)]) -> SchedulerProcess {
+        let port = crate::broker::free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        let log = std::env::temp_dir().join(format!("tributary-scheduler-{port}.log"));
+        let mut cmd = Command::new(bin);
+        cmd.arg("run")
+            .current_dir(repo_root())
+            .env("TRIBUTARY_API_ADDR", format!("127.0.0.1:{port}"))
+            .env("TRIBUTARY_PUBLIC_URL", &base)
+            .env("TRIBUTARY_ADMIN_TOKEN", SCHEDULER_ADMIN_TOKEN)
+            .env("TRIBUTARY_KAFKA_BROKERS", &self.broker.addr)
+            .env("TRIBUTARY_DATABASE_URL", &self.database_url)
+            .env("TRIBUTARY_ENCRYPTION_KEY", &self.key)
+            .env("TRIBUTARY_SPECS_DIR", repo_root().join("provider-specs"))
+            .env("TRIBUTARY_TOPIC_PREFIX", &self.lane.topics.prefix)
+            .env("TRIBUTARY_ALLOW_PRIVATE_HOSTS", "1")
+            .env("TRIBUTARY_SCHEDULER_TICK_SECONDS", "3600")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("the scheduler's log file"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start the scheduler");
+        let http = reqwest::Client::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !matches!(http.get(format!("{base}/healthz")).send().await, Ok(r) if r.status().is_success())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the scheduler did not come up; see {}",
+                log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        SchedulerProcess { child, base, log }
+    }
+
     /// Another connection of the rig's tenant, on the same sandbox, with a static token.
     pub async fn add_static_connection(&self, id: &str) -> String {
         self.static_connection(&self.lane.tenant, id, &self.lane.sandbox.base_url())
@@ -152,6 +194,36 @@ pub fn of_run<'a>(events: &'a [Received], run: &str) -> Vec<&'a Value> {
 }
 
 /// Waits for the run's final status event and returns it.
+/// Read change events until each of `want` (record ids) has one of `op`; every event read
+/// meanwhile must be one of them, of `connection`, and the first for its record. Returns
+/// when each arrived.
+pub fn await_record_ops(
+    events: &mut TopicReader,
+    connection: &str,
+    op: &str,
+    want: &[String],
+) -> std::collections::HashMap<String, std::time::Instant> {
+    let mut seen = std::collections::HashMap::new();
+    while seen.len() < want.len() {
+        let at = events.received.len();
+        events.read_until(Duration::from_secs(30), "announced changes", |r| {
+            r.len() > at
+        });
+        for m in &events.received[at..] {
+            let v = m.value.as_ref().expect("change events have a body");
+            assert_eq!(
+                v["connection"], connection,
+                "an event at another connection: {v}"
+            );
+            let id = v["record_id"].as_str().expect("a record id").to_string();
+            assert!(want.contains(&id) && v["op"] == op, "unexpected event {v}");
+            let first = seen.insert(id, std::time::Instant::now()).is_none();
+            assert!(first, "two events for one change: {v}");
+        }
+    }
+    seen
+}
+
 pub fn wait_run_end(statuses: &mut TopicReader, run_id: &str, timeout: Duration) -> Value {
     let is_end = |r: &Received| {
         r.value.as_ref().is_some_and(|v| {
@@ -212,6 +284,24 @@ pub fn fresh_topics() -> Topics {
         "t{}",
         &uuid::Uuid::new_v4().simple().to_string()[..10]
     ))
+}
+
+/// The admin token of schedulers started by [`Rig::scheduler`].
+pub const SCHEDULER_ADMIN_TOKEN: &str = "admin-token-for-scheduler-process-tests";
+
+/// A scheduler process (killed when dropped).
+pub struct SchedulerProcess {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    pub log: std::path::PathBuf,
+}
+
+impl Drop for SchedulerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 pub struct WorkerProcess {
