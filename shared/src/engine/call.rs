@@ -8,8 +8,7 @@ use serde_json::Value;
 
 use super::event::Observer;
 use super::{
-    body_credentials, Connection, ConnectionRuntime, EngineError, ErrorKind, Reads, ResourceRun,
-    RunOptions,
+    Connection, ConnectionRuntime, EngineError, ErrorKind, Reads, ResourceRun, RunOptions,
 };
 use crate::spec::compile::Plan;
 use crate::spec::compile_webhooks::SubscribeStep;
@@ -58,26 +57,10 @@ impl ResourceRun {
         if subscribe_plan(&spec, step).is_none() {
             return Err(fail(ErrorKind::Config(format!("the spec has no `{at}`"))));
         }
-        let (config, base_url) = Self::checked_base(&spec, connection, &options, &fail)?;
-        Ok(ResourceRun {
-            page_size: spec.spec.page_size,
-            spec,
-            resource: at,
-            object: None,
-            reads: Reads::Subscribe(step, Box::new(vars)),
-            fields: minijinja::Value::from(()),
-            plan_incremental: false,
-            since_text: None,
-            config,
-            body_credentials: body_credentials(connection),
-            base_url,
-            http: runtime.http.clone(),
-            auth: runtime.auth.clone(),
-            budget: runtime.budget.clone(),
-            observer,
-            options,
-            labels: runtime.labels.clone(),
-        })
+        let reads = Reads::Subscribe(step, Box::new(vars));
+        Self::outside_resources(
+            spec, at, None, reads, connection, runtime, options, observer,
+        )
     }
 
     /// Make the request; its answer (null for an empty 204).

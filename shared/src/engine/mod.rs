@@ -421,13 +421,40 @@ impl ResourceRun {
                 "the spec has no discovery {target:?}"
             ))));
         }
+        let object = target.object();
+        let reads = Reads::Discovery(target);
+        Self::outside_resources(
+            spec, at, object, reads, connection, runtime, options, observer,
+        )
+    }
+
+    /// A run of something that is not one of the spec's resources (a discovery, a
+    /// webhook subscription's request), the caller having checked the spec declares it:
+    /// the connection's base URL, auth, budgets and observer.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn outside_resources(
+        spec: Arc<CompiledSpec>,
+        at: String,
+        object: Option<String>,
+        reads: Reads,
+        connection: &Connection,
+        runtime: &ConnectionRuntime,
+        options: RunOptions,
+        observer: Observer,
+    ) -> Result<Self, EngineError> {
+        let fail = |kind: ErrorKind| EngineError {
+            spec: spec.file.clone(),
+            resource: at.clone(),
+            page: 0,
+            kind: Box::new(kind),
+        };
         let (config, base_url) = Self::checked_base(&spec, connection, &options, &fail)?;
         Ok(ResourceRun {
             page_size: options.page_size.unwrap_or(spec.spec.page_size),
             spec,
-            resource: at.clone(),
-            object: target.object(),
-            reads: Reads::Discovery(target),
+            resource: at,
+            object,
+            reads,
             fields: minijinja::Value::from(()),
             plan_incremental: false,
             since_text: None,
