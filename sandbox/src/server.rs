@@ -50,6 +50,7 @@ pub fn router(sandbox: Arc<Sandbox>) -> Router {
         .route("/_sandbox/oauth/revoke", post(control::revoke))
         .route("/_sandbox/oauth/expire", post(control::expire))
         .route("/_sandbox/webhooks/send", post(webhooks::send))
+        .route("/_sandbox/webhooks/release", post(webhooks::release))
         .route(
             "/_sandbox/webhooks/subscriptions",
             get(subscriptions::list_control),

@@ -185,6 +185,8 @@ pub struct Sandbox {
     pub subscriptions: crate::subscriptions::Store,
     /// Numbers of the webhook events sent.
     pub webhook_events: crate::webhooks::EventCounter,
+    /// Deliveries prepared by a `hold` send, waiting for their release.
+    pub held: Mutex<HashMap<String, crate::webhooks::Planned>>,
 }
 
 impl Sandbox {
@@ -217,6 +219,7 @@ impl Sandbox {
             nonces: Mutex::new(HashMap::new()),
             subscriptions: Default::default(),
             webhook_events: Default::default(),
+            held: Default::default(),
             profile,
         })
     }

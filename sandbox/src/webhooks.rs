@@ -12,6 +12,9 @@
 //! registered subscription (`subscriptions`) gets the deliveries, signed with its own
 //! secret, at the endpoint it gives for the format (`subscriptions.endpoints`). Answer: `{"deliveries": [{"url", "subscription_id", "event_ids", "attempts":
 //! [{"status", "elapsed_ms", "body", "error"?}]}]}`, status 0 for a connection error.
+//! With `"hold": true` nothing is sent yet: the answer is `{"held": id}`, and
+//! `POST /_sandbox/webhooks/release` with `{"held": id}` sends those deliveries later
+//! (rendered from the records as they were when held), answering as a send does.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -216,6 +219,10 @@ pub struct SendRequest {
     format: Option<String>,
     #[serde(default)]
     secret: Option<String>,
+    /// Prepare the deliveries (records as they are now) but send them only on
+    /// `POST /_sandbox/webhooks/release`: a delivery that arrives late, after newer ones.
+    #[serde(default)]
+    hold: bool,
 }
 
 fn one() -> u32 {
@@ -292,77 +299,126 @@ fn refuse(message: String) -> Response {
 }
 
 pub async fn send(State(s): State<Arc<Sandbox>>, Json(req): Json<SendRequest>) -> Response {
+    let planned = match plan(&s, &req) {
+        Ok(p) => p,
+        Err(message) => return refuse(message),
+    };
+    if req.hold {
+        let id = format!("held_{}", s.webhook_events.next());
+        lock(&s.held).insert(id.clone(), planned);
+        return Json(json!({"held": id})).into_response();
+    }
+    match deliver_all(&s, &planned).await {
+        Ok(deliveries) => Json(json!({"deliveries": deliveries})).into_response(),
+        Err(message) => refuse(message),
+    }
+}
+
+/// `POST /_sandbox/webhooks/release` (`{"held"}`): send what a `hold` send prepared,
+/// now, as it was rendered then (the records as they were), signed afresh.
+pub async fn release(State(s): State<Arc<Sandbox>>, Json(req): Json<ReleaseRequest>) -> Response {
+    let Some(planned) = lock(&s.held).remove(&req.held) else {
+        return refuse(format!("nothing is held as {}", req.held));
+    };
+    match deliver_all(&s, &planned).await {
+        Ok(deliveries) => Json(json!({"deliveries": deliveries})).into_response(),
+        Err(message) => refuse(message),
+    }
+}
+
+/// `POST /_sandbox/webhooks/release`'s body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseRequest {
+    held: String,
+}
+
+/// A send made ready: its events (with their ids and records as they are now), grouped
+/// into bodies, and where each group goes.
+pub struct Planned {
+    format: String,
+    targets: Vec<Target>,
+    groups: Vec<Vec<Value>>,
+    times: u32,
+    tamper: Option<Tamper>,
+    retries: u32,
+    delay: Duration,
+}
+
+fn plan(s: &Sandbox, req: &SendRequest) -> Result<Planned, String> {
     let (Some(profile), Some(compiled)) = (&s.profile.webhooks, &s.compiled.webhooks) else {
-        return refuse("this profile declares no webhooks".into());
+        return Err("this profile declares no webhooks".into());
     };
     if req.events.is_empty() {
-        return refuse("no events".into());
+        return Err("no events".into());
     }
     if req.times == 0 {
-        return refuse("times must be at least 1".into());
+        return Err("times must be at least 1".into());
     }
     let format = match &req.format {
         Some(f) if compiled.bodies.contains_key(f) => f.clone(),
         Some(f) => {
             let known: Vec<&String> = compiled.bodies.keys().collect();
-            return refuse(format!("no body format {f} (the profile has {known:?})"));
+            return Err(format!("no body format {f} (the profile has {known:?})"));
         }
         None => compiled.bodies.keys().next().cloned().unwrap_or_default(),
     };
     for e in &req.events {
         if !s.profile.resources.contains_key(&e.resource) {
-            return refuse(format!("no resource {}", e.resource));
+            return Err(format!("no resource {}", e.resource));
         }
     }
-    let targets = match targets(&s, profile, &req, &format) {
-        Ok(t) => t,
-        Err(message) => return refuse(message),
-    };
+    let targets = targets(s, profile, req, &format)?;
     // Each event gets its id once: repeats and retries carry the same ids.
-    let events = events(&s, profile, &req.events);
+    let events = events(s, profile, &req.events);
     let size = match (profile.batch, profile.max_batch) {
         (false, _) => 1,
         (true, Some(n)) => n.max(1),
         (true, None) => events.len(),
     };
-    let groups: Vec<Vec<Value>> = events.chunks(size).map(<[Value]>::to_vec).collect();
-    let client = match reqwest::Client::builder()
+    Ok(Planned {
+        format,
+        targets,
+        groups: events.chunks(size).map(<[Value]>::to_vec).collect(),
+        times: req.times,
+        tamper: req.tamper,
+        retries: req.retry.map_or(0, |r| r.attempts),
+        delay: Duration::from_millis(req.retry.map_or(0, |r| r.delay_ms)),
+    })
+}
+
+/// Every group to every target, `times` times, each attempt rendered and signed afresh;
+/// what each delivery's attempts got back.
+async fn deliver_all(s: &Sandbox, p: &Planned) -> Result<Vec<Value>, String> {
+    let (Some(profile), Some(compiled)) = (&s.profile.webhooks, &s.compiled.webhooks) else {
+        return Err("this profile declares no webhooks".into());
+    };
+    let client = reqwest::Client::builder()
         .timeout(Duration::from_millis(profile.timeout_ms))
         .build()
-    {
-        Ok(c) => c,
-        Err(e) => return refuse(format!("cannot build an HTTP client: {e}")),
-    };
-    let retries = req.retry.map_or(0, |r| r.attempts);
-    let delay = Duration::from_millis(req.retry.map_or(0, |r| r.delay_ms));
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
     let mut deliveries = Vec::new();
-    for target in &targets {
-        for group in &groups {
+    for target in &p.targets {
+        for group in &p.groups {
             // A registered subscription gets only the events it subscribed to.
             if let Some(sub) = &target.subscription {
-                let probe = match render(profile, compiled, &format, group, 0, target, None) {
-                    Ok(x) => x,
-                    Err(message) => return refuse(message),
-                };
+                let probe = render(profile, compiled, &p.format, group, 0, target, None)?;
                 let body: Value = serde_json::from_str(&probe.body).unwrap_or(Value::Null);
-                if !subscriptions::accepts(&s, sub, &body) {
+                if !subscriptions::accepts(s, sub, &body) {
                     continue;
                 }
             }
             let event_ids: Vec<Value> = group.iter().map(|e| e["event_id"].clone()).collect();
             let mut attempt = 0u32;
-            for _ in 0..req.times {
+            for _ in 0..p.times {
                 let mut attempts = Vec::new();
-                for r in 0..=retries {
-                    if r > 0 && !delay.is_zero() {
-                        tokio::time::sleep(delay).await;
+                for r in 0..=p.retries {
+                    if r > 0 && !p.delay.is_zero() {
+                        tokio::time::sleep(p.delay).await;
                     }
-                    let rendered = match render(
-                        profile, compiled, &format, group, attempt, target, req.tamper,
-                    ) {
-                        Ok(x) => x,
-                        Err(message) => return refuse(message),
-                    };
+                    let rendered = render(
+                        profile, compiled, &p.format, group, attempt, target, p.tamper,
+                    )?;
                     attempt += 1;
                     let outcome = deliver(&client, &profile.method, target, rendered).await;
                     lock(&s.stats).webhook_attempts += 1;
@@ -384,7 +440,7 @@ pub async fn send(State(s): State<Arc<Sandbox>>, Json(req): Json<SendRequest>) -
             }
         }
     }
-    Json(json!({"deliveries": deliveries})).into_response()
+    Ok(deliveries)
 }
 
 /// The request's URL, or every active registered subscription.

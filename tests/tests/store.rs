@@ -53,6 +53,7 @@ async fn the_store_round_trips_on_both_databases() {
             record_id: rid.into(),
             hash: h.into(),
             field_hashes: [("id".to_string(), h.to_string())].into_iter().collect(),
+            source_updated_at: None,
         };
         let seen = vec![fp("1", "a"), fp("2", "b"), fp("3", "c")];
         // A value captured from the first page travels with the page state.
@@ -219,6 +220,7 @@ async fn a_concurrent_run_never_makes_records_vanish() {
             record_id: rid.into(),
             hash: "h".into(),
             field_hashes: Default::default(),
+            source_updated_at: None,
         };
         let commit = |run: &'static str, seen: Vec<StoredFingerprint>| {
             let store = store.clone();
@@ -716,5 +718,60 @@ async fn connect_sessions_are_single_use_on_both_databases() {
             .start_authorization(&short.id, "hubspot", "state-3", None)
             .await
             .unwrap());
+    }
+}
+
+#[tokio::test]
+async fn a_newer_provider_time_is_never_overwritten_by_an_older_one_on_both_databases() {
+    use tributary::store::FetchCommit;
+    let at = |t: &str| Some(t.parse::<chrono::DateTime<chrono::Utc>>().unwrap());
+    for (backend, url) in fresh_databases().await {
+        let store = Store::connect(&url, test_cipher()).await.unwrap();
+        store.create_tenant("acme").await.unwrap();
+        let id = store
+            .create_connection(&new_connection("acme", "demo", json!({}), json!({})))
+            .await
+            .unwrap();
+        let write = |hash: &'static str, time: Option<chrono::DateTime<chrono::Utc>>| {
+            let store = store.clone();
+            let id = id.clone();
+            async move {
+                let seen = [StoredFingerprint {
+                    record_id: "7".into(),
+                    hash: hash.into(),
+                    source_updated_at: time,
+                    ..StoredFingerprint::default()
+                }];
+                store
+                    .commit_fetch(&FetchCommit {
+                        connection: &id,
+                        resource: "contacts",
+                        fetch_id: &format!("fetch_{hash}"),
+                        written: &seen,
+                        touched: &[],
+                        deleted: &[],
+                    })
+                    .await
+                    .unwrap();
+                let got = store
+                    .fingerprints(&id, "contacts", &["7".into()])
+                    .await
+                    .unwrap();
+                (got[0].hash.clone(), got[0].source_updated_at)
+            }
+        };
+        let newer = at("2026-12-03T10:00:00.250Z");
+        assert_eq!(write("v2", newer).await, ("v2".into(), newer), "{backend}");
+        // A writer that read before v2 was committed: the older version is not put back.
+        let older = at("2026-12-03T09:59:59Z");
+        assert_eq!(write("v1", older).await, ("v2".into(), newer), "{backend}");
+        // A version without a provider time replaces the content and keeps the time.
+        assert_eq!(write("v3", None).await, ("v3".into(), newer), "{backend}");
+        let newest = at("2026-12-03T10:00:01Z");
+        assert_eq!(
+            write("v4", newest).await,
+            ("v4".into(), newest),
+            "{backend}"
+        );
     }
 }

@@ -62,6 +62,20 @@ pub struct Job {
     /// Of `ids`, those a webhook said were deleted: not found, they emit `deleted`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deleted_ids: Vec<String>,
+    /// A fetch job: records webhooks pushed (`webhooks.event.record`), applied without a
+    /// read, in delivery order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pushed: Vec<Pushed>,
+}
+
+/// A record a webhook pushed, or the provider's word that it was deleted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pushed {
+    /// The record's provider id.
+    pub id: String,
+    /// The record in the resource's own shape; absent: deleted at the provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<serde_json::Value>,
 }
 
 impl Job {
@@ -95,6 +109,7 @@ impl Job {
             traceparent,
             ids: Vec::new(),
             deleted_ids: Vec::new(),
+            pushed: Vec::new(),
         }
     }
 

@@ -6,5 +6,5 @@ pub mod kafka;
 pub mod lag;
 
 pub use envelope::{ChangeEvent, DeadLetter, Op, StatusEvent};
-pub use job::{Job, JobReason};
+pub use job::{Job, JobReason, Pushed};
 pub use kafka::{BusError, OutMessage, Publisher, Topics};

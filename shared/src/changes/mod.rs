@@ -90,6 +90,7 @@ pub fn fingerprint(
         record_id: record_id.to_string(),
         hash: take_hex::<16>(&mut h),
         field_hashes,
+        source_updated_at: None,
     }
 }
 

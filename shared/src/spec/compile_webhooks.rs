@@ -122,6 +122,8 @@ pub struct CompiledVerify {
     pub encoding: Encoding,
     pub prefix: String,
     pub timestamp: Option<CompiledTimestamp>,
+    /// `basic`: the user name the key is the password of.
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -157,6 +159,8 @@ pub struct CompiledItemEvent {
     pub record_id: Jsonata,
     pub op: Jsonata,
     pub coalesce_when: Option<Jsonata>,
+    /// The pushed record, where the provider sends it.
+    pub record: Option<Jsonata>,
 }
 
 #[derive(Debug)]
@@ -212,6 +216,10 @@ impl Compiler<'_> {
                 op: self.jsonata(&format!("{at}.event.op"), &e.op)?,
                 coalesce_when: match &e.coalesce_when {
                     Some(c) => Some(self.jsonata(&format!("{at}.event.coalesce_when"), c)?),
+                    None => None,
+                },
+                record: match &e.record {
+                    Some(r) => Some(self.jsonata(&format!("{at}.event.record"), r)?),
                     None => None,
                 },
             })
@@ -428,6 +436,12 @@ impl Compiler<'_> {
                 return None;
             }
         };
+        if v.user.is_some() && v.scheme != Scheme::Basic {
+            self.problem(
+                &format!("{at}.user"),
+                "only the `basic` scheme has a user name",
+            );
+        }
         if v.scheme == Scheme::HmacSha256 && signed.is_empty() {
             self.problem(
                 &format!("{at}.signed"),
@@ -476,6 +490,7 @@ impl Compiler<'_> {
             encoding: v.encoding,
             prefix: v.prefix.clone(),
             timestamp,
+            user: v.user.clone(),
         })
     }
 

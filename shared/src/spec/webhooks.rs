@@ -277,6 +277,10 @@ pub struct Verify {
     /// `item_token`: JSONata over one item, the token it carries (e.g. `clientState`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item: Option<String>,
+    /// `basic`: the user name, the key being the password (the credentials are then
+    /// `user:key`); without it the key is the whole `user:password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// How a delivery proves where it comes from.
@@ -351,6 +355,15 @@ pub struct ItemEvent {
     pub record_id: String,
     /// `created`, `updated` or `deleted` (anything else reads as `updated`).
     pub op: String,
+    /// Where the provider pushes the record itself in the resource's own shape (as the
+    /// resource's list answers it): the record. It is normalized and published from the
+    /// delivery, with no read, unless the provider's updated-at (`records.updated_at`)
+    /// is older than the version already published. Null or undefined: the record is
+    /// read by `fetch`. A `deleted` item of a spec that pushes records and has no `fetch`
+    /// for the resource is the provider's own deletion signal (verified like every item):
+    /// a known record gets its `deleted` event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
     /// JSONata predicate: the item is part of a bulk change (an import), or the provider
     /// says events were missed, and goes into one incremental run of its resource instead
     /// of a fetch (such an item needs no record id).

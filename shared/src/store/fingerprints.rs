@@ -45,6 +45,7 @@ struct FingerprintRow {
     record_id: String,
     hash: String,
     field_hashes: String,
+    source_updated_at: Option<String>,
 }
 
 impl TryFrom<FingerprintRow> for StoredFingerprint {
@@ -53,6 +54,7 @@ impl TryFrom<FingerprintRow> for StoredFingerprint {
         Ok(StoredFingerprint {
             field_hashes: serde_json::from_str(&row.field_hashes)
                 .map_err(corrupt("field hashes"))?,
+            source_updated_at: crate::domain::time::parse_stored(row.source_updated_at.as_deref()),
             record_id: row.record_id,
             hash: row.hash,
         })
@@ -73,12 +75,12 @@ impl Store {
             return Ok(Vec::new());
         }
         let sql = if self.is_postgres() {
-            "SELECT f.record_id, f.hash, f.field_hashes FROM json_array_elements_text($3::json) AS ids(id)
-             CROSS JOIN LATERAL (SELECT record_id, hash, field_hashes FROM fingerprints
+            "SELECT f.record_id, f.hash, f.field_hashes, f.source_updated_at FROM json_array_elements_text($3::json) AS ids(id)
+             CROSS JOIN LATERAL (SELECT record_id, hash, field_hashes, source_updated_at FROM fingerprints
                WHERE connection = $1 AND resource = $2 AND record_id = ids.id OFFSET 0) AS f"
                 .to_string()
         } else {
-            "SELECT record_id, hash, field_hashes FROM fingerprints
+            "SELECT record_id, hash, field_hashes, source_updated_at FROM fingerprints
              WHERE connection = $1 AND resource = $2 AND record_id IN (SELECT value FROM json_each($3))"
                 .to_string()
         };
@@ -115,17 +117,18 @@ impl Store {
         }
     }
 
-    /// `SELECT record_id, hash, field_hashes FROM ...` (columns so named): the rows of the JSON array of
-    /// objects bound at `$param`.
+    /// `SELECT record_id, hash, field_hashes, source_updated_at FROM ...` (columns so
+    /// named): the rows of the JSON array of objects bound at `$param`.
     fn json_fingerprints(&self, param: usize) -> String {
         if self.is_postgres() {
             format!(
-                "SELECT r.record_id, r.hash, r.field_hashes FROM json_to_recordset(${param}::json) AS r(record_id text, hash text, field_hashes text)"
+                "SELECT r.record_id, r.hash, r.field_hashes, r.source_updated_at FROM json_to_recordset(${param}::json) AS r(record_id text, hash text, field_hashes text, source_updated_at text)"
             )
         } else {
             format!(
                 "SELECT json_extract(value, '$.record_id') AS record_id, json_extract(value, '$.hash') AS hash,
-                   json_extract(value, '$.field_hashes') AS field_hashes FROM json_each(${param})"
+                   json_extract(value, '$.field_hashes') AS field_hashes,
+                   json_extract(value, '$.source_updated_at') AS source_updated_at FROM json_each(${param})"
             )
         }
     }
@@ -280,7 +283,7 @@ impl Store {
         run_id: &str,
     ) -> Result<Vec<StoredFingerprint>, StoreError> {
         let rows: Vec<FingerprintRow> = sqlx::query_as(
-            "SELECT record_id, hash, field_hashes FROM fingerprints
+            "SELECT record_id, hash, field_hashes, source_updated_at FROM fingerprints
              WHERE connection = $1 AND resource = $2 AND seen_run <> $3
                AND seen_seq < (SELECT start_seq FROM sync_runs WHERE id = $4)
              ORDER BY record_id",
@@ -316,6 +319,7 @@ fn json_rows(seen: &[StoredFingerprint]) -> String {
                 "record_id": f.record_id,
                 "hash": f.hash,
                 "field_hashes": serde_json::to_string(&f.field_hashes).expect("map serializes"),
+                "source_updated_at": f.source_updated_at.map(stamp),
             })
         })
         .collect();
@@ -326,6 +330,9 @@ impl Store {
     /// Fingerprints of what the slice saw new or changed (upserted), and the ids of what
     /// it saw unchanged or only touched (dead letters: kept, re-marked), stamped with this
     /// run and this commit's sequence value: two statements, whatever the page's size.
+    /// A stored fingerprint with a newer provider updated-at is kept (a writer that read
+    /// before another committed a newer version must not put the older one back; stamps
+    /// are fixed-width UTC, so they compare as text).
     async fn write_seen(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
@@ -335,10 +342,13 @@ impl Store {
     ) -> Result<(), StoreError> {
         if !c.seen.is_empty() {
             let sql = format!(
-                "INSERT INTO fingerprints (connection, resource, record_id, hash, field_hashes, seen_run, seen_seq, updated_at)
-                 SELECT $1, $2, f.record_id, f.hash, f.field_hashes, $4, $5, $6 FROM ({}) AS f WHERE true
+                "INSERT INTO fingerprints (connection, resource, record_id, hash, field_hashes, seen_run, seen_seq, updated_at, source_updated_at)
+                 SELECT $1, $2, f.record_id, f.hash, f.field_hashes, $4, $5, $6, f.source_updated_at FROM ({}) AS f WHERE true
                  ON CONFLICT (connection, resource, record_id) DO UPDATE SET hash = excluded.hash, field_hashes = excluded.field_hashes,
-                   seen_run = excluded.seen_run, seen_seq = excluded.seen_seq, updated_at = excluded.updated_at",
+                   seen_run = excluded.seen_run, seen_seq = excluded.seen_seq, updated_at = excluded.updated_at,
+                   source_updated_at = COALESCE(excluded.source_updated_at, fingerprints.source_updated_at)
+                 WHERE excluded.source_updated_at IS NULL OR fingerprints.source_updated_at IS NULL
+                   OR excluded.source_updated_at >= fingerprints.source_updated_at",
                 self.json_fingerprints(3)
             );
             sqlx::query(sqlx::AssertSqlSafe(sql))

@@ -31,7 +31,7 @@ pub(super) struct Processed {
 
 /// What the reader hands on, in page order; an error is its last item.
 pub(super) enum Ahead {
-    Page(Processed),
+    Page(Box<Processed>),
     Engine(EngineError),
     Store(SyncError),
 }
@@ -90,7 +90,7 @@ impl Syncer {
             read += 1;
             let item = match page {
                 Ok(page) => match self.prepare(step, page, window).await {
-                    Ok(processed) => Ahead::Page(processed),
+                    Ok(processed) => Ahead::Page(Box::new(processed)),
                     Err(e) => Ahead::Store(e),
                 },
                 Err(e) => Ahead::Engine(e),
@@ -160,6 +160,7 @@ mod tests {
             record_id: id.into(),
             hash: hash.into(),
             field_hashes: Default::default(),
+            source_updated_at: None,
         }
     }
 

@@ -13,19 +13,22 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::StreamExt;
+use indexmap::IndexMap;
+use serde_json::Value;
 use tracing::{info, warn};
 
 use super::discover::{schema_for_slice, DiscoveryRun, SliceSchema};
 use super::process::{process_page, record_ids, sweep, PageContext, PageOutcome};
 use super::{SliceOutcome, SyncError, Syncer};
 use crate::bus::envelope::RunRef;
-use crate::bus::{Job, Publisher};
+use crate::bus::{Job, Publisher, Pushed};
 use crate::domain::RunCounts;
 use crate::engine::{
     ignore_events, Connection, ConnectionRuntime, ErrorKind, ResourceRun, RunOptions,
 };
 use crate::mapping::normalize::Tenancy;
 use crate::spec::compile::custom_object;
+use crate::spec::compile::Plan;
 use crate::spec::CompiledSpec;
 use crate::store::{FetchCommit, StoreError};
 
@@ -55,6 +58,9 @@ impl Syncer {
             .and_then(|w| w.fetch.get(&job.resource))
             .map_or(100, |f| f.batch_max);
         let mut counts = RunCounts::default();
+        if !job.pushed.is_empty() {
+            counts.add(&self.apply_pushed(&fetch).await?);
+        }
         for ids in job.ids.chunks(batch) {
             match self.fetch_batch(&fetch, ids).await? {
                 Ok(c) => counts.add(&c),
@@ -195,6 +201,65 @@ impl Syncer {
         Ok(Ok(outcome.counts))
     }
 
+    /// The records webhooks pushed, through the same process stage as a page read (a
+    /// version older than the published one is stale and emits nothing); the deletions
+    /// the pushes announced emit `deleted` for the records that were published.
+    async fn apply_pushed(&self, f: &FetchRun<'_>) -> Result<RunCounts, SyncError> {
+        let job = f.job;
+        let resource = (f.spec.resource(&job.resource)).expect("checked by the runtime");
+        let plan = match f
+            .spec
+            .webhooks
+            .as_ref()
+            .and_then(|w| w.fetch.get(&job.resource))
+        {
+            Some(fetch) => &fetch.plan,
+            None => &resource.full,
+        };
+        let (records, removed) = latest_pushed(plan, &job.pushed);
+        let mut ids = record_ids(plan, &records);
+        ids.extend(removed.iter().cloned());
+        let stored = self.stored_fingerprints(job, &ids).await?;
+        let spec_file = f.spec.file.display().to_string();
+        let ctx = PageContext {
+            run: &f.run,
+            resource,
+            tenancy: &f.tenancy,
+            plan,
+            spec_file: &spec_file,
+            topics: &self.settings.topics,
+            emit_remote_data: self.settings.emit_remote_data,
+            tombstones: self.settings.tombstones,
+            now: Utc::now(),
+        };
+        let mut outcome = process_page(&ctx, 1, records, &stored);
+        let known: Vec<_> = (removed.iter())
+            .filter_map(|id| stored.get(id).cloned())
+            .collect();
+        let (messages, deleted) = sweep(&ctx, known, &outcome);
+        outcome.messages.extend(messages);
+        self.publish(&outcome.messages).await?;
+        let (written, touched) = outcome.take_for_commit();
+        let mut forget = std::mem::take(&mut outcome.removed);
+        forget.extend(deleted);
+        self.store
+            .commit_fetch(&FetchCommit {
+                connection: &job.connection,
+                resource: &job.resource,
+                fetch_id: &job.run_id,
+                written: &written,
+                touched: &touched,
+                deleted: &forget,
+            })
+            .await?;
+        if outcome.stale > 0 {
+            info!(connection = %job.connection, resource = %job.resource, stale = outcome.stale,
+                  "pushed records older than what was published were left alone");
+        }
+        outcome.counts.deleted += forget.len() as i64;
+        Ok(outcome.counts)
+    }
+
     /// The ids a webhook said were deleted that the provider no longer has and that were
     /// published before: their `deleted` events join the outcome's messages.
     async fn confirmed_deletes(
@@ -252,4 +317,40 @@ async fn enqueue_urgent(
     let message = crate::bus::job::job_message(&topics.urgent_jobs(), job);
     publisher.publish_all(&[message]).await?;
     Ok(())
+}
+
+/// One version per record of what was pushed: the last in delivery order, unless an
+/// earlier push carries a newer provider updated-at (deliveries arrive out of order).
+/// Returns the records to process and the ids announced deleted.
+fn latest_pushed(plan: &Plan, pushed: &[Pushed]) -> (Vec<Value>, Vec<String>) {
+    let updated = |record: &Value| {
+        let expr = plan.records.updated_at.as_ref()?;
+        crate::domain::time::parse_provider(&expr.eval_json(record).ok()??)
+    };
+    let mut latest: IndexMap<&str, &Pushed> = IndexMap::new();
+    for p in pushed {
+        let keep_earlier = match (latest.get(p.id.as_str()), &p.record) {
+            (
+                Some(Pushed {
+                    record: Some(old), ..
+                }),
+                Some(new),
+            ) => {
+                matches!((updated(old), updated(new)), (Some(o), Some(n)) if n < o)
+            }
+            _ => false,
+        };
+        if !keep_earlier {
+            latest.insert(&p.id, p);
+        }
+    }
+    let mut records = Vec::new();
+    let mut removed = Vec::new();
+    for (id, p) in latest {
+        match &p.record {
+            Some(record) => records.push(record.clone()),
+            None => removed.push(id.to_string()),
+        }
+    }
+    (records, removed)
 }

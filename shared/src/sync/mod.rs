@@ -227,7 +227,7 @@ impl Syncer {
         let mut progress = SliceProgress::new(&admitted.checkpoint, admitted.resuming);
         while let Some(item) = behind.recv().await {
             let page = match item {
-                Ahead::Page(page) => page,
+                Ahead::Page(page) => *page,
                 Ahead::Engine(e) => return self.on_engine_error(admitted, job, e).await,
                 Ahead::Store(e) => return Err(e),
             };

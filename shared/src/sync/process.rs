@@ -70,6 +70,8 @@ pub struct PageOutcome {
     pub counts: RunCounts,
     /// The latest updated-at among the page's records.
     pub max_updated: Option<DateTime<Utc>>,
+    /// Records older than the version already published (left alone, only marked seen).
+    pub stale: usize,
 }
 
 impl PageOutcome {
@@ -102,6 +104,7 @@ impl PageOutcome {
             out.removed.extend(part.removed);
             out.counts.add(&part.counts);
             out.max_updated = out.max_updated.max(part.max_updated);
+            out.stale += part.stale;
         }
         // The parts are one page.
         out.counts.pages = 1;
@@ -168,7 +171,8 @@ fn process_part(
     };
     let model_topic = ctx.model_topic();
     for raw in records {
-        if let Some(t) = updated_at(ctx.plan, &raw) {
+        let updated = updated_at(ctx.plan, &raw);
+        if let Some(t) = updated {
             out.max_updated = Some(out.max_updated.map_or(t, |m| m.max(t)));
         }
         if ctx.plan.records.marks_removed(&raw) {
@@ -176,11 +180,21 @@ fn process_part(
             continue;
         }
         match normalized(ctx, raw) {
-            Ok(rec) => classify(ctx, &model_topic, rec, stored, &mut out),
+            Ok(rec) => classify(ctx, &model_topic, rec, updated, stored, &mut out),
             Err(failure) => dead_letter(ctx, page_number, failure, &mut out),
         }
     }
     out
+}
+
+/// Whether a record the provider last updated at `updated` is older than the version
+/// already published (a webhook delivered late, or a page read before a push landed).
+/// Equal times are not stale: the fingerprints decide.
+fn is_stale(updated: Option<DateTime<Utc>>, known: Option<&StoredFingerprint>) -> bool {
+    match (updated, known.and_then(|k| k.source_updated_at)) {
+        (Some(new), Some(old)) => new < old,
+        _ => false,
+    }
 }
 
 fn normalized(ctx: &PageContext<'_>, raw: Value) -> Result<UnifiedRecord, RecordFailure> {
@@ -206,13 +220,27 @@ fn classify(
     ctx: &PageContext<'_>,
     model_topic: &str,
     rec: UnifiedRecord,
+    updated: Option<DateTime<Utc>>,
     stored: &HashMap<String, StoredFingerprint>,
     out: &mut PageOutcome,
 ) {
-    let fp = changes::fingerprint(&rec.id, &rec.data, &rec.custom_fields);
-    let (op, changed_fields) = match changes::classify(&fp, stored.get(&rec.id)) {
+    let known = stored.get(&rec.id);
+    if is_stale(updated, known) {
+        // Exists at the provider (never swept), but what was published is newer.
+        out.stale += 1;
+        out.touched.push(rec.id);
+        return;
+    }
+    let mut fp = changes::fingerprint(&rec.id, &rec.data, &rec.custom_fields);
+    fp.source_updated_at = updated;
+    let (op, changed_fields) = match changes::classify(&fp, known) {
         Change::Unchanged => {
-            out.unchanged.push(out.seen.len());
+            // Rewritten (without an event) when only the provider's time moved on, so a
+            // late older version is still told apart from this one.
+            let newer = updated.is_some() && known.and_then(|k| k.source_updated_at) < updated;
+            if !newer {
+                out.unchanged.push(out.seen.len());
+            }
             out.seen.push(fp);
             return;
         }
@@ -435,6 +463,45 @@ resources:
     }
 
     #[test]
+    fn an_older_version_than_the_published_one_is_stale_and_emits_nothing() {
+        let first = with_context(|ctx| process_page(ctx, 1, records(), &HashMap::new()));
+        assert_eq!(
+            first.seen[1].source_updated_at,
+            Some("2026-11-03T10:00:00Z".parse().unwrap())
+        );
+        let stored = changes::by_id(first.seen);
+        // A webhook delivered late: different content, an older provider time.
+        let late = vec![json!({"id": 2, "first": "Al", "updated": "2026-11-02T00:00:00Z"})];
+        let out = with_context(|ctx| process_page(ctx, 1, late, &stored));
+        assert!(out.messages.is_empty(), "{:?}", out.messages);
+        assert_eq!((out.stale, out.counts.updated), (1, 0));
+        assert!(out.seen.is_empty(), "the newer fingerprint is not replaced");
+        assert_eq!(out.touched, vec!["2".to_string()], "never swept");
+        // The same time with new content is a change (equal times let fingerprints decide),
+        // and a record without a time is compared by content alone.
+        let same = vec![
+            json!({"id": 2, "first": "Al", "updated": "2026-11-03T10:00:00Z"}),
+            json!({"id": 1, "first": "Ada", "title": "CEO"}),
+        ];
+        let out = with_context(|ctx| process_page(ctx, 1, same, &stored));
+        assert_eq!((out.stale, out.counts.updated), (0, 2));
+    }
+
+    #[test]
+    fn an_unchanged_record_with_a_newer_time_is_rewritten_without_an_event() {
+        let first = with_context(|ctx| process_page(ctx, 1, records(), &HashMap::new()));
+        let mut stored = changes::by_id(first.seen);
+        // Stored before the provider's time moved on (or before times were kept at all).
+        stored.get_mut("1").unwrap().source_updated_at = None;
+        let mut out = with_context(|ctx| process_page(ctx, 1, records(), &stored));
+        assert!(out.messages.is_empty());
+        let (written, marked) = out.take_for_commit();
+        assert_eq!(written.len(), 1, "the newer time is stored");
+        assert_eq!(written[0].record_id, "1");
+        assert_eq!(marked, vec!["2".to_string()]);
+    }
+
+    #[test]
     fn unchanged_records_emit_nothing_and_changed_ones_name_their_fields() {
         let first = with_context(|ctx| process_page(ctx, 1, records(), &HashMap::new()));
         let stored = changes::by_id(first.seen);
@@ -498,6 +565,7 @@ resources:
             record_id: id.into(),
             hash: "h".into(),
             field_hashes: Default::default(),
+            source_updated_at: None,
         };
         let unseen = vec![stale("1"), stale("9")];
         let (messages, deleted) = with_context(|ctx| sweep(ctx, unseen, &page));

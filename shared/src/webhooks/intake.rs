@@ -22,7 +22,7 @@ use super::items::{read_items, Item, ItemOp};
 use super::RawDelivery;
 use crate::bus::job::job_message;
 use crate::bus::kafka::{commit, jobs_consumer, ConsumerSettings, JobsConsumer};
-use crate::bus::{Job, JobReason, OutMessage};
+use crate::bus::{Job, JobReason, OutMessage, Pushed};
 use crate::domain::RunMode;
 use crate::spec::CompiledSpec;
 use crate::store::StoreError;
@@ -31,6 +31,9 @@ use crate::sync::{SyncError, Syncer};
 
 /// At most this many deliveries are taken into one window.
 const MAX_WINDOW_DELIVERIES: usize = 2000;
+
+/// At most this many pushed records travel in one job (a job is one broker message).
+const PUSHED_PER_JOB: usize = 100;
 
 /// One stored delivery taken from the topic.
 struct Taken {
@@ -57,10 +60,78 @@ struct Pending {
     tenant: String,
     ids: Vec<String>,
     deleted: HashSet<String>,
+    /// Records the provider pushed (and deletions it announced), in delivery order.
+    pushed: Vec<Pushed>,
     /// Refresh the resource by an incremental run instead.
     incremental: bool,
     storm_threshold: usize,
     can_fetch: bool,
+}
+
+impl Pending {
+    /// One incremental run instead of fetches: a bulk change, a storm of ids, or ids of
+    /// a resource that cannot be read by id. Pushed records alone never storm (applying
+    /// them costs no request).
+    fn storms(&self) -> bool {
+        self.incremental
+            || self.ids.len() > self.storm_threshold
+            || (!self.can_fetch && !self.ids.is_empty())
+    }
+
+    /// Take in one routed item: a pushed record, a deletion the provider's push says is
+    /// final, or an id to read.
+    fn add(&mut self, item: Item, pushes: bool) {
+        self.incremental |= item.coalesce;
+        if item.record_id.is_empty() {
+            return;
+        }
+        let final_delete = item.op == ItemOp::Deleted && pushes && !self.can_fetch;
+        if item.record.is_some() || final_delete {
+            self.pushed.push(Pushed {
+                id: item.record_id,
+                record: item.record,
+            });
+            return;
+        }
+        if !self.ids.contains(&item.record_id) {
+            self.ids.push(item.record_id.clone());
+        }
+        match item.op {
+            ItemOp::Deleted => self.deleted.insert(item.record_id),
+            _ => self.deleted.remove(&item.record_id),
+        };
+    }
+
+    /// The jobs reading (or applying) this (connection, resource)'s items.
+    fn jobs(&self, connection: &str, resource: &str) -> Vec<Job> {
+        let job = || {
+            let mode = if self.storms() {
+                RunMode::Incremental
+            } else {
+                RunMode::Fetch
+            };
+            Job::new_run(&self.tenant, connection, resource, mode, JobReason::Webhook)
+        };
+        if self.storms() {
+            return vec![job()];
+        }
+        let mut jobs = Vec::new();
+        if !self.ids.is_empty() {
+            let mut read = job();
+            read.deleted_ids = (self.ids.iter())
+                .filter(|id| self.deleted.contains(*id))
+                .cloned()
+                .collect();
+            read.ids = self.ids.clone();
+            jobs.push(read);
+        }
+        for chunk in self.pushed.chunks(PUSHED_PER_JOB) {
+            let mut apply = job();
+            apply.pushed = chunk.to_vec();
+            jobs.push(apply);
+        }
+        jobs
+    }
 }
 
 /// Consume `<prefix>.webhooks` until `stop`.
@@ -369,18 +440,12 @@ impl Window {
                     tenant,
                     ids: Vec::new(),
                     deleted: HashSet::new(),
+                    pushed: Vec::new(),
                     incremental: false,
                     storm_threshold: hooks.storm_threshold,
                     can_fetch: hooks.fetch.contains_key(&resource),
                 });
-            pending.incremental |= item.coalesce;
-            if !item.record_id.is_empty() && !pending.ids.contains(&item.record_id) {
-                pending.ids.push(item.record_id.clone());
-            }
-            match item.op {
-                ItemOp::Deleted => pending.deleted.insert(item.record_id),
-                _ => pending.deleted.remove(&item.record_id),
-            };
+            pending.add(item, hooks.event.record.is_some());
         }
         let metrics = crate::telemetry::metrics();
         metrics.webhook_items("duplicate", self.duplicates as u64);
@@ -392,36 +457,15 @@ impl Window {
     async fn send(self, syncer: &Syncer) -> Result<(), SyncError> {
         let topics = &syncer.settings().topics;
         let mut messages = self.unrouted;
-        let mut fetches = 0u64;
+        let (mut fetches, mut incremental) = (0u64, 0u64);
         for ((connection, resource), p) in &self.pending {
-            let storm = p.incremental || p.ids.len() > p.storm_threshold || !p.can_fetch;
-            let job = if storm {
-                Job::new_run(
-                    &p.tenant,
-                    connection,
-                    resource,
-                    RunMode::Incremental,
-                    JobReason::Webhook,
-                )
-            } else {
-                fetches += 1;
-                let mut job = Job::new_run(
-                    &p.tenant,
-                    connection,
-                    resource,
-                    RunMode::Fetch,
-                    JobReason::Webhook,
-                );
-                job.deleted_ids = p
-                    .ids
-                    .iter()
-                    .filter(|id| p.deleted.contains(*id))
-                    .cloned()
-                    .collect();
-                job.ids = p.ids.clone();
-                job
-            };
-            messages.push(job_message(&topics.urgent_jobs(), &job));
+            for job in p.jobs(connection, resource) {
+                match job.mode {
+                    RunMode::Fetch => fetches += 1,
+                    _ => incremental += 1,
+                }
+                messages.push(job_message(&topics.urgent_jobs(), &job));
+            }
         }
         syncer.publisher().publish_all(&messages).await?;
         let metrics = crate::telemetry::metrics();
@@ -430,7 +474,7 @@ impl Window {
             self.seen.values().map(|(ids, _)| ids.len() as u64).sum(),
         );
         metrics.webhook_jobs("fetch", fetches);
-        metrics.webhook_jobs("incremental", self.pending.len() as u64 - fetches);
+        metrics.webhook_jobs("incremental", incremental);
         let now = Utc::now();
         for (provider, (ids, ttl)) in &self.seen {
             let until = now + chrono::Duration::seconds(*ttl as i64);
@@ -446,5 +490,81 @@ impl Window {
                 .await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn pending(can_fetch: bool) -> Pending {
+        Pending {
+            tenant: "acme".into(),
+            ids: Vec::new(),
+            deleted: HashSet::new(),
+            pushed: Vec::new(),
+            incremental: false,
+            storm_threshold: 3,
+            can_fetch,
+        }
+    }
+
+    fn item(id: &str, op: ItemOp, record: Option<serde_json::Value>) -> Item {
+        Item {
+            route_key: None,
+            event_id: None,
+            resource: Some("persons".into()),
+            record_id: id.into(),
+            op,
+            coalesce: false,
+            record,
+        }
+    }
+
+    #[test]
+    fn pushed_records_travel_in_fetch_jobs_and_never_storm() {
+        let mut p = pending(false);
+        for i in 0..250 {
+            let id = i.to_string();
+            p.add(item(&id, ItemOp::Updated, Some(json!({"id": i}))), true);
+        }
+        // A deletion of a pushing provider without a fetch is the provider's own word.
+        p.add(item("7", ItemOp::Deleted, None), true);
+        let jobs = p.jobs("c1", "persons");
+        assert_eq!(jobs.len(), 3, "100 pushed records per job");
+        assert!(jobs
+            .iter()
+            .all(|j| j.mode == RunMode::Fetch && j.ids.is_empty()));
+        let last = &jobs[2].pushed;
+        assert_eq!(last.len(), 51);
+        assert_eq!(
+            last[50],
+            Pushed {
+                id: "7".into(),
+                record: None
+            }
+        );
+    }
+
+    #[test]
+    fn ids_without_a_fetch_or_past_the_threshold_become_one_incremental_run() {
+        let mut p = pending(true);
+        p.add(item("1", ItemOp::Updated, None), false);
+        p.add(item("2", ItemOp::Deleted, None), false);
+        let jobs = p.jobs("c1", "persons");
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(
+            (jobs[0].ids.len(), jobs[0].deleted_ids.clone()),
+            (2, vec!["2".to_string()])
+        );
+        for id in ["3", "4"] {
+            p.add(item(id, ItemOp::Updated, None), false);
+        }
+        assert_eq!(p.jobs("c1", "persons")[0].mode, RunMode::Incremental);
+        let mut thin = pending(false);
+        thin.add(item("1", ItemOp::Updated, None), true);
+        assert_eq!(thin.jobs("c1", "persons")[0].mode, RunMode::Incremental);
     }
 }

@@ -37,6 +37,9 @@ pub struct Item {
     pub op: ItemOp,
     /// Part of a bulk change: refreshed by an incremental run.
     pub coalesce: bool,
+    /// The record itself, where the provider pushes it (`event.record`; never for a
+    /// deletion).
+    pub record: Option<Value>,
 }
 
 /// An item that could not be read, with the item and why.
@@ -79,6 +82,7 @@ fn read_item(hooks: &CompiledWebhooks, item: Value) -> Result<Item, Unreadable> 
         let coalesce =
             (e.coalesce_when.as_ref()).is_some_and(|c| truthy(&c.eval_json(&item).ok().flatten()));
         let record_id = text(&e.record_id, &item, "event.record_id")?;
+        let op = ItemOp::read(&text(&e.op, &item, "event.op")?.unwrap_or_default());
         Ok(Item {
             route_key,
             event_id: match &e.id {
@@ -92,14 +96,30 @@ fn read_item(hooks: &CompiledWebhooks, item: Value) -> Result<Item, Unreadable> 
                 (None, true) => String::new(),
                 (None, false) => return Err("`event.record_id` gave nothing".into()),
             },
-            op: ItemOp::read(&text(&e.op, &item, "event.op")?.unwrap_or_default()),
+            op,
             coalesce,
+            record: match (&e.record, op) {
+                (Some(r), ItemOp::Created | ItemOp::Updated) => pushed(r, &item)?,
+                _ => None,
+            },
         })
     };
     read().map_err(|reason| Unreadable {
         item: item.clone(),
         reason,
     })
+}
+
+/// The pushed record: an object, or nothing (null and undefined: read it instead).
+fn pushed(expr: &Jsonata, item: &Value) -> Result<Option<Value>, String> {
+    match expr.eval_json(item) {
+        Ok(None | Some(Value::Null)) => Ok(None),
+        Ok(Some(record @ Value::Object(_))) => Ok(Some(record)),
+        Ok(Some(other)) => Err(format!(
+            "`webhooks.event.record` gave `{other}` where a record (an object) belongs"
+        )),
+        Err(err) => Err(format!("`webhooks.event.record` failed: {err}")),
+    }
 }
 
 /// An expression's value as text (numbers written plainly); None when undefined or null.

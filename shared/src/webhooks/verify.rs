@@ -149,7 +149,11 @@ fn check(scheme: &CompiledVerify, req: &Incoming<'_>, given: &str, key: &str) ->
         Scheme::Token => same(given.trim().as_bytes(), key.as_bytes()),
         Scheme::ItemToken => false,
         Scheme::Basic => {
-            let expected = base64::engine::general_purpose::STANDARD.encode(key.as_bytes());
+            let credentials = match &scheme.user {
+                Some(user) => format!("{user}:{key}"),
+                None => key.to_string(),
+            };
+            let expected = base64::engine::general_purpose::STANDARD.encode(credentials);
             let given = given.trim();
             let Some(b64) = given
                 .strip_prefix("Basic ")
@@ -262,6 +266,7 @@ mod tests {
                 format: TimestampFormat::EpochMillis,
                 tolerance_seconds: 300,
             }),
+            user: None,
         }
     }
 
@@ -345,6 +350,7 @@ mod tests {
             encoding: Encoding::Base64,
             prefix: String::new(),
             timestamp: None,
+            user: None,
         };
         let keys = |_: &KeyRef| vec!["user:pass".to_string()];
         let good = vec![(
@@ -366,6 +372,22 @@ mod tests {
             Ok(0)
         );
         assert!(verify(std::slice::from_ref(&basic), &req(bad), &keys, Utc::now()).is_err());
+        // With a user name, the key is the password.
+        let with_user = CompiledVerify {
+            user: Some("user".into()),
+            ..basic.clone()
+        };
+        let password = |_: &KeyRef| vec!["pass".to_string()];
+        assert_eq!(
+            verify(
+                std::slice::from_ref(&with_user),
+                &req(good),
+                &password,
+                Utc::now()
+            ),
+            Ok(0)
+        );
+        assert!(verify(&[with_user], &req(good), &keys, Utc::now()).is_err());
         let token = CompiledVerify {
             scheme: Scheme::Token,
             signature_header: "x-token".into(),
@@ -388,6 +410,7 @@ mod tests {
             encoding: Encoding::Base64,
             prefix: String::new(),
             timestamp: None,
+            user: None,
         };
         let keys = |_: &KeyRef| vec!["s3cret".to_string()];
         let check = |items: &[serde_json::Value]| {
