@@ -3,8 +3,9 @@
 //! the syncer and the scheduler built from the same settings. Used by `tributary-worker run`, `tributary-scheduler run` and
 //! the standalone mode.
 
-use crate::bus::kafka::ensure_pipeline_topics;
-use crate::bus::{BusError, Publisher, Topics};
+use crate::bus::amqp::{AmqpEvents, AmqpSettings};
+use crate::bus::kafka::{ensure_topics, pipeline_topics};
+use crate::bus::{BusError, BusKind, Publisher, Topics};
 use crate::config::{ConfigError, Settings};
 use crate::schedule::tick::Scheduler;
 use crate::store::{Store, StoreError};
@@ -41,6 +42,10 @@ pub enum BootstrapError {
         #[source]
         source: BusError,
     },
+    #[error("TRIBUTARY_EVENTS_BUS=rabbitmq needs TRIBUTARY_AMQP_URL (e.g. amqp://guest:guest@127.0.0.1:5672/%2f)")]
+    NoAmqpUrl,
+    #[error("TRIBUTARY_AMQP_URL")]
+    Amqp(#[source] BusError),
 }
 
 /// What a process needs to sync: the store, the topic names and a publisher.
@@ -68,12 +73,27 @@ impl Services {
             brokers: settings.kafka_brokers.clone(),
             source,
         };
+        let events_on_amqp = settings.events_bus == BusKind::Rabbitmq;
         if setup == TopicSetup::CreateMissing {
-            ensure_pipeline_topics(&settings.kafka_brokers, &topics, settings.jobs_partitions)
+            let mut wanted = pipeline_topics(&topics, settings.jobs_partitions);
+            if events_on_amqp {
+                wanted.retain(|(t, _)| !topics.is_events_topic(t));
+            }
+            ensure_topics(&settings.kafka_brokers, &wanted)
                 .await
                 .map_err(broker_error)?;
         }
-        let publisher = Publisher::new(&settings.kafka_brokers).map_err(broker_error)?;
+        let mut publisher = Publisher::new(&settings.kafka_brokers).map_err(broker_error)?;
+        if events_on_amqp {
+            let amqp = AmqpSettings {
+                url: settings.amqp_url.clone().ok_or(BootstrapError::NoAmqpUrl)?,
+                mandatory: settings.amqp_mandatory,
+            };
+            let events = AmqpEvents::connect(amqp, &topics)
+                .await
+                .map_err(BootstrapError::Amqp)?;
+            publisher = publisher.with_amqp_events(events, &topics);
+        }
         Ok(Services {
             settings,
             store,

@@ -121,10 +121,52 @@ impl Received {
     }
 }
 
-/// Reads a topic from the beginning, across all its partitions, without a group.
+/// Reads a topic from the beginning, across all its partitions, without a group; or
+/// (`TopicReader::amqp`) what RabbitMQ routes to a queue of its own.
 pub struct TopicReader {
-    consumer: BaseConsumer,
+    source: Source,
     pub received: Vec<Received>,
+}
+
+enum Source {
+    Kafka(BaseConsumer),
+    Amqp(std::sync::mpsc::Receiver<Received>),
+}
+
+impl Source {
+    /// The next message within `wait`, if one came.
+    fn next(&self, wait: Duration) -> Option<Received> {
+        match self {
+            Source::Kafka(consumer) => match consumer.poll(wait) {
+                Some(Ok(m)) => Some(received(&m)),
+                _ => None,
+            },
+            Source::Amqp(rx) => rx.recv_timeout(wait).ok(),
+        }
+    }
+}
+
+fn received(m: &rdkafka::message::BorrowedMessage<'_>) -> Received {
+    let headers = m
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|x| {
+                    (
+                        x.key.to_string(),
+                        String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Received {
+        key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+        value: m
+            .payload()
+            .map(|p| serde_json::from_slice(p).expect("JSON value")),
+        headers,
+    }
 }
 
 impl TopicReader {
@@ -160,7 +202,15 @@ impl TopicReader {
         }
         consumer.assign(&list).unwrap();
         TopicReader {
-            consumer,
+            source: Source::Kafka(consumer),
+            received: Vec::new(),
+        }
+    }
+
+    /// What RabbitMQ routes from `exchange` with these binding keys, from now on.
+    pub fn amqp(url: &str, exchange: &str, keys: &[&str]) -> TopicReader {
+        TopicReader {
+            source: Source::Amqp(crate::amqp::read_exchange(url, exchange, keys)),
             received: Vec::new(),
         }
     }
@@ -179,28 +229,8 @@ impl TopicReader {
                 "timed out after {timeout:?} waiting for {what}; got {} messages",
                 self.received.len()
             );
-            if let Some(Ok(m)) = self.consumer.poll(Duration::from_millis(200)) {
-                let headers = m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|x| {
-                                (
-                                    x.key.to_string(),
-                                    String::from_utf8_lossy(x.value.unwrap_or_default())
-                                        .into_owned(),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                self.received.push(Received {
-                    key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
-                    value: m
-                        .payload()
-                        .map(|p| serde_json::from_slice(p).expect("JSON value")),
-                    headers,
-                });
+            if let Some(m) = self.source.next(Duration::from_millis(200)) {
+                self.received.push(m);
             }
         }
         &self.received
@@ -210,14 +240,8 @@ impl TopicReader {
     pub fn drain_for(&mut self, quiet: Duration) -> &[Received] {
         let deadline = Instant::now() + quiet;
         while Instant::now() < deadline {
-            if let Some(Ok(m)) = self.consumer.poll(Duration::from_millis(100)) {
-                self.received.push(Received {
-                    key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
-                    value: m
-                        .payload()
-                        .map(|p| serde_json::from_slice(p).expect("JSON value")),
-                    headers: Vec::new(),
-                });
+            if let Some(m) = self.source.next(Duration::from_millis(100)) {
+                self.received.push(m);
             }
         }
         &self.received

@@ -1,6 +1,7 @@
 //! Shared test harness: where the repository is, provider test cases, and
 //! sandbox control from tests.
 
+pub mod amqp;
 pub mod broker;
 pub mod engine;
 pub mod fleet;

@@ -21,6 +21,8 @@ pub struct Rig {
     pub key: String,
     pub lane: Lane,
     worker_bin: String,
+    /// Events on RabbitMQ (`with_rabbitmq_events`): the rig's own virtual host.
+    pub amqp: Option<crate::amqp::TestVhost>,
 }
 
 impl Rig {
@@ -74,7 +76,22 @@ impl Rig {
             key,
             lane,
             worker_bin: worker_bin.to_string(),
+            amqp: None,
         }
+    }
+
+    /// Workers publish events to RabbitMQ (a virtual host of the rig's own), and the rig's
+    /// readers bind queues to the events exchange; jobs stay on Kafka.
+    pub fn with_rabbitmq_events(mut self) -> Rig {
+        self.amqp = Some(crate::amqp::TestVhost::new());
+        self
+    }
+
+    /// A reader of the events exchange (events on RabbitMQ) for these binding keys.
+    fn exchange_reader(&self, keys: &[&str]) -> Option<TopicReader> {
+        let vhost = self.amqp.as_ref()?;
+        let exchange = tributary::bus::amqp::events_exchange(&self.lane.topics);
+        Some(TopicReader::amqp(&vhost.url(), &exchange, keys))
     }
 
     /// Start a worker process; `env` adds or overrides settings.
@@ -98,6 +115,10 @@ impl Rig {
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(file);
+        if let Some(vhost) = &self.amqp {
+            cmd.env("TRIBUTARY_EVENTS_BUS", "rabbitmq")
+                .env("TRIBUTARY_AMQP_URL", vhost.url());
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -131,6 +152,10 @@ impl Rig {
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("the scheduler's log file"));
+        if let Some(vhost) = &self.amqp {
+            cmd.env("TRIBUTARY_EVENTS_BUS", "rabbitmq")
+                .env("TRIBUTARY_AMQP_URL", vhost.url());
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -177,6 +202,23 @@ impl Rig {
 impl PipelineRig for Rig {
     fn lane(&self) -> &Lane {
         &self.lane
+    }
+
+    fn events(&self) -> TopicReader {
+        self.exchange_reader(&["crm.contact.*"]).unwrap_or_else(|| {
+            TopicReader::new(&self.lane.brokers, &self.lane.topics.model("crm.contact"))
+        })
+    }
+
+    fn statuses(&self) -> TopicReader {
+        self.exchange_reader(&["status.#"])
+            .unwrap_or_else(|| TopicReader::new(&self.lane.brokers, &self.lane.topics.status()))
+    }
+
+    fn dead_letters(&self) -> TopicReader {
+        self.exchange_reader(&["deadletter"]).unwrap_or_else(|| {
+            TopicReader::new(&self.lane.brokers, &self.lane.topics.dead_letters())
+        })
     }
 }
 

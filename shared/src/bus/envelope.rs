@@ -159,6 +159,7 @@ impl ChangeEvent {
             payload: Some(json(self)),
             headers: vec![
                 ("tenant", self.tenant.clone()),
+                ("connection", self.connection.clone()),
                 ("type", self.event_type.clone()),
                 ("ce_id", self.id.clone()),
                 ("ce_specversion", "1.0".into()),
@@ -370,6 +371,7 @@ impl StatusEvent {
             payload: Some(json(self)),
             headers: vec![
                 ("tenant", self.tenant.clone()),
+                ("connection", self.connection.clone()),
                 ("type", self.event_type.clone()),
             ],
         }
@@ -425,6 +427,7 @@ impl DeadLetter {
             payload: Some(json(self)),
             headers: vec![
                 ("tenant", self.tenant.clone()),
+                ("connection", self.connection.clone()),
                 ("type", "record.dead_lettered".into()),
             ],
         }
@@ -486,6 +489,7 @@ mod tests {
         };
         assert_eq!(header("ce_id"), Some(event.id.clone()));
         assert_eq!(header("ce_type").as_deref(), Some("crm.contact.created"));
+        assert_eq!(header("connection").as_deref(), Some("c1"));
         let body: Value = serde_json::from_slice(msg.payload.as_ref().unwrap()).unwrap();
         assert_eq!(body["occurred_at"], "2027-01-15T08:00:00.000Z");
         assert!(event.tombstone("t").payload.is_none());

@@ -31,6 +31,8 @@ pub enum BusError {
     NotAcknowledged { topic: String, message: String },
     #[error("cannot create topic `{topic}`: {message}")]
     CreateTopic { topic: String, message: String },
+    #[error("rabbitmq at {url}: {message}")]
+    Amqp { url: String, message: String },
 }
 
 /// Topic names, from a prefix and a template for the per-model topics.
@@ -77,6 +79,18 @@ impl Topics {
     pub fn consumer_group(&self) -> String {
         format!("{}.workers", self.prefix)
     }
+    /// Whether a topic carries events for the host (changes, status, dead letters) rather
+    /// than Tributary's own work (jobs, webhook deliveries).
+    pub fn is_events_topic(&self, topic: &str) -> bool {
+        ![
+            self.jobs(),
+            self.urgent_jobs(),
+            self.webhooks(),
+            self.webhooks_unrouted(),
+        ]
+        .iter()
+        .any(|t| t == topic)
+    }
 }
 
 /// A message to publish.
@@ -99,6 +113,10 @@ pub struct Publisher {
     brokers: String,
     /// Topics made (or found) by `ensure_topic`, so each is asked for once per process.
     made: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// Where events go instead of Kafka (`TRIBUTARY_EVENTS_BUS=rabbitmq`).
+    amqp_events: Option<Arc<super::amqp::AmqpEvents>>,
+    /// Tells events from jobs when events go to RabbitMQ.
+    topics: Option<Topics>,
 }
 
 impl Publisher {
@@ -127,7 +145,26 @@ impl Publisher {
             producer,
             brokers: brokers.to_string(),
             made: Default::default(),
+            amqp_events: None,
+            topics: None,
         })
+    }
+
+    /// Events (changes, status, dead letters) go to RabbitMQ from now on; jobs and webhook
+    /// deliveries stay on Kafka.
+    pub fn with_amqp_events(mut self, events: super::amqp::AmqpEvents, topics: &Topics) -> Self {
+        self.amqp_events = Some(Arc::new(events));
+        self.topics = Some(topics.clone());
+        self
+    }
+
+    /// Whether this topic's messages go to RabbitMQ.
+    fn goes_to_amqp(&self, topic: &str) -> bool {
+        self.amqp_events.is_some()
+            && self
+                .topics
+                .as_ref()
+                .is_some_and(|t| t.is_events_topic(topic))
     }
 
     /// Whether the broker's metadata has the topic with partitions (a blocking call, off
@@ -154,6 +191,10 @@ impl Publisher {
 
     /// Make a topic that appears at run time (a custom object's) if it does not exist yet.
     pub async fn ensure_topic(&self, topic: &str) -> Result<(), BusError> {
+        if self.goes_to_amqp(topic) {
+            // One exchange for every event: nothing to make per topic.
+            return Ok(());
+        }
         let known = |made: &std::collections::HashSet<String>| made.contains(topic);
         if known(&self.made.lock().unwrap_or_else(|p| p.into_inner())) {
             return Ok(());
@@ -173,8 +214,21 @@ impl Publisher {
     /// messages go in a `send <topic>` span (messaging semantic conventions) whose trace
     /// context each message carries as its `traceparent` header (unless it has one).
     pub async fn publish_all(&self, messages: &[OutMessage]) -> Result<(), BusError> {
+        let (to_amqp, to_kafka): (Vec<&OutMessage>, Vec<&OutMessage>) =
+            messages.iter().partition(|m| self.goes_to_amqp(&m.topic));
+        let amqp = async {
+            match (&self.amqp_events, to_amqp.is_empty()) {
+                (Some(events), false) => events.publish(&to_amqp).await,
+                _ => Ok(()),
+            }
+        };
+        let (amqp, kafka) = tokio::join!(amqp, self.publish_to_kafka(&to_kafka));
+        amqp.and(kafka)
+    }
+
+    async fn publish_to_kafka(&self, messages: &[&OutMessage]) -> Result<(), BusError> {
         let mut batches: Vec<(&str, Vec<&OutMessage>)> = Vec::new();
-        for m in messages {
+        for m in messages.iter().copied() {
             match batches.iter_mut().find(|(t, _)| *t == m.topic) {
                 Some((_, batch)) => batch.push(m),
                 None => batches.push((&m.topic, vec![m])),

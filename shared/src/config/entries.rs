@@ -64,6 +64,17 @@ entries! {
     TRIBUTARY_KAFKA_BROKERS: Text => kafka_brokers;
     /// `postgres://...` for a fleet, `sqlite://path` on one machine; migrations apply at start
     TRIBUTARY_DATABASE_URL: Text => database_url;
+    /// where change, status and dead-letter events go: `kafka` (a topic per model,
+    /// `<prefix>.status`, `<prefix>.deadletter`) or `rabbitmq` (the topic exchange
+    /// `<prefix>.events`, routing keys `<model>.<op>`, `status.<type>`, `deadletter`; needs
+    /// `TRIBUTARY_AMQP_URL`; see README, "Events on RabbitMQ")
+    TRIBUTARY_EVENTS_BUS: Named => events_bus;
+    /// RabbitMQ, e.g. `amqp://user:password@host:5672/vhost` (`amqps://` for TLS; the
+    /// password is never shown)
+    TRIBUTARY_AMQP_URL: OptText => amqp_url, shown "(none)";
+    /// RabbitMQ: publish events `mandatory`, so one no queue is bound for fails its page
+    /// (retried) instead of being dropped; `false` for hosts that bind their queues later
+    TRIBUTARY_AMQP_MANDATORY: Flag => amqp_mandatory;
     /// where `<provider>.yaml` specs are
     TRIBUTARY_SPECS_DIR: Text => sync.specs_dir;
     /// this environment's overrides of the specs: `<provider>.yaml` files (see

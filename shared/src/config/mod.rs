@@ -62,6 +62,12 @@ pub struct Settings {
     pub connect: crate::connect::ConnectSettings,
     /// Webhooks: the receiver's patience and the intake's window.
     pub webhooks: crate::webhooks::WebhookSettings,
+    /// Where change, status and dead-letter events go.
+    pub events_bus: crate::bus::BusKind,
+    /// RabbitMQ's URL (a bus on `rabbitmq` needs it).
+    pub amqp_url: Option<String>,
+    /// RabbitMQ: an event no queue is bound for is an error (not dropped).
+    pub amqp_mandatory: bool,
 }
 
 impl Default for Settings {
@@ -87,6 +93,9 @@ impl Default for Settings {
             schedule: ScheduleSettings::default(),
             connect: crate::connect::ConnectSettings::default(),
             webhooks: crate::webhooks::WebhookSettings::default(),
+            events_bus: crate::bus::BusKind::Kafka,
+            amqp_url: None,
+            amqp_mandatory: true,
         }
     }
 }
@@ -102,6 +111,7 @@ impl std::fmt::Debug for Settings {
             .field("schedule", &self.schedule)
             .field("connect", &self.connect)
             .field("webhooks", &self.webhooks)
+            .field("events_bus", &self.events_bus)
             .finish_non_exhaustive()
     }
 }
