@@ -1,7 +1,7 @@
 //! RabbitMQ for tests: a virtual host of its own per rig (made with `rabbitmqctl`, removed
-//! when dropped), and readers of the events exchange: a queue of their own bound to the
+//! when dropped), readers of the events exchange (a quorum queue of their own bound to the
 //! routing keys they want, consumed on a thread of their own so `TopicReader` stays
-//! synchronous whatever bus it reads.
+//! synchronous whatever bus it reads), and stopping and starting the broker's application.
 
 use std::process::Command;
 use std::sync::mpsc;
@@ -29,6 +29,17 @@ fn rabbitmqctl(args: &[&str]) {
         "rabbitmqctl {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `rabbitmqctl stop_app` (the node stays up, its listeners and queues stop); `start_app`
+/// brings it back. Only for tests run alone: it stops a shared service.
+pub fn stop_app() {
+    rabbitmqctl(&["stop_app"]);
+}
+
+pub fn start_app() {
+    rabbitmqctl(&["start_app"]);
+    rabbitmqctl(&["await_startup"]);
 }
 
 /// A virtual host for one test run, guest allowed everything in it; deleted on drop.
@@ -64,12 +75,15 @@ impl Drop for TestVhost {
     }
 }
 
-/// Bind a fresh queue to `exchange` (declared as Tributary declares it) for each of
-/// `keys`, and hand every message on to the returned channel, acknowledged. Returns once
-/// the bindings exist, so nothing published after it is missed.
+/// Bind a quorum queue of its own to `exchange` (declared as Tributary declares it) for
+/// each of `keys`, and hand every message on to the returned channel, acknowledged. The
+/// queue is durable and the reader connects again when the broker goes away (a restart
+/// loses nothing), as a host's consumer would. Returns once the bindings exist, so nothing
+/// published after it is missed.
 pub fn read_exchange(url: &str, exchange: &str, keys: &[&str]) -> mpsc::Receiver<Received> {
     let (tx, rx) = mpsc::channel();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let queue = format!("tributary-test-reader-{}", uuid::Uuid::new_v4().simple());
     let (url, exchange) = (url.to_string(), exchange.to_string());
     let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
     std::thread::spawn(move || {
@@ -78,23 +92,27 @@ pub fn read_exchange(url: &str, exchange: &str, keys: &[&str]) -> mpsc::Receiver
             .build()
             .expect("a runtime");
         rt.block_on(async move {
-            let consumer = match bind(&url, &exchange, &keys).await {
-                Ok(c) => {
-                    let _ = ready_tx.send(Ok(()));
-                    c
+            let mut ready = Some(ready_tx);
+            loop {
+                match bind(&url, &exchange, &queue, &keys).await {
+                    Ok((connection, consumer)) => {
+                        if let Some(r) = ready.take() {
+                            let _ = r.send(Ok(()));
+                        }
+                        if !forward(consumer, &tx).await {
+                            return;
+                        }
+                        drop(connection);
+                    }
+                    Err(e) => {
+                        if let Some(r) = ready.take() {
+                            let _ = r.send(Err(e.to_string()));
+                            return;
+                        }
+                    }
                 }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e.to_string()));
-                    return;
-                }
-            };
-            use futures::StreamExt;
-            let mut consumer = consumer;
-            while let Some(Ok(delivery)) = consumer.next().await {
-                let _ = delivery.ack(BasicAckOptions::default()).await;
-                if tx.send(received(&delivery)).is_err() {
-                    return;
-                }
+                // The broker went away: try again (the queue kept what arrived meanwhile).
+                tokio::time::sleep(Duration::from_millis(250)).await;
             }
         });
     });
@@ -105,7 +123,24 @@ pub fn read_exchange(url: &str, exchange: &str, keys: &[&str]) -> mpsc::Receiver
     rx
 }
 
-async fn bind(url: &str, exchange: &str, keys: &[String]) -> lapin::Result<lapin::Consumer> {
+/// Pass deliveries on until the consumer ends; false when nobody reads any more.
+async fn forward(mut consumer: lapin::Consumer, tx: &mpsc::Sender<Received>) -> bool {
+    use futures::StreamExt;
+    while let Some(Ok(delivery)) = consumer.next().await {
+        let _ = delivery.ack(BasicAckOptions::default()).await;
+        if tx.send(received(&delivery)).is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+async fn bind(
+    url: &str,
+    exchange: &str,
+    queue: &str,
+    keys: &[String],
+) -> lapin::Result<(Connection, lapin::Consumer)> {
     let connection = Connection::connect(url, ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
     channel
@@ -119,20 +154,25 @@ async fn bind(url: &str, exchange: &str, keys: &[String]) -> lapin::Result<lapin
             FieldTable::default(),
         )
         .await?;
-    let queue = channel
+    let mut quorum = FieldTable::default();
+    quorum.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    channel
         .queue_declare(
-            "".into(),
+            queue.into(),
             QueueDeclareOptions {
-                exclusive: true,
+                durable: true,
                 ..QueueDeclareOptions::default()
             },
-            FieldTable::default(),
+            quorum,
         )
         .await?;
     for key in keys {
         channel
             .queue_bind(
-                queue.name().clone(),
+                queue.into(),
                 exchange.into(),
                 key.as_str().into(),
                 QueueBindOptions::default(),
@@ -142,15 +182,13 @@ async fn bind(url: &str, exchange: &str, keys: &[String]) -> lapin::Result<lapin
     }
     let consumer = channel
         .basic_consume(
-            queue.name().clone(),
+            queue.into(),
             "tributary-test-reader".into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
         .await?;
-    // The connection lives as long as the consumer reads (it is moved into the thread).
-    std::mem::forget(connection);
-    Ok(consumer)
+    Ok((connection, consumer))
 }
 
 /// A delivery as the readers keep it: the routing key and message id among the headers.

@@ -7,7 +7,9 @@
 //! - PostgreSQL stopped for 30 s, and for 3 minutes, mid-run; the broker frozen (SIGSTOP)
 //!   for 30 s mid-run: the workers keep running, report not-ready meanwhile, resume by
 //!   themselves, every record arrives, duplicates only under their original's event id,
-//!   no run fails.
+//!   no run fails;
+//! - with events on RabbitMQ, RabbitMQ restarted (`rabbitmqctl stop_app`, `start_app`)
+//!   mid-run: likewise, at a host's durable queue.
 //!
 //! They take minutes and stop services, so they are ignored by default; `.ci/run` runs
 //! them alone at the end (`cargo test -p tributary-e2e --test faults -- --ignored
@@ -374,4 +376,109 @@ async fn the_scheduler_waits_out_store_and_broker_outages() {
     }
     let _ = scheduler.kill();
     let _ = scheduler.wait();
+}
+
+/// Events on RabbitMQ, and RabbitMQ restarted mid-sync (`rabbitmqctl stop_app`, 10 s,
+/// `start_app`): the workers' pages fail while it is away and are retried, the publisher
+/// connects again and re-declares the exchange, and every record arrives at a host's
+/// durable queue, duplicates only under their original's event id, no run failed.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "stops shared services: run alone by .ci/run after the rest"]
+async fn rabbitmq_restarted_mid_sync() {
+    let name = "RabbitMQ restarted (stop_app, 10 s, start_app)";
+    let n = 300u64;
+    let rig = Rig::start(
+        "postgres",
+        tributary_e2e::fresh_postgres().await,
+        &worker_binary(),
+        n,
+    )
+    .await
+    .with_rabbitmq_events();
+    rig.lane
+        .control
+        .faults(json!([{"kind": "slow", "delay_ms": 150, "times": 0}]))
+        .await
+        .unwrap();
+    let specs = small_page_specs(10);
+    let mut workers: Vec<WorkerProcess> = (0..3)
+        .map(|_| {
+            rig.worker(&[
+                ("TRIBUTARY_SPECS_DIR", specs.display().to_string()),
+                ("TRIBUTARY_SLICE_MAX_PAGES", "3".into()),
+            ])
+        })
+        .collect();
+    wait_group_settled(&workers, &rig.lane.topics.jobs(), 1);
+    let mut events = rig.events();
+    let mut statuses = rig.statuses();
+    let job = rig.job(RunMode::Full);
+    rig.enqueue(&job).await;
+    events.read_until(LONG, "the first pages' events", |all| all.len() >= 60);
+
+    tributary_e2e::amqp::stop_app();
+    // The outage itself: its length is the point, nothing to wait for.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    for w in workers.iter_mut() {
+        assert!(w.is_running(), "{name}: a worker exited:\n{}", w.log_text());
+    }
+    events.drain_for(Duration::from_millis(500));
+    let before = distinct_records(&events.received);
+    assert!(
+        before < n as usize,
+        "{name}: the sync was still running when RabbitMQ stopped"
+    );
+    assert!(
+        workers
+            .iter()
+            .any(|w| w.log_text().contains("slice could not reach the broker")),
+        "{name}: a worker's page failed while RabbitMQ was away"
+    );
+    let back = Instant::now();
+    tributary_e2e::amqp::start_app();
+    let broker_up = back.elapsed();
+    events.read_until(LONG, "progress after the restart", |all| {
+        distinct_records(all) > before || before >= n as usize
+    });
+    let resumed_after = back.elapsed();
+
+    let end = wait_run_end(&mut statuses, &job.run_id, LONG);
+    assert_eq!(end["type"], "run.completed", "{name}: {end}");
+    events.read_until(LONG, "every record", |all| {
+        distinct_records(all) >= n as usize
+    });
+    events.drain_for(Duration::from_secs(2));
+    let mut per_record: HashMap<String, HashSet<String>> = HashMap::new();
+    for (record, id) in ids(&events.received) {
+        per_record.entry(record).or_default().insert(id);
+    }
+    let received = events.received.len();
+    assert_eq!(
+        per_record.len(),
+        n as usize,
+        "{name}: every record is downstream"
+    );
+    let same_id = per_record.values().all(|ids| ids.len() == 1);
+    assert!(same_id, "{name}: every duplicate has its original's id");
+    let runs = rig
+        .lane
+        .store
+        .runs(&rig.lane.connection, 100)
+        .await
+        .unwrap();
+    assert!(
+        runs.iter().all(|r| r.status != RunStatus::Failed),
+        "{name}: no run failed: {runs:?}"
+    );
+    for w in workers.iter_mut() {
+        assert!(w.is_running(), "{name}: a worker exited:\n{}", w.log_text());
+    }
+    println!(
+        "fault: {name}: records expected {n}, received {} distinct in {received} events, duplicates {} (all with their original's id: {}), new events {:.1} s after `start_app` began (RabbitMQ itself took {:.1} s to start)",
+        per_record.len(),
+        received - per_record.len(),
+        if same_id { "yes" } else { "no" },
+        resumed_after.as_secs_f64(),
+        broker_up.as_secs_f64(),
+    );
 }

@@ -25,6 +25,9 @@ use tokio::sync::Mutex;
 
 use super::kafka::{BusError, OutMessage, Topics};
 
+/// How long a page waits for its confirms.
+const CONFIRM_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Where events go on RabbitMQ, and how.
 #[derive(Debug, Clone)]
 pub struct AmqpSettings {
@@ -139,7 +142,17 @@ impl AmqpEvents {
             pending.push((key, confirm));
         }
         let (keys, confirms): (Vec<String>, Vec<_>) = pending.into_iter().unzip();
-        for (key, confirmed) in keys.into_iter().zip(join_all(confirms).await) {
+        // A connection that dies quietly must not hold the page forever: past the wait the
+        // page fails and is published again, with the same ids.
+        let confirmed = tokio::time::timeout(CONFIRM_WAIT, join_all(confirms))
+            .await
+            .map_err(|_| {
+                self.refused(
+                    &keys.first().cloned().unwrap_or_default(),
+                    &format!("no confirm within {} s", CONFIRM_WAIT.as_secs()),
+                )
+            })?;
+        for (key, confirmed) in keys.into_iter().zip(confirmed) {
             let confirmation =
                 confirmed.map_err(|e| self.failed(&format!("confirm `{key}`"), e))?;
             if confirmation.is_nack() {
