@@ -6,21 +6,18 @@
 //! stale delivery gets 401 and changes nothing, a deletion confirmed by a not-found
 //! fetch gives one `deleted`.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use tributary::connect::apps::Apps;
 use tributary::domain::RunMode;
-use tributary::sync::worker::{StopSignal, WorkerOptions};
-use tributary::sync::Syncer;
 use tributary_e2e::broker::{Received, TopicReader};
 use tributary_e2e::inprocess::InProcess;
 use tributary_e2e::pipeline::{contacts_sandbox, oauth_contacts_connection};
 use tributary_e2e::rig::PipelineRig;
 use tributary_e2e::SandboxControl;
-use tributary_scheduler::api::webhooks::WebhookState;
-use tributary_scheduler::api::{router, ApiState};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -30,7 +27,7 @@ struct Receiving {
     base: String,
     /// The HubSpot URL.
     url: String,
-    stop: StopSignal,
+    _serving: common::Receiving,
 }
 
 /// The OAuth apps with the keys webhooks are verified with.
@@ -42,54 +39,15 @@ const APPS: &str = "apps:
     webhook_keys: {verifier_token: [{value: an-old-verifier}, {value: sandbox-verifier-token}]}
 ";
 
-impl Drop for Receiving {
-    fn drop(&mut self) {
-        self.stop.stop();
-    }
-}
-
 async fn receiving(rig: &InProcess) -> Receiving {
-    let lane = &rig.lane;
     let apps = Apps::parse(APPS, &|_| None).unwrap();
-    let syncer = Arc::new(Syncer::new(
-        lane.store.clone(),
-        lane.publisher.clone(),
-        rig.settings(),
-    ));
-    let state = Arc::new(ApiState {
-        store: lane.store.clone(),
-        publisher: lane.publisher.clone(),
-        topics: lane.topics.clone(),
-        specs_dir: rig.settings().specs_dir.clone(),
-        admin_token: "admin-token-for-webhook-tests-0123".into(),
-        syncer: syncer.clone(),
-        connect: tributary_scheduler::api::ConnectState {
-            settings: Default::default(),
-            apps,
-        },
-        webhooks: WebhookState {
-            publisher: lane.publisher.clone(),
-            ack_timeout: Duration::from_secs(2),
-        },
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}/webhooks", listener.local_addr().unwrap());
-    let url = format!("{base}/hubspot");
-    tokio::spawn(async move { axum::serve(listener, router(state)).await });
-    let stop = StopSignal::default();
-    let options = WorkerOptions {
-        brokers: lane.brokers.clone(),
-        topics: lane.topics.clone(),
-        session_timeout: Duration::from_secs(3),
-        ..WorkerOptions::default()
-    };
-    tokio::spawn(tributary::webhooks::intake::intake(
-        syncer,
-        options,
-        Duration::from_millis(200),
-        stop.clone(),
-    ));
-    Receiving { base, url, stop }
+    let serving = common::receiving(rig, "admin-token-for-webhook-tests-0123", apps, false).await;
+    let base = format!("{}/webhooks", serving.base);
+    Receiving {
+        url: format!("{base}/hubspot"),
+        base,
+        _serving: serving,
+    }
 }
 
 fn statuses(answer: &Value) -> Vec<u64> {

@@ -6,23 +6,19 @@
 //! run, the upkeep renews an expiring subscription with PATCH, and deleting the connection
 //! deletes the subscription.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::{json, Value};
 use tributary::bus::{Job, JobReason};
 use tributary::connect::apps::Apps;
-use tributary::connect::ConnectSettings;
 use tributary::domain::RunMode;
-use tributary::sync::worker::{StopSignal, WorkerOptions};
-use tributary::sync::Syncer;
 use tributary_e2e::broker::TopicReader;
 use tributary_e2e::inprocess::InProcess;
 use tributary_e2e::pipeline::wait_run_end;
 use tributary_e2e::shipped_sandbox;
-use tributary_scheduler::api::webhooks::WebhookState;
-use tributary_scheduler::api::{router, ApiState, ConnectState};
 
 const ADMIN: &str = "admin-token-for-graph-webhook-tests";
 const GRAPH_TOKEN: &str = "sandbox-msgraph-token";
@@ -78,46 +74,8 @@ async fn graph_subscriptions_are_validated_verified_renewed_and_removed() {
         p.rate_limit = None;
     })
     .await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let syncer = Arc::new(Syncer::new(
-        lane.store.clone(),
-        lane.publisher.clone(),
-        rig.settings(),
-    ));
-    let state = Arc::new(ApiState {
-        store: lane.store.clone(),
-        publisher: lane.publisher.clone(),
-        topics: lane.topics.clone(),
-        specs_dir: rig.settings().specs_dir.clone(),
-        admin_token: ADMIN.into(),
-        syncer: syncer.clone(),
-        connect: ConnectState {
-            settings: ConnectSettings {
-                public_url: Some(base.clone()),
-                ..Default::default()
-            },
-            apps: Apps::default(),
-        },
-        webhooks: WebhookState {
-            publisher: lane.publisher.clone(),
-            ack_timeout: Duration::from_secs(2),
-        },
-    });
-    tokio::spawn(async move { axum::serve(listener, router(state)).await });
-    let stop = StopSignal::default();
-    let options = WorkerOptions {
-        brokers: lane.brokers.clone(),
-        topics: lane.topics.clone(),
-        session_timeout: Duration::from_secs(3),
-        ..WorkerOptions::default()
-    };
-    tokio::spawn(tributary::webhooks::intake::intake(
-        syncer.clone(),
-        options,
-        Duration::from_millis(200),
-        stop.clone(),
-    ));
+    let hooks = common::receiving(&rig, ADMIN, Apps::default(), true).await;
+    let (base, syncer) = (hooks.base.clone(), hooks.syncer.clone());
     let _worker = rig.worker(|_| {});
 
     // The connection: its subscription made through the handshake, its secret never shown.
@@ -246,5 +204,4 @@ async fn graph_subscriptions_are_validated_verified_renewed_and_removed() {
     )
     .await;
     assert_eq!(status, 404);
-    stop.stop();
 }

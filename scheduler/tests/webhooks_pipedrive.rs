@@ -7,22 +7,18 @@
 //! credentials are refused with 401; a bulk update becomes an incremental run; deleting the
 //! connection deletes the webhook.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use tributary::bus::{Job, JobReason};
 use tributary::connect::apps::Apps;
-use tributary::connect::ConnectSettings;
 use tributary::domain::RunMode;
-use tributary::sync::worker::{StopSignal, WorkerOptions};
-use tributary::sync::Syncer;
 use tributary_e2e::broker::TopicReader;
 use tributary_e2e::inprocess::InProcess;
 use tributary_e2e::pipeline::wait_run_end;
 use tributary_e2e::shipped_sandbox;
-use tributary_scheduler::api::webhooks::WebhookState;
-use tributary_scheduler::api::{router, ApiState, ConnectState};
 
 const ADMIN: &str = "admin-token-for-pipedrive-webhook-tests";
 const TOKEN: &str = "sandbox-pipedrive-token";
@@ -88,46 +84,8 @@ async fn pushed_records_are_applied_without_a_read_and_never_older_over_newer() 
         p.rate_limit = None;
     })
     .await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let syncer = Arc::new(Syncer::new(
-        lane.store.clone(),
-        lane.publisher.clone(),
-        rig.settings(),
-    ));
-    let state = Arc::new(ApiState {
-        store: lane.store.clone(),
-        publisher: lane.publisher.clone(),
-        topics: lane.topics.clone(),
-        specs_dir: rig.settings().specs_dir.clone(),
-        admin_token: ADMIN.into(),
-        syncer: syncer.clone(),
-        connect: ConnectState {
-            settings: ConnectSettings {
-                public_url: Some(base.clone()),
-                ..Default::default()
-            },
-            apps: Apps::default(),
-        },
-        webhooks: WebhookState {
-            publisher: lane.publisher.clone(),
-            ack_timeout: Duration::from_secs(2),
-        },
-    });
-    tokio::spawn(async move { axum::serve(listener, router(state)).await });
-    let stop = StopSignal::default();
-    let options = WorkerOptions {
-        brokers: lane.brokers.clone(),
-        topics: lane.topics.clone(),
-        session_timeout: Duration::from_secs(3),
-        ..WorkerOptions::default()
-    };
-    tokio::spawn(tributary::webhooks::intake::intake(
-        syncer.clone(),
-        options,
-        Duration::from_millis(200),
-        stop.clone(),
-    ));
+    let hooks = common::receiving(&rig, ADMIN, Apps::default(), true).await;
+    let base = hooks.base.clone();
     let _worker = rig.worker(|_| {});
 
     // The connection: its webhook created with credentials the answer never shows.
@@ -299,5 +257,4 @@ async fn pushed_records_are_applied_without_a_read_and_never_older_over_newer() 
     .await;
     assert_eq!(status, 204, "{body}");
     assert!(webhooks_at(&sbx.base_url()).await.is_empty());
-    stop.stop();
 }

@@ -168,36 +168,12 @@ impl Syncer {
         let found = record_ids(plan, &records);
         let stored = self.stored_fingerprints(job, &found).await?;
         let spec_file = f.spec.file.display().to_string();
-        let ctx = PageContext {
-            run: &f.run,
-            resource,
-            tenancy: &f.tenancy,
-            plan,
-            spec_file: &spec_file,
-            topics: &self.settings.topics,
-            emit_remote_data: self.settings.emit_remote_data,
-            tombstones: self.settings.tombstones,
-            now: Utc::now(),
-        };
+        let ctx = self.fetch_context(f, resource, plan, &spec_file);
         let mut outcome = process_page(&ctx, 1, records, &stored);
         let deleted = self
             .confirmed_deletes(&ctx, job, ids, &found, &mut outcome)
             .await?;
-        self.publish(&outcome.messages).await?;
-        let (written, touched) = outcome.take_for_commit();
-        let mut forget = std::mem::take(&mut outcome.removed);
-        forget.extend(deleted);
-        self.store
-            .commit_fetch(&FetchCommit {
-                connection: &job.connection,
-                resource: &job.resource,
-                fetch_id: &job.run_id,
-                written: &written,
-                touched: &touched,
-                deleted: &forget,
-            })
-            .await?;
-        outcome.counts.deleted += forget.len() as i64;
+        self.publish_and_commit(job, &mut outcome, deleted).await?;
         Ok(Ok(outcome.counts))
     }
 
@@ -221,23 +197,50 @@ impl Syncer {
         ids.extend(removed.iter().cloned());
         let stored = self.stored_fingerprints(job, &ids).await?;
         let spec_file = f.spec.file.display().to_string();
-        let ctx = PageContext {
-            run: &f.run,
-            resource,
-            tenancy: &f.tenancy,
-            plan,
-            spec_file: &spec_file,
-            topics: &self.settings.topics,
-            emit_remote_data: self.settings.emit_remote_data,
-            tombstones: self.settings.tombstones,
-            now: Utc::now(),
-        };
+        let ctx = self.fetch_context(f, resource, plan, &spec_file);
         let mut outcome = process_page(&ctx, 1, records, &stored);
         let known: Vec<_> = (removed.iter())
             .filter_map(|id| stored.get(id).cloned())
             .collect();
         let (messages, deleted) = sweep(&ctx, known, &outcome);
         outcome.messages.extend(messages);
+        self.publish_and_commit(job, &mut outcome, deleted).await?;
+        if outcome.stale > 0 {
+            info!(connection = %job.connection, resource = %job.resource, stale = outcome.stale,
+                  "pushed records older than what was published were left alone");
+        }
+        Ok(outcome.counts)
+    }
+
+    /// How a fetch's records are processed: like a page of the resource read with `plan`.
+    fn fetch_context<'a>(
+        &'a self,
+        f: &'a FetchRun<'_>,
+        resource: &'a crate::spec::compile::CompiledResource,
+        plan: &'a Plan,
+        spec_file: &'a str,
+    ) -> PageContext<'a> {
+        PageContext {
+            run: &f.run,
+            resource,
+            tenancy: &f.tenancy,
+            plan,
+            spec_file,
+            topics: &self.settings.topics,
+            emit_remote_data: self.settings.emit_remote_data,
+            tombstones: self.settings.tombstones,
+            now: Utc::now(),
+        }
+    }
+
+    /// Publish the outcome's events, then commit what it saw and forget what it (and
+    /// `deleted`) deleted; the deletions are added to its counts.
+    async fn publish_and_commit(
+        &self,
+        job: &Job,
+        outcome: &mut PageOutcome,
+        deleted: Vec<String>,
+    ) -> Result<(), SyncError> {
         self.publish(&outcome.messages).await?;
         let (written, touched) = outcome.take_for_commit();
         let mut forget = std::mem::take(&mut outcome.removed);
@@ -252,12 +255,8 @@ impl Syncer {
                 deleted: &forget,
             })
             .await?;
-        if outcome.stale > 0 {
-            info!(connection = %job.connection, resource = %job.resource, stale = outcome.stale,
-                  "pushed records older than what was published were left alone");
-        }
         outcome.counts.deleted += forget.len() as i64;
-        Ok(outcome.counts)
+        Ok(())
     }
 
     /// The ids a webhook said were deleted that the provider no longer has and that were
