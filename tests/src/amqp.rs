@@ -123,6 +123,19 @@ pub fn read_exchange(url: &str, exchange: &str, keys: &[&str]) -> mpsc::Receiver
     rx
 }
 
+/// A durable queue bound to `exchange` for `keys` that nobody consumes (it keeps what is
+/// routed to it): lets mandatory publishing go through without a consumer's cost, for
+/// benchmarks.
+pub async fn bind_queue(url: &str, exchange: &str, keys: &[&str]) {
+    let queue = format!("tributary-bench-{}", uuid::Uuid::new_v4().simple());
+    let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    let (connection, _channel) = declare_and_bind(url, exchange, &queue, &keys)
+        .await
+        .expect("the queue is bound");
+    // The queue is durable: it outlives this connection.
+    let _ = connection.close(200, "bound".into()).await;
+}
+
 /// Pass deliveries on until the consumer ends; false when nobody reads any more.
 async fn forward(mut consumer: lapin::Consumer, tx: &mpsc::Sender<Received>) -> bool {
     use futures::StreamExt;
@@ -135,12 +148,12 @@ async fn forward(mut consumer: lapin::Consumer, tx: &mpsc::Sender<Received>) -> 
     true
 }
 
-async fn bind(
+async fn declare_and_bind(
     url: &str,
     exchange: &str,
     queue: &str,
     keys: &[String],
-) -> lapin::Result<(Connection, lapin::Consumer)> {
+) -> lapin::Result<(Connection, lapin::Channel)> {
     let connection = Connection::connect(url, ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
     channel
@@ -180,6 +193,16 @@ async fn bind(
             )
             .await?;
     }
+    Ok((connection, channel))
+}
+
+async fn bind(
+    url: &str,
+    exchange: &str,
+    queue: &str,
+    keys: &[String],
+) -> lapin::Result<(Connection, lapin::Consumer)> {
+    let (connection, channel) = declare_and_bind(url, exchange, queue, keys).await?;
     let consumer = channel
         .basic_consume(
             queue.into(),

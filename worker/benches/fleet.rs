@@ -191,7 +191,8 @@ async fn main() {
     let messages = common::read_back(&rig.broker.addr, &events, total, |k| {
         !k.starts_with("fleet00:")
     });
-    let produced = common::produce(&rig.broker.addr, &messages, CONNECTIONS).await;
+    let publisher = tributary::bus::Publisher::new(&rig.broker.addr).unwrap();
+    let produced = common::produce(&publisher, &messages, CONNECTIONS).await;
     assert_eq!(
         replay.misses(),
         recorded,

@@ -4,7 +4,9 @@
 //! same messages (the run's change events read back, published again to the same topic in
 //! batches of a page, each acknowledged) to the same broker with nothing else. The pages
 //! come from the replay server (recorded once from the sandbox by the engine). Needs tansu
-//! and, for the PostgreSQL line, the local PostgreSQL (see the README).
+//! and, for the PostgreSQL line, the local PostgreSQL (see the README). A last line runs
+//! the PostgreSQL pipeline with its events on the local RabbitMQ, beside producing to the
+//! exchange alone.
 //!
 //! `cargo bench -p tributary-worker --bench pipeline` (TRIBUTARY_BENCH_RECORDS to resize).
 
@@ -52,10 +54,10 @@ async fn topics(broker: &Broker, backend: &str) -> Topics {
     topics
 }
 
-/// One full run of a fresh connection, as one slice; its time.
+/// One full run of a fresh connection, as one slice, publishing through `publisher`; its time.
 async fn pipeline(
     url: String,
-    broker: &Broker,
+    publisher: Publisher,
     topics: Topics,
     specs: PathBuf,
     base: &str,
@@ -74,7 +76,7 @@ async fn pipeline(
         .unwrap();
     let syncer = Syncer::new(
         store,
-        Publisher::new(&broker.addr).unwrap(),
+        publisher,
         SyncSettings {
             slice_max_pages: 1_000_000,
             slice_max_duration: Duration::from_secs(3600),
@@ -122,6 +124,7 @@ async fn main() {
         "{n} HubSpot contacts, pages of 100 from the replay server, tansu broker at {}",
         broker.addr
     );
+    let mut published = Vec::new();
     for (backend, url) in [
         ("sqlite", fresh_sqlite()),
         ("postgres", fresh_postgres().await),
@@ -135,12 +138,13 @@ async fn main() {
         common::reset_peak_rss("self");
         let rss_before = common::rss_mib("self").unwrap_or(0.0);
         let (cpu, served) = (common::self_cpu(), common::thread_cpu(replay.thread_id()));
-        let full = pipeline(url, &broker, topics, specs.clone(), &replay.base_url(), n).await;
+        let publisher = Publisher::new(&broker.addr).unwrap();
+        let full = pipeline(url, publisher, topics, specs.clone(), &replay.base_url(), n).await;
         let cpu = common::self_cpu() - cpu;
         let served = common::thread_cpu(replay.thread_id()) - served;
         let peak = common::peak_rss_mib("self").unwrap_or(0.0);
         let messages = common::read_back(&broker.addr, &events, n, |_| true);
-        let produced = common::produce(&broker.addr, &messages, 1).await;
+        let produced = common::produce(&Publisher::new(&broker.addr).unwrap(), &messages, 1).await;
         let lower = rate(n, fetched).min(rate(n, produced));
         let per = 100_000.0 / n as f64;
         println!("{backend}:");
@@ -162,10 +166,80 @@ async fn main() {
             cpu * per,
             served * per
         );
+        published = messages;
     }
+    rabbitmq(&broker, &replay, &specs, published).await;
     assert_eq!(
         replay.misses(),
         recorded,
         "every timed request was answered from memory"
+    );
+}
+
+/// The PostgreSQL line again with the events on RabbitMQ (this machine's, a virtual host
+/// of the bench's own, a durable quorum queue bound to every key and not consumed), beside
+/// producing the same messages to the same exchange, batches of a page, each confirmed.
+async fn rabbitmq(
+    broker: &Broker,
+    replay: &Replay,
+    specs: &std::path::Path,
+    published: Vec<tributary::bus::OutMessage>,
+) {
+    let n = published.len();
+    let vhost = tributary_e2e::amqp::TestVhost::new();
+    let topics = topics(broker, "rabbitmq").await;
+    let exchange = tributary::bus::amqp::events_exchange(&topics);
+    tributary_e2e::amqp::bind_queue(&vhost.url(), &exchange, &["#"]).await;
+    let on_rabbitmq = || async {
+        let settings = tributary::bus::amqp::AmqpSettings {
+            url: vhost.url(),
+            mandatory: true,
+        };
+        let events = tributary::bus::amqp::AmqpEvents::connect(settings, &topics)
+            .await
+            .unwrap();
+        Publisher::new(&broker.addr)
+            .unwrap()
+            .with_amqp_events(events, &topics)
+    };
+    let url = fresh_postgres().await;
+    let fetched = fetch_and_parse(replay, n).await;
+    let cpu = common::self_cpu();
+    let full = pipeline(
+        url,
+        on_rabbitmq().await,
+        topics.clone(),
+        specs.to_path_buf(),
+        &replay.base_url(),
+        n,
+    )
+    .await;
+    let cpu = common::self_cpu() - cpu;
+    // The PostgreSQL Kafka run's events, to this run's events topic.
+    let messages: Vec<tributary::bus::OutMessage> = (published.into_iter())
+        .map(|mut m| {
+            m.topic = topics.model("crm.contact");
+            m
+        })
+        .collect();
+    let produced = common::produce(&on_rabbitmq().await, &messages, 1).await;
+    let lower = rate(n, fetched).min(rate(n, produced));
+    println!("postgres, events on RabbitMQ ({exchange}, publisher confirms, mandatory):");
+    println!(
+        "  baseline  fetch + parse the same pages (best of 3):          {:>9.0} records/s",
+        rate(n, fetched)
+    );
+    println!(
+        "  baseline  produce {n} messages to the exchange, batches of 100, confirmed: {:>9.0} records/s",
+        rate(n, produced)
+    );
+    println!(
+        "  pipeline  fetch, normalize, diff, publish (confirmed), commit: {:>9.0} records/s  ({:.2}x the lower baseline)",
+        rate(n, full),
+        rate(n, full) / lower
+    );
+    println!(
+        "  CPU of this process per 100,000 records: {:.2} s",
+        cpu * 100_000.0 / n as f64
     );
 }

@@ -190,8 +190,7 @@ fn static_name(names: &mut Vec<&'static str>, name: &str) -> &'static str {
 /// in `streams` concurrent streams (as many as the runs that published them), each in
 /// batches of a page's size, each batch acknowledged before the next, nothing else done.
 /// The producer is connected first (one message of the set, untimed).
-pub async fn produce(brokers: &str, messages: &[OutMessage], streams: usize) -> Duration {
-    let publisher = Publisher::new(brokers).unwrap();
+pub async fn produce(publisher: &Publisher, messages: &[OutMessage], streams: usize) -> Duration {
     publisher.publish_all(&messages[..1]).await.unwrap();
     let per_stream = messages.len().div_ceil(streams);
     let t = Instant::now();
