@@ -111,7 +111,9 @@ async fn run() -> anyhow::Result<()> {
     // keepalive passes that fail meanwhile are retried on their next turn.
     tributary::readiness::spawn_probes(
         services.store.clone(),
-        Some(settings.kafka_brokers.clone()),
+        settings
+            .uses_kafka()
+            .then(|| settings.kafka_brokers.clone()),
     );
     let apps = match &settings.connect.apps_file {
         Some(path) => tributary::connect::apps::Apps::load(path)?,
@@ -128,10 +130,16 @@ async fn run() -> anyhow::Result<()> {
             settings: settings.connect.clone(),
             apps,
         },
-        webhooks: api::webhooks::WebhookState::new(
-            &settings.kafka_brokers,
-            settings.webhooks.ack_timeout,
-        )?,
+        webhooks: match settings.jobs_bus {
+            tributary::bus::BusKind::Kafka => api::webhooks::WebhookState::new(
+                &settings.kafka_brokers,
+                settings.webhooks.ack_timeout,
+            )?,
+            tributary::bus::BusKind::Rabbitmq => api::webhooks::WebhookState::on(
+                services.publisher.clone(),
+                settings.webhooks.ack_timeout,
+            ),
+        },
     });
     let listener = tokio::net::TcpListener::bind(&settings.api_addr)
         .await

@@ -3,7 +3,7 @@
 //! the syncer and the scheduler built from the same settings. Used by `tributary-worker run`, `tributary-scheduler run` and
 //! the standalone mode.
 
-use crate::bus::amqp::{AmqpEvents, AmqpSettings};
+use crate::bus::amqp::{AmqpEvents, AmqpJobs, AmqpSettings};
 use crate::bus::kafka::{ensure_topics, pipeline_topics};
 use crate::bus::{BusError, BusKind, Publisher, Topics};
 use crate::config::{ConfigError, Settings};
@@ -42,7 +42,7 @@ pub enum BootstrapError {
         #[source]
         source: BusError,
     },
-    #[error("TRIBUTARY_EVENTS_BUS=rabbitmq needs TRIBUTARY_AMQP_URL (e.g. amqp://guest:guest@127.0.0.1:5672/%2f)")]
+    #[error("TRIBUTARY_EVENTS_BUS=rabbitmq or TRIBUTARY_JOBS_BUS=rabbitmq needs TRIBUTARY_AMQP_URL (e.g. amqp://guest:guest@127.0.0.1:5672/%2f)")]
     NoAmqpUrl,
     #[error("TRIBUTARY_AMQP_URL")]
     Amqp(#[source] BusError),
@@ -69,31 +69,7 @@ impl Services {
             })?
             .with_lease(settings.lease);
         let topics = settings.topics();
-        let broker_error = |source| BootstrapError::Broker {
-            brokers: settings.kafka_brokers.clone(),
-            source,
-        };
-        let events_on_amqp = settings.events_bus == BusKind::Rabbitmq;
-        if setup == TopicSetup::CreateMissing {
-            let mut wanted = pipeline_topics(&topics, settings.jobs_partitions);
-            if events_on_amqp {
-                wanted.retain(|(t, _)| !topics.is_events_topic(t));
-            }
-            ensure_topics(&settings.kafka_brokers, &wanted)
-                .await
-                .map_err(broker_error)?;
-        }
-        let mut publisher = Publisher::new(&settings.kafka_brokers).map_err(broker_error)?;
-        if events_on_amqp {
-            let amqp = AmqpSettings {
-                url: settings.amqp_url.clone().ok_or(BootstrapError::NoAmqpUrl)?,
-                mandatory: settings.amqp_mandatory,
-            };
-            let events = AmqpEvents::connect(amqp, &topics)
-                .await
-                .map_err(BootstrapError::Amqp)?;
-            publisher = publisher.with_amqp_events(events, &topics);
-        }
+        let publisher = connect_buses(&settings, &topics, setup).await?;
         Ok(Services {
             settings,
             store,
@@ -120,6 +96,56 @@ impl Services {
             self.settings.schedule.clone(),
         )
     }
+}
+
+/// The publisher, on the bus of each role: Kafka's topics made first where Kafka is used
+/// (only those of its roles), RabbitMQ connected and its exchange or queues declared.
+async fn connect_buses(
+    settings: &Settings,
+    topics: &Topics,
+    setup: TopicSetup,
+) -> Result<Publisher, BootstrapError> {
+    let broker_error = |source| BootstrapError::Broker {
+        brokers: settings.kafka_brokers.clone(),
+        source,
+    };
+    let events_on_amqp = settings.events_bus == BusKind::Rabbitmq;
+    let jobs_on_amqp = settings.jobs_bus == BusKind::Rabbitmq;
+    if setup == TopicSetup::CreateMissing && settings.uses_kafka() {
+        let mut wanted = pipeline_topics(topics, settings.jobs_partitions);
+        wanted.retain(|(t, _)| {
+            let on_amqp = match topics.is_events_topic(t) {
+                true => events_on_amqp,
+                false => jobs_on_amqp,
+            };
+            !on_amqp
+        });
+        ensure_topics(&settings.kafka_brokers, &wanted)
+            .await
+            .map_err(broker_error)?;
+    }
+    let mut publisher = match settings.uses_kafka() {
+        true => Publisher::new(&settings.kafka_brokers).map_err(broker_error)?,
+        false => Publisher::without_kafka(),
+    };
+    let url = || settings.amqp_url.clone().ok_or(BootstrapError::NoAmqpUrl);
+    if events_on_amqp {
+        let amqp = AmqpSettings {
+            url: url()?,
+            mandatory: settings.amqp_mandatory,
+        };
+        let events = AmqpEvents::connect(amqp, topics)
+            .await
+            .map_err(BootstrapError::Amqp)?;
+        publisher = publisher.with_amqp_events(events, topics);
+    }
+    if jobs_on_amqp {
+        let jobs = AmqpJobs::connect(&url()?, topics, settings.amqp_delivery_limit.max(1))
+            .await
+            .map_err(BootstrapError::Amqp)?;
+        publisher = publisher.with_amqp_jobs(jobs);
+    }
+    Ok(publisher)
 }
 
 /// The environment's overlays, checked before anything starts: a process refuses to start

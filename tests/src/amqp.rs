@@ -136,6 +136,68 @@ pub async fn bind_queue(url: &str, exchange: &str, keys: &[&str]) {
     let _ = connection.close(200, "bound".into()).await;
 }
 
+/// Every message of an existing queue (one Tributary declared, e.g. `<prefix>.jobs.dead`),
+/// acknowledged and handed on, read on a thread of its own.
+pub fn read_queue(url: &str, queue: &str) -> mpsc::Receiver<Received> {
+    let (tx, rx) = mpsc::channel();
+    let (url, queue) = (url.to_string(), queue.to_string());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async move {
+            let connection = Connection::connect(&url, ConnectionProperties::default())
+                .await
+                .expect("RabbitMQ answers");
+            let channel = connection.create_channel().await.expect("a channel");
+            let consumer = channel
+                .basic_consume(
+                    queue.as_str().into(),
+                    "tributary-test-queue-reader".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .expect("the queue exists");
+            forward(consumer, &tx).await;
+        });
+    });
+    rx
+}
+
+/// Publish raw bytes to a queue through the default exchange, confirmed.
+pub async fn publish_raw(url: &str, queue: &str, body: &[u8]) {
+    let connection = Connection::connect(url, ConnectionProperties::default())
+        .await
+        .expect("RabbitMQ answers");
+    let channel = connection.create_channel().await.expect("a channel");
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let confirm = channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            lapin::options::BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            body,
+            lapin::BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .expect("published")
+        .await
+        .expect("confirmed");
+    assert!(
+        !confirm.is_nack() && confirm.take_message().is_none(),
+        "`{queue}` took it"
+    );
+    let _ = connection.close(200, "sent".into()).await;
+}
+
 /// Pass deliveries on until the consumer ends; false when nobody reads any more.
 async fn forward(mut consumer: lapin::Consumer, tx: &mpsc::Sender<Received>) -> bool {
     use futures::StreamExt;
@@ -214,7 +276,8 @@ async fn bind(
     Ok((connection, consumer))
 }
 
-/// A delivery as the readers keep it: the routing key and message id among the headers.
+/// A delivery as the readers keep it: the routing key and message id among the headers
+/// (a body that is not JSON is kept as a JSON string).
 fn received(d: &lapin::message::Delivery) -> Received {
     let mut headers = vec![("routing_key".to_string(), d.routing_key.to_string())];
     if let Some(id) = d.properties.message_id() {
@@ -238,7 +301,9 @@ fn received(d: &lapin::message::Delivery) -> Received {
     }
     Received {
         key,
-        value: Some(serde_json::from_slice(&d.data).expect("JSON value")),
+        value: Some(serde_json::from_slice(&d.data).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&d.data).into_owned())
+        })),
         headers,
     }
 }

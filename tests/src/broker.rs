@@ -71,6 +71,15 @@ impl Broker {
         broker
     }
 
+    /// No broker: an address nothing listens on, for deployments that must not need Kafka
+    /// (anything that tried it would fail).
+    pub fn none() -> Broker {
+        Broker {
+            child: None,
+            addr: "127.0.0.1:1".into(),
+        }
+    }
+
     /// The broker's process id, when this test started it.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

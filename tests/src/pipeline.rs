@@ -23,6 +23,8 @@ pub struct Rig {
     worker_bin: String,
     /// Events on RabbitMQ (`with_rabbitmq_events`): the rig's own virtual host.
     pub amqp: Option<crate::amqp::TestVhost>,
+    /// Jobs on RabbitMQ too (`without_kafka`).
+    pub jobs_on_amqp: bool,
 }
 
 impl Rig {
@@ -77,6 +79,59 @@ impl Rig {
             lane,
             worker_bin: worker_bin.to_string(),
             amqp: None,
+            jobs_on_amqp: false,
+        }
+    }
+
+    /// A deployment with no Kafka at all: events and jobs on RabbitMQ (a virtual host of
+    /// the rig's own), the rig's jobs published to its queues, and every process pointed
+    /// at a Kafka address where nothing listens.
+    pub async fn without_kafka(
+        backend: &'static str,
+        database_url: String,
+        worker_bin: &str,
+        count: u64,
+    ) -> Rig {
+        Self::without_kafka_with(backend, database_url, worker_bin, count, |_| {}).await
+    }
+
+    /// Like `without_kafka`, with a chance to adjust the sandbox profile first.
+    pub async fn without_kafka_with(
+        backend: &'static str,
+        database_url: String,
+        worker_bin: &str,
+        count: u64,
+        adjust: impl FnOnce(&mut Profile),
+    ) -> Rig {
+        let mut rig = Self::start_on(
+            Broker::none(),
+            backend,
+            database_url,
+            worker_bin,
+            count,
+            adjust,
+        )
+        .await
+        .with_rabbitmq_events();
+        let url = rig.amqp.as_ref().expect("a virtual host").url();
+        let jobs = tributary::bus::amqp::AmqpJobs::connect(&url, &rig.lane.topics, 5)
+            .await
+            .expect("the rig's jobs queues are declared");
+        rig.lane.publisher = tributary::bus::Publisher::without_kafka().with_amqp_jobs(jobs);
+        rig.jobs_on_amqp = true;
+        rig
+    }
+
+    /// The buses' settings for the rig's processes.
+    fn bus_env(&self, cmd: &mut Command) {
+        if let Some(vhost) = &self.amqp {
+            cmd.env("TRIBUTARY_EVENTS_BUS", "rabbitmq")
+                .env("TRIBUTARY_AMQP_URL", vhost.url());
+        }
+        if self.jobs_on_amqp {
+            cmd.env("TRIBUTARY_JOBS_BUS", "rabbitmq")
+                .env("TRIBUTARY_AMQP_DELIVERY_LIMIT", "5")
+                .env("TRIBUTARY_RESOURCE_CLAIM_SECONDS", "6");
         }
     }
 
@@ -115,10 +170,7 @@ impl Rig {
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(file);
-        if let Some(vhost) = &self.amqp {
-            cmd.env("TRIBUTARY_EVENTS_BUS", "rabbitmq")
-                .env("TRIBUTARY_AMQP_URL", vhost.url());
-        }
+        self.bus_env(&mut cmd);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -152,10 +204,7 @@ impl Rig {
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("the scheduler's log file"));
-        if let Some(vhost) = &self.amqp {
-            cmd.env("TRIBUTARY_EVENTS_BUS", "rabbitmq")
-                .env("TRIBUTARY_AMQP_URL", vhost.url());
-        }
+        self.bus_env(&mut cmd);
         for (k, v) in env {
             cmd.env(k, v);
         }

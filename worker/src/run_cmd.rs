@@ -28,7 +28,9 @@ async fn serve() -> anyhow::Result<()> {
     let syncer = Arc::new(services.syncer());
     tributary::readiness::spawn_probes(
         syncer.store().clone(),
-        Some(settings.kafka_brokers.clone()),
+        settings
+            .uses_kafka()
+            .then(|| settings.kafka_brokers.clone()),
     );
     if let Some(addr) = &settings.health_addr {
         crate::health::serve(addr).await?;
@@ -42,11 +44,18 @@ async fn serve() -> anyhow::Result<()> {
     };
     let stop = StopSignal::default();
     watch_signals(stop.clone())?;
-    eprintln!(
-        "worker consuming {} as {} (static member id: {instance_id:?})",
-        topics.jobs(),
-        topics.consumer_group()
-    );
+    match settings.jobs_bus {
+        tributary::bus::BusKind::Kafka => eprintln!(
+            "worker consuming {} as {} (static member id: {instance_id:?})",
+            topics.jobs(),
+            topics.consumer_group()
+        ),
+        tributary::bus::BusKind::Rabbitmq => eprintln!(
+            "worker consuming the RabbitMQ queues {} and {}",
+            topics.urgent_jobs(),
+            topics.jobs()
+        ),
+    }
     let options = WorkerOptions {
         instance_id,
         ..settings.worker_options()

@@ -35,6 +35,15 @@ impl WebhookState {
             ack_timeout,
         })
     }
+
+    /// Appends through `publisher` (deliveries on RabbitMQ: its confirms are awaited
+    /// within the timeout).
+    pub fn on(publisher: Publisher, ack_timeout: Duration) -> Self {
+        WebhookState {
+            publisher,
+            ack_timeout,
+        }
+    }
 }
 
 /// Larger bodies are cut off before the spec's own limit is checked (413 either way).

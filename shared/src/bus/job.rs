@@ -161,6 +161,10 @@ pub fn job_message(topic: &str, job: &Job) -> OutMessage {
     if let Some(tp) = &job.traceparent {
         headers.push(("traceparent", tp.clone()));
     }
+    // A bus that delays messages itself (RabbitMQ's delay queues) reads it from here.
+    if let Some(at) = job.not_before {
+        headers.push(("not_before", at.to_rfc3339()));
+    }
     OutMessage {
         topic: topic.to_string(),
         key: job.tenant.clone(),

@@ -33,6 +33,8 @@ pub enum BusError {
     CreateTopic { topic: String, message: String },
     #[error("rabbitmq at {url}: {message}")]
     Amqp { url: String, message: String },
+    #[error("a message for `{topic}` needs Kafka, and this process has none (TRIBUTARY_EVENTS_BUS and TRIBUTARY_JOBS_BUS are both `rabbitmq`)")]
+    NoKafka { topic: String },
 }
 
 /// Topic names, from a prefix and a template for the per-model topics.
@@ -79,17 +81,19 @@ impl Topics {
     pub fn consumer_group(&self) -> String {
         format!("{}.workers", self.prefix)
     }
-    /// Whether a topic carries events for the host (changes, status, dead letters) rather
-    /// than Tributary's own work (jobs, webhook deliveries).
-    pub fn is_events_topic(&self, topic: &str) -> bool {
-        ![
+    /// The topics of Tributary's own work (jobs, webhook deliveries); every other topic
+    /// carries events for the host (changes, status, dead letters).
+    pub fn work_topics(&self) -> [String; 4] {
+        [
             self.jobs(),
             self.urgent_jobs(),
             self.webhooks(),
             self.webhooks_unrouted(),
         ]
-        .iter()
-        .any(|t| t == topic)
+    }
+
+    pub fn is_events_topic(&self, topic: &str) -> bool {
+        !self.work_topics().iter().any(|t| t == topic)
     }
 }
 
@@ -106,17 +110,30 @@ pub struct OutMessage {
 /// How long a message may wait for the broker's acknowledgement (five minutes).
 const PUBLISH_TIMEOUT_MS: &str = "300000";
 
-/// Publishes and waits for acknowledgements.
+/// Publishes and waits for acknowledgements, each message to the bus of its role: Kafka,
+/// or RabbitMQ for events (`with_amqp_events`) and for jobs and webhook deliveries
+/// (`with_amqp_jobs`).
 #[derive(Clone)]
 pub struct Publisher {
-    producer: FutureProducer,
+    /// None: nothing goes to Kafka (both roles on RabbitMQ).
+    producer: Option<FutureProducer>,
     brokers: String,
     /// Topics made (or found) by `ensure_topic`, so each is asked for once per process.
     made: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// Where events go instead of Kafka (`TRIBUTARY_EVENTS_BUS=rabbitmq`).
     amqp_events: Option<Arc<super::amqp::AmqpEvents>>,
-    /// Tells events from jobs when events go to RabbitMQ.
-    topics: Option<Topics>,
+    /// Where jobs and webhook deliveries go instead of Kafka (`TRIBUTARY_JOBS_BUS=rabbitmq`).
+    amqp_jobs: Option<Arc<super::amqp::AmqpJobs>>,
+    /// The topics that are not events (computed once: looked up for every message).
+    work_topics: Arc<HashSet<String>>,
+}
+
+/// Which bus a message goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Kafka,
+    AmqpEvents,
+    AmqpJobs,
 }
 
 impl Publisher {
@@ -142,35 +159,53 @@ impl Publisher {
             .set("message.timeout.ms", message_timeout_ms)
             .create()?;
         Ok(Publisher {
-            producer,
-            brokers: brokers.to_string(),
-            made: Default::default(),
-            amqp_events: None,
-            topics: None,
+            producer: Some(producer),
+            ..Self::without_kafka()
         })
     }
 
-    /// Events (changes, status, dead letters) go to RabbitMQ from now on; jobs and webhook
-    /// deliveries stay on Kafka.
+    /// A publisher with no Kafka producer: every role must go to RabbitMQ
+    /// (`with_amqp_events` and `with_amqp_jobs`).
+    pub fn without_kafka() -> Self {
+        Publisher {
+            producer: None,
+            brokers: String::new(),
+            made: Default::default(),
+            amqp_events: None,
+            amqp_jobs: None,
+            work_topics: Default::default(),
+        }
+    }
+
+    /// Events (changes, status, dead letters) go to RabbitMQ from now on.
     pub fn with_amqp_events(mut self, events: super::amqp::AmqpEvents, topics: &Topics) -> Self {
         self.amqp_events = Some(Arc::new(events));
-        self.topics = Some(topics.clone());
+        self.work_topics = Arc::new(topics.work_topics().into_iter().collect());
         self
     }
 
-    /// Whether this topic's messages go to RabbitMQ.
-    fn goes_to_amqp(&self, topic: &str) -> bool {
-        self.amqp_events.is_some()
-            && self
-                .topics
-                .as_ref()
-                .is_some_and(|t| t.is_events_topic(topic))
+    /// Jobs, urgent jobs and webhook deliveries go to RabbitMQ's queues from now on.
+    pub fn with_amqp_jobs(mut self, jobs: super::amqp::AmqpJobs) -> Self {
+        self.amqp_jobs = Some(Arc::new(jobs));
+        self
+    }
+
+    fn route(&self, topic: &str) -> Route {
+        if self.amqp_jobs.as_ref().is_some_and(|j| j.carries(topic)) {
+            Route::AmqpJobs
+        } else if self.amqp_events.is_some() && !self.work_topics.contains(topic) {
+            Route::AmqpEvents
+        } else {
+            Route::Kafka
+        }
     }
 
     /// Whether the broker's metadata has the topic with partitions (a blocking call, off
     /// the runtime's threads).
     async fn topic_exists(&self, topic: &str) -> bool {
-        let producer = self.producer.clone();
+        let Some(producer) = self.producer.clone() else {
+            return false;
+        };
         let topic = topic.to_string();
         tokio::task::spawn_blocking(move || {
             producer
@@ -191,9 +226,14 @@ impl Publisher {
 
     /// Make a topic that appears at run time (a custom object's) if it does not exist yet.
     pub async fn ensure_topic(&self, topic: &str) -> Result<(), BusError> {
-        if self.goes_to_amqp(topic) {
-            // One exchange for every event: nothing to make per topic.
+        if self.route(topic) != Route::Kafka {
+            // One exchange for every event, queues declared at start: nothing to make.
             return Ok(());
+        }
+        if self.producer.is_none() {
+            return Err(BusError::NoKafka {
+                topic: topic.to_string(),
+            });
         }
         let known = |made: &std::collections::HashSet<String>| made.contains(topic);
         if known(&self.made.lock().unwrap_or_else(|p| p.into_inner())) {
@@ -214,19 +254,38 @@ impl Publisher {
     /// messages go in a `send <topic>` span (messaging semantic conventions) whose trace
     /// context each message carries as its `traceparent` header (unless it has one).
     pub async fn publish_all(&self, messages: &[OutMessage]) -> Result<(), BusError> {
-        let (to_amqp, to_kafka): (Vec<&OutMessage>, Vec<&OutMessage>) =
-            messages.iter().partition(|m| self.goes_to_amqp(&m.topic));
-        let amqp = async {
-            match (&self.amqp_events, to_amqp.is_empty()) {
-                (Some(events), false) => events.publish(&to_amqp).await,
+        let routed = |route| -> Vec<&OutMessage> {
+            (messages.iter())
+                .filter(|m| self.route(&m.topic) == route)
+                .collect()
+        };
+        let (to_events, to_jobs) = (routed(Route::AmqpEvents), routed(Route::AmqpJobs));
+        let events = async {
+            match (&self.amqp_events, to_events.is_empty()) {
+                (Some(events), false) => events.publish(&to_events).await,
                 _ => Ok(()),
             }
         };
-        let (amqp, kafka) = tokio::join!(amqp, self.publish_to_kafka(&to_kafka));
-        amqp.and(kafka)
+        let jobs = async {
+            match (&self.amqp_jobs, to_jobs.is_empty()) {
+                (Some(jobs), false) => jobs.publish(&to_jobs).await,
+                _ => Ok(()),
+            }
+        };
+        let to_kafka = routed(Route::Kafka);
+        let (events, jobs, kafka) = tokio::join!(events, jobs, self.publish_to_kafka(&to_kafka));
+        events.and(jobs).and(kafka)
     }
 
     async fn publish_to_kafka(&self, messages: &[&OutMessage]) -> Result<(), BusError> {
+        let Some(producer) = &self.producer else {
+            return match messages.first() {
+                Some(m) => Err(BusError::NoKafka {
+                    topic: m.topic.clone(),
+                }),
+                None => Ok(()),
+            };
+        };
         let mut batches: Vec<(&str, Vec<&OutMessage>)> = Vec::new();
         for m in messages.iter().copied() {
             match batches.iter_mut().find(|(t, _)| *t == m.topic) {
@@ -237,52 +296,9 @@ impl Publisher {
         let sends = batches.iter().map(|(topic, batch)| {
             let span = send_span(topic, batch.len());
             let traceparent = traceparent_of(&span);
-            self.send_batch(batch, traceparent).instrument(span)
+            send_batch(producer, batch, traceparent).instrument(span)
         });
         join_all(sends).await.into_iter().collect()
-    }
-
-    async fn send_batch(
-        &self,
-        batch: &[&OutMessage],
-        traceparent: Option<String>,
-    ) -> Result<(), BusError> {
-        let sends = batch.iter().map(|m| {
-            let mut headers = OwnedHeaders::new();
-            for (k, v) in &m.headers {
-                headers = headers.insert(Header {
-                    key: k,
-                    value: Some(v.as_bytes()),
-                });
-            }
-            if let Some(tp) = traceparent.as_deref() {
-                if !m.headers.iter().any(|(k, _)| *k == "traceparent") {
-                    headers = headers.insert(Header {
-                        key: "traceparent",
-                        value: Some(tp.as_bytes()),
-                    });
-                }
-            }
-            let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&m.topic)
-                .key(m.key.as_str())
-                .headers(headers);
-            if let Some(p) = &m.payload {
-                record = record.payload(p.as_slice());
-            }
-            self.producer.send(record, Duration::from_secs(30))
-        });
-        for (result, m) in join_all(sends).await.into_iter().zip(batch) {
-            if let Err((e, _)) = result {
-                let span = tracing::Span::current();
-                span.record("error.type", "not_acknowledged");
-                span.record("otel.status_code", "ERROR");
-                return Err(BusError::NotAcknowledged {
-                    topic: m.topic.clone(),
-                    message: e.to_string(),
-                });
-            }
-        }
-        Ok(())
     }
 
     /// Publish a job (a continuation, a parked run coming back) to the jobs topic. It
@@ -294,6 +310,50 @@ impl Publisher {
         }
         self.publish_all(&[job_message(&topics.jobs(), &job)]).await
     }
+}
+
+/// Send one topic's messages at once and wait until the broker acknowledged each.
+async fn send_batch(
+    producer: &FutureProducer,
+    batch: &[&OutMessage],
+    traceparent: Option<String>,
+) -> Result<(), BusError> {
+    let sends = batch.iter().map(|m| {
+        let mut headers = OwnedHeaders::new();
+        for (k, v) in &m.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        if let Some(tp) = traceparent.as_deref() {
+            if !m.headers.iter().any(|(k, _)| *k == "traceparent") {
+                headers = headers.insert(Header {
+                    key: "traceparent",
+                    value: Some(tp.as_bytes()),
+                });
+            }
+        }
+        let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&m.topic)
+            .key(m.key.as_str())
+            .headers(headers);
+        if let Some(p) = &m.payload {
+            record = record.payload(p.as_slice());
+        }
+        producer.send(record, Duration::from_secs(30))
+    });
+    for (result, m) in join_all(sends).await.into_iter().zip(batch) {
+        if let Err((e, _)) = result {
+            let span = tracing::Span::current();
+            span.record("error.type", "not_acknowledged");
+            span.record("otel.status_code", "ERROR");
+            return Err(BusError::NotAcknowledged {
+                topic: m.topic.clone(),
+                message: e.to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A producer span for one topic's messages (OpenTelemetry messaging conventions).

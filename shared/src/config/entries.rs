@@ -69,12 +69,27 @@ entries! {
     /// `<prefix>.events`, routing keys `<model>.<op>`, `status.<type>`, `deadletter`; needs
     /// `TRIBUTARY_AMQP_URL`; see README, "Events on RabbitMQ")
     TRIBUTARY_EVENTS_BUS: Named => events_bus;
+    /// where jobs, urgent jobs and webhook deliveries go: `kafka` (the topics
+    /// `<prefix>.jobs`, `<prefix>.jobs.urgent`, `<prefix>.webhooks`) or `rabbitmq` (quorum
+    /// queues of those names, plus `<prefix>.jobs.dead` and the delay queues; needs
+    /// `TRIBUTARY_AMQP_URL`; see README, "Jobs on RabbitMQ"). With both buses on `rabbitmq`
+    /// no Kafka is used at all
+    TRIBUTARY_JOBS_BUS: Named => jobs_bus;
     /// RabbitMQ, e.g. `amqp://user:password@host:5672/vhost` (`amqps://` for TLS; the
     /// password is never shown)
     TRIBUTARY_AMQP_URL: OptText => amqp_url, shown "(none)";
     /// RabbitMQ: publish events `mandatory`, so one no queue is bound for fails its page
     /// (retried) instead of being dropped; `false` for hosts that bind their queues later
     TRIBUTARY_AMQP_MANDATORY: Flag => amqp_mandatory;
+    /// jobs on RabbitMQ: deliveries of one job before the broker dead-letters it to
+    /// `<prefix>.jobs.dead` (a worker dying on it every time); a job that panics is tried
+    /// this often too, then dead-lettered with the panic as its reason
+    TRIBUTARY_AMQP_DELIVERY_LIMIT: Number => amqp_delivery_limit;
+    /// jobs on RabbitMQ: how long a worker's claim on a (connection, resource) lasts
+    /// unless renewed (every third of it while its job runs); one job per resource runs
+    /// in the fleet at a time, and a job whose resource another worker holds waits a
+    /// second in a delay queue. A worker that died holding one frees it after this long
+    TRIBUTARY_RESOURCE_CLAIM_SECONDS: Seconds => resource_claim;
     /// where `<provider>.yaml` specs are
     TRIBUTARY_SPECS_DIR: Text => sync.specs_dir;
     /// this environment's overrides of the specs: `<provider>.yaml` files (see

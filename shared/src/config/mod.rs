@@ -64,8 +64,14 @@ pub struct Settings {
     pub webhooks: crate::webhooks::WebhookSettings,
     /// Where change, status and dead-letter events go.
     pub events_bus: crate::bus::BusKind,
+    /// Where jobs, urgent jobs and webhook deliveries go.
+    pub jobs_bus: crate::bus::BusKind,
     /// RabbitMQ's URL (a bus on `rabbitmq` needs it).
     pub amqp_url: Option<String>,
+    /// Jobs on RabbitMQ: deliveries before a job is dead-lettered.
+    pub amqp_delivery_limit: u32,
+    /// Jobs on RabbitMQ: how long a claim on a resource lasts unless renewed.
+    pub resource_claim: Duration,
     /// RabbitMQ: an event no queue is bound for is an error (not dropped).
     pub amqp_mandatory: bool,
 }
@@ -94,7 +100,10 @@ impl Default for Settings {
             connect: crate::connect::ConnectSettings::default(),
             webhooks: crate::webhooks::WebhookSettings::default(),
             events_bus: crate::bus::BusKind::Kafka,
+            jobs_bus: crate::bus::BusKind::Kafka,
             amqp_url: None,
+            amqp_delivery_limit: 5,
+            resource_claim: Duration::from_secs(30),
             amqp_mandatory: true,
         }
     }
@@ -112,6 +121,7 @@ impl std::fmt::Debug for Settings {
             .field("connect", &self.connect)
             .field("webhooks", &self.webhooks)
             .field("events_bus", &self.events_bus)
+            .field("jobs_bus", &self.jobs_bus)
             .finish_non_exhaustive()
     }
 }
@@ -186,8 +196,27 @@ impl Settings {
         WorkerOptions {
             brokers: self.kafka_brokers.clone(),
             topics: self.topics(),
+            amqp_jobs: self.amqp_jobs(),
             ..self.worker.clone()
         }
+    }
+
+    /// Jobs on RabbitMQ, when `TRIBUTARY_JOBS_BUS=rabbitmq` and a URL is set.
+    pub fn amqp_jobs(&self) -> Option<crate::bus::amqp::AmqpJobSettings> {
+        if self.jobs_bus != crate::bus::BusKind::Rabbitmq {
+            return None;
+        }
+        Some(crate::bus::amqp::AmqpJobSettings {
+            url: self.amqp_url.clone()?,
+            delivery_limit: self.amqp_delivery_limit.max(1),
+            claim_ttl: self.resource_claim,
+        })
+    }
+
+    /// Whether any role uses Kafka.
+    pub fn uses_kafka(&self) -> bool {
+        use crate::bus::BusKind::Kafka;
+        self.events_bus == Kafka || self.jobs_bus == Kafka
     }
 
     pub fn cipher(&self) -> Result<Cipher, ConfigError> {

@@ -188,11 +188,18 @@ impl Authenticator {
                 };
                 if must_refresh {
                     self.sink.lock().await.map_err(AuthError::TokenEndpoint)?;
-                    let outcome = self
-                        .refresh_once(http, o, token_url, &mut creds, current.as_deref())
-                        .await;
+                    let refresh =
+                        self.refresh_once(http, o, token_url, &mut creds, current.as_deref());
+                    // A refresh that panics gives the fleet's lock back before unwinding
+                    // (else every retry of the job waits for the lock to expire).
+                    let outcome =
+                        futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(refresh))
+                            .await;
                     self.sink.unlock().await;
-                    refreshed = outcome?;
+                    refreshed = match outcome {
+                        Ok(outcome) => outcome?,
+                        Err(panic) => std::panic::resume_unwind(panic),
+                    };
                 }
                 let token = creds
                     .get("access_token")

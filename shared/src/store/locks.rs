@@ -50,3 +50,49 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// Claim a (connection, resource) for `holder` (a job running on one worker) for `ttl`,
+    /// or renew the claim it holds. False while another holder's claim has not expired.
+    pub async fn claim_resource(
+        &self,
+        connection: &str,
+        resource: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::seconds(30));
+        let now = Utc::now();
+        let done = sqlx::query(
+            "INSERT INTO resource_claims (connection, resource, holder, expires_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (connection, resource) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+             WHERE resource_claims.expires_at < $5 OR resource_claims.holder = excluded.holder",
+        )
+        .bind(connection)
+        .bind(resource)
+        .bind(holder)
+        .bind(stamp(now + ttl))
+        .bind(stamp(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Give a claim back (only its holder's).
+    pub async fn release_resource(
+        &self,
+        connection: &str,
+        resource: &str,
+        holder: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM resource_claims WHERE connection = $1 AND resource = $2 AND holder = $3",
+        )
+        .bind(connection)
+        .bind(resource)
+        .bind(holder)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

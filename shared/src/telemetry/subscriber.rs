@@ -17,11 +17,16 @@ fn exported() -> Targets {
         .with_target("tributary_scheduler", Level::INFO)
 }
 
+/// lapin logs every message RabbitMQ returns, body and all (a tenant's record); the
+/// publisher reports a returned event itself, naming its routing key and what to do.
+const QUIET_RETURNS: &str = "lapin::returned_messages=off";
+
 /// Install the subscriber; a second call (tests, a subscriber set by an embedder) keeps
 /// the first one and returns false.
 pub(super) fn install(default_filter: &str, tracer: Option<Tracer>) -> bool {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(default_filter))
+        .add_directive(QUIET_RETURNS.parse().expect("a valid directive"));
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_filter(filter);

@@ -13,15 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use rdkafka::consumer::Consumer;
-use rdkafka::message::Message;
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::items::{read_items, Item, ItemOp};
+use super::stored::{StoredDeliveries, Taken};
 use super::RawDelivery;
 use crate::bus::job::job_message;
-use crate::bus::kafka::{commit, jobs_consumer, ConsumerSettings, JobsConsumer};
 use crate::bus::{Job, JobReason, OutMessage, Pushed};
 use crate::domain::RunMode;
 use crate::spec::CompiledSpec;
@@ -29,18 +27,8 @@ use crate::store::StoreError;
 use crate::sync::worker::{retry_delays, StopSignal, WorkerOptions};
 use crate::sync::{SyncError, Syncer};
 
-/// At most this many deliveries are taken into one window.
-const MAX_WINDOW_DELIVERIES: usize = 2000;
-
 /// At most this many pushed records travel in one job (a job is one broker message).
 const PUSHED_PER_JOB: usize = 100;
-
-/// One stored delivery taken from the topic.
-struct Taken {
-    partition: i32,
-    offset: i64,
-    delivery: Result<RawDelivery, String>,
-}
 
 /// What one window comes to before anything is sent.
 #[derive(Default)]
@@ -141,20 +129,9 @@ pub async fn intake(
     window: Duration,
     stop: StopSignal,
 ) -> Result<(), crate::bus::BusError> {
-    let topics = &options.topics;
-    let settings = ConsumerSettings {
-        brokers: options.brokers.clone(),
-        group: format!("{}.webhooks", topics.consumer_group()),
-        session_timeout: options.session_timeout,
-        instance_id: options
-            .instance_id
-            .as_ref()
-            .map(|id| format!("{id}.webhooks")),
-    };
-    let consumer = jobs_consumer(&settings, &topics.webhooks())?;
-    info!(topic = %topics.webhooks(), "webhook intake started");
+    let mut stored = StoredDeliveries::open(&options).await?;
     while !stop.is_stopped() {
-        let taken = take_window(&consumer, window, &stop).await;
+        let taken = stored.take_window(window, &stop).await;
         if taken.is_empty() {
             continue;
         }
@@ -172,58 +149,10 @@ pub async fn intake(
                 }
             }
         }
-        commit_window(&consumer, &topics.webhooks(), &taken).await;
+        stored.release(taken).await;
     }
-    consumer.unsubscribe();
+    stored.close().await;
     Ok(())
-}
-
-/// The deliveries of one window: wait for the first, then take what arrives within the
-/// window after it.
-async fn take_window(consumer: &JobsConsumer, window: Duration, stop: &StopSignal) -> Vec<Taken> {
-    let mut taken = Vec::new();
-    let first = tokio::select! {
-        m = consumer.recv() => m,
-        _ = stop.stopped() => return taken,
-    };
-    let deadline = tokio::time::Instant::now() + window;
-    let mut next = Some(first);
-    while let Some(message) = next.take() {
-        match message {
-            Ok(m) => taken.push(Taken {
-                partition: m.partition(),
-                offset: m.offset(),
-                delivery: serde_json::from_slice(m.payload().unwrap_or_default())
-                    .map_err(|e| format!("not a stored delivery: {e}")),
-            }),
-            Err(e) => warn!("webhook intake: {e}"),
-        }
-        if taken.len() >= MAX_WINDOW_DELIVERIES {
-            break;
-        }
-        next = tokio::time::timeout_at(deadline, consumer.recv())
-            .await
-            .ok();
-    }
-    taken
-}
-
-/// Commit past every delivery of the window (they are all handled).
-async fn commit_window(consumer: &JobsConsumer, topic: &str, taken: &[Taken]) {
-    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
-    for t in taken {
-        let at = next.entry(t.partition).or_default();
-        *at = (*at).max(t.offset + 1);
-    }
-    for (partition, offset) in next {
-        if let Err(e) = commit(consumer, topic, partition, offset) {
-            warn!(
-                partition,
-                offset,
-                "webhook offsets not committed (the window may be read again, harmlessly): {e}"
-            );
-        }
-    }
 }
 
 /// Route, deduplicate and enqueue one window; remember its events after that.

@@ -11,7 +11,8 @@
 //!    connections (unknown ones parked on `<prefix>.webhooks.unrouted`), duplicates
 //!    dropped by event id, ids collected per (connection, resource) and enqueued as one
 //!    fetch job on the urgent jobs topic (or one incremental run for a storm); the
-//!    topic's offsets committed only after that.
+//!    topic's offsets committed (or the queue's deliveries acknowledged) only after that;
+//!    `stored` reads either bus.
 //!
 //! The fetch job itself runs in `sync::fetch`, through the same normalize, fingerprint
 //! and publish path as every sync page.
@@ -19,6 +20,7 @@
 pub mod intake;
 pub mod items;
 pub mod receive;
+pub mod stored;
 pub mod verify;
 
 use base64::Engine as _;

@@ -7,9 +7,17 @@
 //! the broker is retried with backoff for as long as it takes (its offset stays
 //! uncommitted meanwhile, the process reports not-ready); a job that panics fails its run
 //! with a `run.failed` status event naming the panic, and its offset is settled so the
-//! partition's commits go on.
+//! partition's commits go on (on RabbitMQ: it is delivered again up to the delivery limit,
+//! then failed and dead-lettered).
+//!
+//! The loop and a job's task are the same whatever the bus; where jobs come from and how a
+//! delivery is settled is per bus: `kafka.rs` (offsets) and `amqp.rs` (acknowledgements,
+//! delay queues, claims).
 
-use std::collections::{BTreeSet, HashMap};
+mod amqp;
+mod kafka;
+
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError};
@@ -17,25 +25,18 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::FutureExt;
-use rdkafka::consumer::Consumer;
-use rdkafka::Message;
 use tokio::sync::{Mutex, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use super::{SliceOutcome, SyncError, Syncer};
-use crate::bus::kafka::{
-    commit, jobs_consumer, unowned_partitions, BusError, ConsumerSettings, JobsConsumer,
-    OffsetTracker,
-};
+use crate::bus::amqp::AmqpJobSettings;
+use crate::bus::kafka::BusError;
 use crate::bus::{Job, Topics};
 use crate::readiness::{self, BROKER, STORE};
 
 /// One async lock per (connection, resource): two slices of one resource never overlap.
 type ResourceLocks = Arc<Mutex<HashMap<String, Arc<Mutex<()>>>>>;
-
-/// How often the jobs topics' consumer lag is measured for metrics.
-const LAG_EVERY: Duration = Duration::from_secs(15);
 
 /// Jobs a worker keeps in memory without a slot (waiting for their not-before time or
 /// for their tenant's turn) before it stops taking more from the broker.
@@ -76,6 +77,8 @@ pub struct WorkerOptions {
     /// This process's static group membership id (`group.instance.id`); None joins as a
     /// dynamic member. See `ConsumerSettings::instance_id`.
     pub instance_id: Option<String>,
+    /// Jobs from RabbitMQ's queues instead of Kafka's topics (`TRIBUTARY_JOBS_BUS=rabbitmq`).
+    pub amqp_jobs: Option<AmqpJobSettings>,
 }
 
 /// A stable id for this worker process in the consumer group (`TRIBUTARY_WORKER_INSTANCE_ID=auto`):
@@ -99,6 +102,7 @@ impl Default for WorkerOptions {
             concurrency: 8,
             tenant_concurrency: None,
             instance_id: None,
+            amqp_jobs: None,
         }
     }
 }
@@ -146,9 +150,6 @@ pub enum WorkerError {
 /// the dependency's return).
 const RETRY_MAX_DELAY: Duration = Duration::from_secs(5);
 
-/// How often the consumer checks for jobs-topic partitions nobody in the group consumes.
-const UNOWNED_CHECK_EVERY: Duration = Duration::from_secs(15);
-
 pub(crate) fn retry_delays() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(500))
@@ -162,21 +163,114 @@ pub(crate) fn retry_delays() -> impl Iterator<Item = Duration> {
 #[derive(Clone)]
 struct TaskContext {
     syncer: Arc<Syncer>,
-    tracker: OffsetTracker,
     stop: StopSignal,
     locks: ResourceLocks,
     slots: Arc<Semaphore>,
     tenants: TenantSlots,
+    /// Jobs on RabbitMQ: how long a claim on a resource lasts (None: no claims, Kafka's
+    /// partitions keep a tenant's jobs on one worker).
+    claim_ttl: Option<Duration>,
 }
 
-/// One consumed job message, with where it came from.
+/// One consumed job message, and how to settle it with its bus.
 struct Delivery {
-    consumer: Arc<JobsConsumer>,
-    topic: String,
-    partition: i32,
-    offset: i64,
-    /// None: the message is not a valid job (skipped, its offset settled).
-    job: Option<Job>,
+    settle: Settle,
+    /// Err: the message is not a valid job (why).
+    job: Result<Job, String>,
+}
+
+/// How a delivery is settled, per bus.
+enum Settle {
+    Kafka(kafka::KafkaSettle),
+    Amqp(Box<amqp::AmqpSettle>),
+}
+
+impl Settle {
+    /// The job is done (or failed, or skipped): commit its offset, or acknowledge it.
+    async fn done(self) {
+        match self {
+            Settle::Kafka(k) => k.done().await,
+            Settle::Amqp(a) => a.ack().await,
+        }
+    }
+
+    /// The worker stops before the job could be settled: it must come again. (Kafka: the
+    /// offset stays uncommitted; RabbitMQ: back to its queue.)
+    async fn abandon(self) {
+        if let Settle::Amqp(a) = self {
+            a.requeue().await;
+        }
+    }
+
+    /// A job that must wait: RabbitMQ takes it back to bring it again after `wait`
+    /// (None); Kafka's jobs wait here (the settle handed back).
+    async fn wait_at_broker(self, wait: Duration) -> Option<Settle> {
+        match self {
+            Settle::Amqp(a) => {
+                a.delay(wait).await;
+                None
+            }
+            kafka => Some(kafka),
+        }
+    }
+
+    /// Whether a job that panicked is delivered again (RabbitMQ, before its last delivery)
+    /// rather than failed at once (Kafka).
+    fn may_retry(&self) -> bool {
+        match self {
+            Settle::Kafka(_) => false,
+            Settle::Amqp(a) => a.may_retry(),
+        }
+    }
+
+    async fn retry(self) {
+        match self {
+            Settle::Kafka(k) => k.done().await,
+            Settle::Amqp(a) => a.requeue().await,
+        }
+    }
+
+    /// The job will not run: skipped past (Kafka) or dead-lettered with the reason.
+    async fn give_up(self, reason: &str) {
+        match self {
+            Settle::Kafka(k) => k.done().await,
+            Settle::Amqp(a) => a.bury(reason).await,
+        }
+    }
+}
+
+/// Where jobs come from.
+enum JobSource {
+    Kafka(kafka::KafkaJobs),
+    Amqp(Box<amqp::AmqpJobsIn>),
+}
+
+impl JobSource {
+    async fn open(options: &WorkerOptions) -> Result<JobSource, WorkerError> {
+        Ok(match &options.amqp_jobs {
+            Some(amqp) => JobSource::Amqp(Box::new(amqp::AmqpJobsIn::open(options, amqp).await?)),
+            None => JobSource::Kafka(kafka::KafkaJobs::open(options)?),
+        })
+    }
+
+    /// The next delivery; None when stopping.
+    async fn next(&mut self, stop: &StopSignal) -> Option<Delivery> {
+        match self {
+            JobSource::Kafka(k) => k.next(stop).await,
+            JobSource::Amqp(a) => tokio::select! {
+                biased;
+                _ = stop.stopped() => None,
+                d = a.next() => Some(d),
+            },
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            JobSource::Kafka(k) => k.close().await,
+            JobSource::Amqp(a) => (*a).close().await,
+        }
+    }
 }
 
 /// Consume jobs until `stop`, then drain.
@@ -185,30 +279,9 @@ pub async fn consume(
     options: WorkerOptions,
     stop: StopSignal,
 ) -> Result<(), WorkerError> {
-    // Each consumer its own member id (brokers may key static members by id alone).
-    let settings = |group: String, suffix: &str| ConsumerSettings {
-        brokers: options.brokers.clone(),
-        group,
-        session_timeout: options.session_timeout,
-        instance_id: options
-            .instance_id
-            .as_ref()
-            .map(|id| format!("{id}{suffix}")),
-    };
-    let topics = &options.topics;
-    let scheduled = Arc::new(jobs_consumer(
-        &settings(topics.consumer_group(), ""),
-        &topics.jobs(),
-    )?);
-    let urgent_group = format!("{}.urgent", topics.consumer_group());
-    let urgent = Arc::new(jobs_consumer(
-        &settings(urgent_group.clone(), ".urgent"),
-        &topics.urgent_jobs(),
-    )?);
-    let helpers = Helpers::start(&scheduled, &urgent, topics, urgent_group);
+    let mut source = JobSource::open(&options).await?;
     let ctx = TaskContext {
         syncer,
-        tracker: OffsetTracker::default(),
         stop: stop.clone(),
         locks: Arc::default(),
         slots: Arc::new(Semaphore::new(options.concurrency.max(1))),
@@ -219,10 +292,10 @@ pub async fn consume(
                 .max(1),
             map: Arc::default(),
         },
+        claim_ttl: options.amqp_jobs.as_ref().map(|a| a.claim_ttl),
     };
     let held = Arc::new(Semaphore::new(MAX_HELD_JOBS));
     let mut tasks = JoinSet::new();
-    info!(group = %topics.consumer_group(), topic = %topics.jobs(), concurrency = options.concurrency, instance = ?options.instance_id, "worker started");
     loop {
         if stop.is_stopped() {
             break;
@@ -235,102 +308,22 @@ pub async fn consume(
             p = ctx.slots.clone().acquire_owned() => p.expect("semaphore is never closed"),
             _ = stop.stopped() => break,
         };
-        // Urgent jobs (resyncs) first whenever one is waiting.
-        let (consumer, message) = tokio::select! {
-            biased;
-            _ = stop.stopped() => break,
-            m = urgent.recv() => (urgent.clone(), m),
-            m = scheduled.recv() => (scheduled.clone(), m),
+        let Some(delivery) = source.next(&stop).await else {
+            break;
         };
         reap(&mut tasks);
-        let message = match message {
-            Ok(m) => m,
-            Err(e) => {
-                warn!("consumer: {e}");
-                continue;
-            }
-        };
-        let (topic, partition, offset) = (
-            message.topic().to_string(),
-            message.partition(),
-            message.offset(),
-        );
-        let job: Option<Job> = match serde_json::from_slice(message.payload().unwrap_or_default()) {
-            Ok(j) => Some(j),
-            Err(e) => {
-                error!(
-                    partition,
-                    offset, "skipping a job message that is not a valid job: {e}"
-                );
-                None
-            }
-        };
-        drop(message);
-        ctx.tracker.started(&topic, partition, offset);
-        let delivery = Delivery {
-            consumer,
-            topic,
-            partition,
-            offset,
-            job,
-        };
         tasks.spawn(run_task(ctx.clone(), delivery, in_memory, permit));
     }
-    info!(in_flight = ctx.tracker.in_flight(), "draining");
+    info!(in_flight = tasks.len(), "draining");
     while let Some(done) = tasks.join_next().await {
         if let Err(e) = done {
             // Panics are caught inside the task; only a cancelled task gets here.
             warn!("a job task ended abnormally: {e}");
         }
     }
-    helpers.stop().await;
-    scheduled.unsubscribe();
-    urgent.unsubscribe();
-    drop(scheduled);
-    drop(urgent);
+    source.close().await;
     info!("worker stopped");
     Ok(())
-}
-
-/// The tasks beside the loop that read the consumers: the lag reporter (metrics) and the
-/// unowned-partition watch.
-struct Helpers {
-    stops: Vec<tokio::sync::oneshot::Sender<()>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Helpers {
-    fn start(
-        scheduled: &Arc<JobsConsumer>,
-        urgent: &Arc<JobsConsumer>,
-        topics: &Topics,
-        urgent_group: String,
-    ) -> Helpers {
-        let (stop_lag, lag_stopped) = tokio::sync::oneshot::channel::<()>();
-        let consumers = [scheduled.clone(), urgent.clone()];
-        let lag = crate::bus::lag::spawn_lag_reporter(&consumers, LAG_EVERY, lag_stopped);
-        let (stop_watch, watch_stopped) = tokio::sync::oneshot::channel::<()>();
-        let watched = vec![
-            (scheduled.clone(), topics.consumer_group(), topics.jobs()),
-            (urgent.clone(), urgent_group, topics.urgent_jobs()),
-        ];
-        let watch = tokio::spawn(watch_unowned(watched, watch_stopped));
-        Helpers {
-            stops: vec![stop_lag, stop_watch],
-            tasks: vec![lag, watch],
-        }
-    }
-
-    /// The helpers hold the consumers too: they end here (after any broker call in
-    /// progress), so the loop closes the consumers while the broker is still there. A
-    /// consumer closed later, by a task the runtime drops after its broker is gone, waits
-    /// forever for its leave-group answer.
-    async fn stop(self) {
-        drop(self.stops);
-        for task in self.tasks {
-            let _ = task.await;
-        }
-    }
 }
 
 /// Collect finished tasks. A panic is caught inside each task (so its job is failed and
@@ -343,8 +336,8 @@ fn reap(tasks: &mut JoinSet<()>) {
     }
 }
 
-/// One job's task: wait for its not-before time and its tenant's turn (without a slot),
-/// run it, then settle its offset. Returns early (offset uncommitted: the job comes back)
+/// One job's task: wait for its not-before time and its tenant's turn (without a slot, or
+/// at the broker), run it, then settle it. Returns early (unsettled: the job comes back)
 /// only when the worker stops first.
 async fn run_task(
     ctx: TaskContext,
@@ -353,86 +346,124 @@ async fn run_task(
     permit: OwnedSemaphorePermit,
 ) {
     let _in_memory = in_memory;
-    let mut permit = Some(permit);
-    let mut tenant_permit = None;
-    if let Some(job) = &delivery.job {
-        let until = job
-            .not_before
-            .and_then(|at| (at - chrono::Utc::now()).to_std().ok())
-            .unwrap_or_default();
-        // Wait without a slot (and without the tenant's turn): a parked job never
-        // keeps other jobs waiting.
-        if until > HOLD_THRESHOLD {
-            drop(permit.take());
-            tokio::select! {
-                _ = tokio::time::sleep(until) => {}
-                // Stopping: the offset stays uncommitted and the job comes back.
-                _ = ctx.stop.stopped() => return,
+    let Delivery { settle, job } = delivery;
+    let job = match job {
+        Ok(job) => job,
+        Err(reason) => return settle.give_up(&reason).await,
+    };
+    let Some((settle, permits)) = take_turn(&ctx, &job, settle, permit).await else {
+        return;
+    };
+    let claim = match ctx.claim_ttl {
+        Some(ttl) if job.mode != crate::domain::RunMode::Fetch => {
+            match amqp::Claim::take(ctx.syncer.store(), &job, ttl).await {
+                Ok(Some(claim)) => Some(claim),
+                Ok(None) => {
+                    let _ = settle.wait_at_broker(BUSY_RESOURCE_WAIT).await;
+                    return;
+                }
+                Err(e) => {
+                    warn!(job = %job.job_id, "cannot claim the job's resource ({e}): trying again later");
+                    readiness::set_ready(STORE, false);
+                    let _ = settle.wait_at_broker(BUSY_RESOURCE_WAIT).await;
+                    return;
+                }
             }
         }
-        let tenant = ctx.tenants.of(&job.tenant);
-        tenant_permit = tenant.clone().try_acquire_owned().ok();
-        if tenant_permit.is_none() {
+        _ => None,
+    };
+    let ran = handle(&ctx, &job).await;
+    drop(permits);
+    if let Some(claim) = claim {
+        claim.release().await;
+    }
+    match ran {
+        Ran::Settled => settle.done().await,
+        Ran::Stopped => settle.abandon().await,
+        Ran::Panicked(_) if settle.may_retry() => settle.retry().await,
+        Ran::Panicked(reason) => {
+            if fail_panicked(&ctx.syncer, &job, &reason, &ctx.stop).await {
+                settle.give_up(&reason).await
+            } else {
+                settle.abandon().await
+            }
+        }
+    }
+}
+
+/// How long a job whose resource another worker's job holds waits (at the broker).
+const BUSY_RESOURCE_WAIT: Duration = Duration::from_secs(1);
+
+/// Wait for the job's not-before time and its tenant's turn, then hold a slot and the
+/// tenant's permit. A bus that keeps waiting jobs (RabbitMQ) gets the job back instead,
+/// to bring it again later: None then, or when the worker stops first.
+async fn take_turn(
+    ctx: &TaskContext,
+    job: &Job,
+    settle: Settle,
+    permit: OwnedSemaphorePermit,
+) -> Option<(Settle, (OwnedSemaphorePermit, OwnedSemaphorePermit))> {
+    let mut permit = Some(permit);
+    let until = job
+        .not_before
+        .and_then(|at| (at - chrono::Utc::now()).to_std().ok())
+        .unwrap_or_default();
+    let settle = match until >= PARK_AT_BROKER {
+        true => settle.wait_at_broker(until).await?,
+        false => settle,
+    };
+    // Wait without a slot (and without the tenant's turn): a parked job never keeps
+    // other jobs waiting.
+    if until > HOLD_THRESHOLD {
+        drop(permit.take());
+        tokio::select! {
+            _ = tokio::time::sleep(until) => {}
+            // Stopping: the job comes back.
+            _ = ctx.stop.stopped() => { settle.abandon().await; return None }
+        }
+    }
+    let tenant = ctx.tenants.of(&job.tenant);
+    let mut tenant_permit = tenant.clone().try_acquire_owned().ok();
+    let settle = match tenant_permit {
+        Some(_) => settle,
+        None => {
+            // At the broker, its deliveries would not hold the prefetch that other
+            // tenants' jobs need.
+            let settle = settle.wait_at_broker(BUSY_RESOURCE_WAIT).await?;
             // The tenant already uses its share of this worker: let other tenants' jobs
             // have the slot meanwhile.
             drop(permit.take());
             tenant_permit = tokio::select! {
                 p = tenant.acquire_owned() => Some(p.expect("semaphore is never closed")),
-                _ = ctx.stop.stopped() => return,
+                _ = ctx.stop.stopped() => { settle.abandon().await; return None }
             };
+            settle
         }
-        if permit.is_none() {
-            permit = tokio::select! {
-                p = ctx.slots.clone().acquire_owned() => Some(p.expect("semaphore is never closed")),
-                _ = ctx.stop.stopped() => return,
-            };
-        }
-    }
-    let _permits = (permit, tenant_permit);
-    if let Some(job) = &delivery.job {
-        if !handle(&ctx, job).await {
-            // Stopped while the store or the broker was unreachable: leave the offset
-            // uncommitted so the job is delivered again.
-            return;
-        }
-    }
-    let next = ctx
-        .tracker
-        .finished(&delivery.topic, delivery.partition, delivery.offset);
-    commit_settled(delivery.consumer, delivery.topic, delivery.partition, next).await;
-}
-
-/// Commit a partition's settled offset off the async runtime (a synchronous commit waits
-/// for the broker, which may be away), retrying a few times; a commit that still fails
-/// only means the job may be delivered again, where it is skipped as already done.
-async fn commit_settled(consumer: Arc<JobsConsumer>, topic: String, partition: i32, next: i64) {
-    let mut delays = retry_delays().take(4);
-    loop {
-        let (c, t) = (consumer.clone(), topic.clone());
-        let result = tokio::task::spawn_blocking(move || commit(&c, &t, partition, next)).await;
-        let error = match result {
-            Ok(Ok(())) => return,
-            Ok(Err(e)) => e.to_string(),
-            Err(e) => e.to_string(),
+    };
+    if permit.is_none() {
+        permit = tokio::select! {
+            p = ctx.slots.clone().acquire_owned() => Some(p.expect("semaphore is never closed")),
+            _ = ctx.stop.stopped() => { settle.abandon().await; return None }
         };
-        match delays.next() {
-            Some(wait) => tokio::time::sleep(wait).await,
-            None => {
-                warn!(
-                    partition,
-                    offset = next,
-                    "commit failed (the job may run again, harmlessly): {error}"
-                );
-                return;
-            }
-        }
     }
+    Some((settle, (permit?, tenant_permit?)))
 }
 
-/// Run one job under its (connection, resource) lock, catching a panic: true when the job
-/// is settled (done, failed, skipped, or failed because it panicked), false when the worker
-/// stopped before it could be (do not commit).
-async fn handle(ctx: &TaskContext, job: &Job) -> bool {
+/// Waits this long or longer are spent in a delay queue when the bus has them.
+const PARK_AT_BROKER: Duration = Duration::from_secs(1);
+
+/// How a job's run ended for the worker.
+enum Ran {
+    /// Done, failed, skipped: settle it.
+    Settled,
+    /// The worker stopped first (the store or the broker unreachable): it must come again.
+    Stopped,
+    /// It panicked (the reason says where).
+    Panicked(String),
+}
+
+/// Run one job under its (connection, resource) lock, catching a panic.
+async fn handle(ctx: &TaskContext, job: &Job) -> Ran {
     // A fetch by id never waits for a run of its resource (a long full run holds the
     // lock for its whole slice): its commit is ordered by the resource's sequence instead.
     let key = match job.mode {
@@ -452,7 +483,8 @@ async fn handle(ctx: &TaskContext, job: &Job) -> bool {
         .catch_unwind()
         .await
     {
-        Ok(settled) => settled,
+        Ok(true) => Ran::Settled,
+        Ok(false) => Ran::Stopped,
         Err(panic) => {
             let reason = format!(
                 "the worker panicked running this job ({}; connection {}, resource {}, run {}, slice {}); this is a bug, please report it",
@@ -463,7 +495,7 @@ async fn handle(ctx: &TaskContext, job: &Job) -> bool {
                 job.slice
             );
             error!(job = %job.job_id, "{reason}");
-            fail_panicked(&ctx.syncer, job, &reason, &ctx.stop).await
+            Ran::Panicked(reason)
         }
     }
 }
@@ -557,66 +589,6 @@ async fn fail_panicked(syncer: &Syncer, job: &Job, reason: &str, stop: &StopSign
                     _ = stop.stopped() => return false,
                 }
             }
-        }
-    }
-}
-
-/// Every little while, look for jobs-topic partitions that have jobs waiting and no
-/// consumer in the group; when one stays so across two checks (a rebalance in progress
-/// leaves partitions unowned for a moment), warn, report them for readiness and metrics,
-/// and rejoin the group so that a new rebalance hands them out.
-/// It ends when `stop` fires (its sender dropped), after any check in progress, so that
-/// it no longer holds the consumers once its task has ended.
-async fn watch_unowned(
-    consumers: Vec<(Arc<JobsConsumer>, String, String)>,
-    mut stop: tokio::sync::oneshot::Receiver<()>,
-) {
-    let mut before: HashMap<String, BTreeSet<i32>> = HashMap::new();
-    let mut every = tokio::time::interval(UNOWNED_CHECK_EVERY);
-    every.tick().await;
-    loop {
-        tokio::select! {
-            _ = every.tick() => {}
-            _ = &mut stop => return,
-        }
-        for (consumer, group, topic) in &consumers {
-            let (c, g, t) = (consumer.clone(), group.clone(), topic.clone());
-            let found = tokio::task::spawn_blocking(move || {
-                unowned_partitions(&c, &g, &t, Duration::from_secs(10))
-            })
-            .await;
-            let now: BTreeSet<i32> = match found {
-                Ok(Ok(p)) => p.into_iter().collect(),
-                Ok(Err(e)) => {
-                    tracing::debug!(%topic, "cannot check the group's assignment: {e}");
-                    continue;
-                }
-                Err(_) => continue,
-            };
-            let stuck: Vec<i32> = now
-                .intersection(before.get(topic).unwrap_or(&BTreeSet::new()))
-                .copied()
-                .collect();
-            readiness::set_unowned_partitions(topic, &stuck);
-            if stuck.is_empty() {
-                before.insert(topic.clone(), now);
-                continue;
-            }
-            warn!(%topic, %group, partitions = ?stuck, "jobs wait on partitions that no worker in the group consumes: rejoining the group to rebalance");
-            // Leaving and joining again starts a new rebalance among the members that answer
-            // (a broker that kept lost members hands their partitions out again). Jobs this
-            // worker runs meanwhile finish; their offsets may not commit, and a redelivery is
-            // skipped as already done or replays under the same event ids.
-            let (c, t) = (consumer.clone(), topic.clone());
-            let rejoined = tokio::task::spawn_blocking(move || {
-                c.unsubscribe();
-                c.subscribe(&[&t])
-            })
-            .await;
-            if let Ok(Err(e)) = rejoined {
-                warn!(%topic, "cannot rejoin the group: {e}");
-            }
-            before.remove(topic);
         }
     }
 }
