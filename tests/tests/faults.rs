@@ -9,7 +9,8 @@
 //!   themselves, every record arrives, duplicates only under their original's event id,
 //!   no run fails;
 //! - with events on RabbitMQ, RabbitMQ restarted (`rabbitmqctl stop_app`, `start_app`)
-//!   mid-run: likewise, at a host's durable queue.
+//!   mid-run: likewise, at a host's durable queue; and again with the jobs on RabbitMQ too
+//!   (no Kafka at all).
 //!
 //! They take minutes and stop services, so they are ignored by default; `.ci/run` runs
 //! them alone at the end (`cargo test -p tributary-e2e --test faults -- --ignored
@@ -385,7 +386,6 @@ async fn the_scheduler_waits_out_store_and_broker_outages() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "stops shared services: run alone by .ci/run after the rest"]
 async fn rabbitmq_restarted_mid_sync() {
-    let name = "RabbitMQ restarted (stop_app, 10 s, start_app)";
     let n = 300u64;
     let rig = Rig::start(
         "postgres",
@@ -395,6 +395,23 @@ async fn rabbitmq_restarted_mid_sync() {
     )
     .await
     .with_rabbitmq_events();
+    rabbitmq_restarted(rig, n, "RabbitMQ restarted (stop_app, 10 s, start_app)").await;
+}
+
+/// The same with the jobs on RabbitMQ too (no Kafka at all): the workers' consumers lose
+/// the broker as well, connect again, re-declare the queues and consume again; the jobs
+/// they had not acknowledged come back to the queues and are resumed from the checkpoint.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "stops shared services: run alone by .ci/run after the rest"]
+async fn rabbitmq_restarted_with_the_jobs_on_it() {
+    let n = 300u64;
+    let url = tributary_e2e::fresh_postgres().await;
+    let rig = Rig::without_kafka("postgres", url, &worker_binary(), n).await;
+    let name = "RabbitMQ restarted with events and jobs on it (stop_app, 10 s, start_app)";
+    rabbitmq_restarted(rig, n, name).await;
+}
+
+async fn rabbitmq_restarted(rig: Rig, n: u64, name: &str) {
     rig.lane
         .control
         .faults(json!([{"kind": "slow", "delay_ms": 150, "times": 0}]))
@@ -409,7 +426,9 @@ async fn rabbitmq_restarted_mid_sync() {
             ])
         })
         .collect();
-    wait_group_settled(&workers, &rig.lane.topics.jobs(), 1);
+    if !rig.jobs_on_amqp {
+        wait_group_settled(&workers, &rig.lane.topics.jobs(), 1);
+    }
     let mut events = rig.events();
     let mut statuses = rig.statuses();
     let job = rig.job(RunMode::Full);

@@ -6,7 +6,9 @@
 //! come from the replay server (recorded once from the sandbox by the engine). Needs tansu
 //! and, for the PostgreSQL line, the local PostgreSQL (see the README). A last line runs
 //! the PostgreSQL pipeline with its events on the local RabbitMQ, beside producing to the
-//! exchange alone.
+//! exchange alone; the last two run the PostgreSQL pipeline through the worker's consume
+//! loop in slices (each continuation a job on the bus), all on Kafka, then all on RabbitMQ
+//! (jobs on its quorum queues, no Kafka), each beside producing its events to its bus.
 //!
 //! `cargo bench -p tributary-worker --bench pipeline` (TRIBUTARY_BENCH_RECORDS to resize).
 
@@ -14,15 +16,17 @@ mod common;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{bench_records, rate, static_credentials, unbudgeted_specs};
 use tributary::bus::kafka::ensure_topics;
 use tributary::bus::{Job, JobReason, Publisher, Topics};
-use tributary::domain::RunMode;
+use tributary::domain::{RunMode, RunStatus};
 use tributary::engine::RunOptions;
 use tributary::mapping::models::model_names;
 use tributary::store::Store;
+use tributary::sync::worker::{consume, StopSignal, WorkerOptions};
 use tributary::sync::{SliceOutcome, SyncSettings, Syncer};
 use tributary_e2e::broker::Broker;
 use tributary_e2e::replay::Replay;
@@ -46,6 +50,7 @@ async fn topics(broker: &Broker, backend: &str) -> Topics {
     let topics = Topics::new(&format!("bench{backend}{}", std::process::id()));
     let mut wanted = vec![
         (topics.jobs(), 3),
+        (topics.urgent_jobs(), 3),
         (topics.status(), 1),
         (topics.dead_letters(), 1),
     ];
@@ -54,15 +59,16 @@ async fn topics(broker: &Broker, backend: &str) -> Topics {
     topics
 }
 
-/// One full run of a fresh connection, as one slice, publishing through `publisher`; its time.
-async fn pipeline(
+/// A syncer on a fresh store with tenant `acme`'s connection to the replay server, slices
+/// of `slice_pages` pages; the connection's id.
+async fn syncer_on(
     url: String,
     publisher: Publisher,
     topics: Topics,
     specs: PathBuf,
     base: &str,
-    n: usize,
-) -> Duration {
+    slice_pages: usize,
+) -> (Syncer, String) {
     let store = Store::connect(&url, test_cipher()).await.unwrap();
     store.create_tenant("acme").await.unwrap();
     let connection = store
@@ -78,7 +84,7 @@ async fn pipeline(
         store,
         publisher,
         SyncSettings {
-            slice_max_pages: 1_000_000,
+            slice_max_pages: slice_pages,
             slice_max_duration: Duration::from_secs(3600),
             engine: RunOptions {
                 allow_private_hosts: true,
@@ -87,13 +93,30 @@ async fn pipeline(
             ..SyncSettings::new(specs, topics)
         },
     );
-    let job = Job::new_run(
+    (syncer, connection)
+}
+
+fn full_run(connection: &str) -> Job {
+    Job::new_run(
         "acme",
-        &connection,
+        connection,
         "contacts",
         RunMode::Full,
         JobReason::Schedule,
-    );
+    )
+}
+
+/// One full run of a fresh connection, as one slice, publishing through `publisher`; its time.
+async fn pipeline(
+    url: String,
+    publisher: Publisher,
+    topics: Topics,
+    specs: PathBuf,
+    base: &str,
+    n: usize,
+) -> Duration {
+    let (syncer, connection) = syncer_on(url, publisher, topics, specs, base, 1_000_000).await;
+    let job = full_run(&connection);
     let stop = AtomicBool::new(false);
     let t = Instant::now();
     let outcome = syncer.run_job(&job, &stop).await.unwrap();
@@ -103,6 +126,52 @@ async fn pipeline(
         other => panic!("{other:?}"),
     }
     took
+}
+
+/// Pages per slice in the worker-loop lines: the run's slices travel as jobs on the bus.
+const LOOP_SLICE_PAGES: usize = 20;
+
+/// One full run through the worker's consume loop (`options` say which jobs bus), in slices
+/// of `LOOP_SLICE_PAGES` pages, each continuation a job on the bus: the run's own time, from
+/// its first slice's start to its end as the store records them (the consumer's start and
+/// group join left out).
+async fn worker_loop(
+    url: String,
+    publisher: Publisher,
+    options: WorkerOptions,
+    specs: PathBuf,
+    base: &str,
+    n: usize,
+) -> Duration {
+    let topics = options.topics.clone();
+    let (syncer, connection) = syncer_on(
+        url,
+        publisher,
+        topics.clone(),
+        specs,
+        base,
+        LOOP_SLICE_PAGES,
+    )
+    .await;
+    let syncer = Arc::new(syncer);
+    let stop = StopSignal::default();
+    let worker = tokio::spawn(consume(syncer.clone(), options, stop.clone()));
+    let job = full_run(&connection);
+    syncer.publisher().enqueue(&topics, &job).await.unwrap();
+    let run = loop {
+        // A benchmark's own wait: the run's times come from the store, not from this poll.
+        match syncer.store().run(&job.run_id).await {
+            Ok(run) if run.finished_at.is_some() => break run,
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    stop.stop();
+    worker.await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Completed, "{run:?}");
+    assert_eq!(run.counts.created as usize, n, "{run:?}");
+    let at = |t: &str| chrono::DateTime::parse_from_rfc3339(t).unwrap();
+    let finished = at(run.finished_at.as_deref().unwrap());
+    (finished - at(&run.started_at)).to_std().unwrap()
 }
 
 #[tokio::main]
@@ -168,7 +237,8 @@ async fn main() {
         );
         published = messages;
     }
-    rabbitmq(&broker, &replay, &specs, published).await;
+    rabbitmq(&broker, &replay, &specs, published.clone()).await;
+    worker_loops(&broker, &replay, &specs, published).await;
     assert_eq!(
         replay.misses(),
         recorded,
@@ -241,5 +311,99 @@ async fn rabbitmq(
     println!(
         "  CPU of this process per 100,000 records: {:.2} s",
         cpu * 100_000.0 / n as f64
+    );
+}
+
+/// The PostgreSQL pipeline through the worker's consume loop, its slices' jobs on the bus:
+/// everything on Kafka (tansu), then everything on RabbitMQ (no Kafka), each beside
+/// producing the same events to its own bus.
+async fn worker_loops(
+    broker: &Broker,
+    replay: &Replay,
+    specs: &std::path::Path,
+    published: Vec<tributary::bus::OutMessage>,
+) {
+    let n = published.len();
+    let retarget = |topics: &Topics| -> Vec<tributary::bus::OutMessage> {
+        (published.iter().cloned())
+            .map(|mut m| {
+                m.topic = topics.model("crm.contact");
+                m
+            })
+            .collect()
+    };
+    let slices = n.div_ceil(100 * LOOP_SLICE_PAGES);
+    println!(
+        "postgres, through the worker loop ({slices} slices of {LOOP_SLICE_PAGES} pages, each continuation a job on the bus):"
+    );
+
+    let topics = topics(broker, "loopkafka").await;
+    let options = WorkerOptions {
+        brokers: broker.addr.clone(),
+        topics: topics.clone(),
+        session_timeout: Duration::from_secs(6),
+        ..WorkerOptions::default()
+    };
+    let kafka = || Publisher::new(&broker.addr).unwrap();
+    let url = fresh_postgres().await;
+    let full = worker_loop(
+        url,
+        kafka(),
+        options,
+        specs.to_path_buf(),
+        &replay.base_url(),
+        n,
+    )
+    .await;
+    let produced = common::produce(&kafka(), &retarget(&topics), 1).await;
+    println!(
+        "  kafka     jobs and events on tansu:    {:>9.0} records/s beside producing the events, acked, {:>9.0}/s ({:.2}x)",
+        rate(n, full),
+        rate(n, produced),
+        rate(n, full) / rate(n, produced)
+    );
+
+    let vhost = tributary_e2e::amqp::TestVhost::new();
+    let topics = Topics::new(&format!("benchloopamqp{}", std::process::id()));
+    let exchange = tributary::bus::amqp::events_exchange(&topics);
+    tributary_e2e::amqp::bind_queue(&vhost.url(), &exchange, &["#"]).await;
+    let jobs = tributary::bus::amqp::AmqpJobSettings {
+        url: vhost.url(),
+        delivery_limit: 5,
+        claim_ttl: Duration::from_secs(30),
+    };
+    let on_rabbitmq = || async {
+        let settings = tributary::bus::amqp::AmqpSettings {
+            url: vhost.url(),
+            mandatory: true,
+        };
+        let events = tributary::bus::amqp::AmqpEvents::connect(settings, &topics);
+        let queues = tributary::bus::amqp::AmqpJobs::connect(&jobs.url, &topics, 5);
+        Publisher::without_kafka()
+            .with_amqp_events(events.await.unwrap(), &topics)
+            .with_amqp_jobs(queues.await.unwrap())
+    };
+    let options = WorkerOptions {
+        topics: topics.clone(),
+        amqp_jobs: Some(jobs.clone()),
+        ..WorkerOptions::default()
+    };
+    let url = fresh_postgres().await;
+    let publisher = on_rabbitmq().await;
+    let full = worker_loop(
+        url,
+        publisher,
+        options,
+        specs.to_path_buf(),
+        &replay.base_url(),
+        n,
+    )
+    .await;
+    let produced = common::produce(&on_rabbitmq().await, &retarget(&topics), 1).await;
+    println!(
+        "  rabbitmq  jobs and events on RabbitMQ: {:>9.0} records/s beside producing the events, confirmed, {:>9.0}/s ({:.2}x)",
+        rate(n, full),
+        rate(n, produced),
+        rate(n, full) / rate(n, produced)
     );
 }

@@ -133,6 +133,10 @@ impl AmqpSettle {
     }
 }
 
+/// How long a job waits here for its resource's claim before it waits at the broker.
+const CLAIM_PATIENCE: Duration = Duration::from_secs(2);
+const CLAIM_POLL: Duration = Duration::from_millis(25);
+
 /// A worker's hold on one (connection, resource) while its job runs: renewed every third
 /// of its time to live, given back when dropped.
 pub(super) struct Claim {
@@ -141,7 +145,9 @@ pub(super) struct Claim {
 }
 
 impl Claim {
-    /// Claim the job's resource for this delivery; None while another worker holds it.
+    /// Claim the job's resource for this delivery, waiting up to `CLAIM_PATIENCE` for
+    /// another holder to let go (a run's continuation arrives while the slice before it
+    /// is still giving its claim back); None while another job still holds it.
     pub(super) async fn take(
         store: &Store,
         job: &Job,
@@ -149,8 +155,12 @@ impl Claim {
     ) -> Result<Option<Claim>, crate::store::StoreError> {
         let holder = format!("{}:{}", job.job_id, uuid::Uuid::new_v4().simple());
         let (conn, res) = (job.connection.clone(), job.resource.clone());
-        if !store.claim_resource(&conn, &res, &holder, ttl).await? {
-            return Ok(None);
+        let patience = tokio::time::Instant::now() + CLAIM_PATIENCE;
+        while !store.claim_resource(&conn, &res, &holder, ttl).await? {
+            if tokio::time::Instant::now() >= patience {
+                return Ok(None);
+            }
+            tokio::time::sleep(CLAIM_POLL).await;
         }
         let (s, c, r, h) = (store.clone(), conn.clone(), res.clone(), holder.clone());
         let renew = tokio::spawn(async move {
