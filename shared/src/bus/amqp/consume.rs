@@ -2,7 +2,9 @@
 //! it has a message (urgent jobs before scheduled ones), at most `prefetch` unacknowledged
 //! deliveries per queue, and a lost connection met by connecting again (with backoff),
 //! re-declaring and consuming again. Deliveries not acknowledged on a lost connection go
-//! back to their queue (the broker counts them in `x-delivery-count`).
+//! back to their queue (the broker counts them in `x-delivery-count`). While the connection
+//! is lost the process reports the broker not ready (`readiness`): with jobs on RabbitMQ
+//! there is no Kafka probe to say it.
 
 use std::time::Duration;
 
@@ -16,6 +18,7 @@ use tracing::{info, warn};
 
 use super::{Declare, Link};
 use crate::bus::kafka::BusError;
+use crate::readiness;
 
 /// One delivered message, to acknowledge (or not) through its `acker`.
 pub struct Received {
@@ -98,7 +101,10 @@ impl QueueConsumer {
         loop {
             if self.open.is_none() {
                 match self.connect().await {
-                    Ok(()) => info!(queues = ?self.queues, "consuming"),
+                    Ok(()) => {
+                        info!(queues = ?self.queues, "consuming");
+                        readiness::set_ready(readiness::BROKER, true);
+                    }
                     Err(e) => {
                         let wait = delays.next().unwrap_or(Duration::from_secs(5));
                         warn!(retry_in_ms = wait.as_millis() as u64, "{e}");
@@ -111,6 +117,8 @@ impl QueueConsumer {
                 return received;
             }
             warn!(queues = ?self.queues, "the connection to RabbitMQ was lost: connecting again");
+            // No jobs come while it is away: the process says so (`/readyz`).
+            readiness::set_ready(readiness::BROKER, false);
             self.open = None;
         }
     }
