@@ -86,35 +86,29 @@ pub fn read_exchange(url: &str, exchange: &str, keys: &[&str]) -> mpsc::Receiver
     let queue = format!("tributary-test-reader-{}", uuid::Uuid::new_v4().simple());
     let (url, exchange) = (url.to_string(), exchange.to_string());
     let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        rt.block_on(async move {
-            let mut ready = Some(ready_tx);
-            loop {
-                match bind(&url, &exchange, &queue, &keys).await {
-                    Ok((connection, consumer)) => {
-                        if let Some(r) = ready.take() {
-                            let _ = r.send(Ok(()));
-                        }
-                        if !forward(consumer, &tx).await {
-                            return;
-                        }
-                        drop(connection);
+    on_a_thread_of_its_own(async move {
+        let mut ready = Some(ready_tx);
+        loop {
+            match bind(&url, &exchange, &queue, &keys).await {
+                Ok((connection, consumer)) => {
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(Ok(()));
                     }
-                    Err(e) => {
-                        if let Some(r) = ready.take() {
-                            let _ = r.send(Err(e.to_string()));
-                            return;
-                        }
+                    if !forward(consumer, &tx).await {
+                        return;
+                    }
+                    drop(connection);
+                }
+                Err(e) => {
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(Err(e.to_string()));
+                        return;
                     }
                 }
-                // The broker went away: try again (the queue kept what arrived meanwhile).
-                tokio::time::sleep(Duration::from_millis(250)).await;
             }
-        });
+            // The broker went away: try again (the queue kept what arrived meanwhile).
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     });
     ready_rx
         .recv_timeout(Duration::from_secs(30))
@@ -141,29 +135,35 @@ pub async fn bind_queue(url: &str, exchange: &str, keys: &[&str]) {
 pub fn read_queue(url: &str, queue: &str) -> mpsc::Receiver<Received> {
     let (tx, rx) = mpsc::channel();
     let (url, queue) = (url.to_string(), queue.to_string());
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        rt.block_on(async move {
-            let connection = Connection::connect(&url, ConnectionProperties::default())
-                .await
-                .expect("RabbitMQ answers");
-            let channel = connection.create_channel().await.expect("a channel");
-            let consumer = channel
-                .basic_consume(
-                    queue.as_str().into(),
-                    "tributary-test-queue-reader".into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .expect("the queue exists");
-            forward(consumer, &tx).await;
-        });
+    on_a_thread_of_its_own(async move {
+        let connection = Connection::connect(&url, ConnectionProperties::default())
+            .await
+            .expect("RabbitMQ answers");
+        let channel = connection.create_channel().await.expect("a channel");
+        let consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                "tributary-test-queue-reader".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("the queue exists");
+        forward(consumer, &tx).await;
     });
     rx
+}
+
+/// Run `work` on a thread of its own with a runtime of its own, so readers keep reading
+/// whatever the test's runtime does (and synchronous code can wait on them).
+fn on_a_thread_of_its_own(work: impl std::future::Future<Output = ()> + Send + 'static) {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(work)
+    });
 }
 
 /// Publish raw bytes to a queue through the default exchange, confirmed.

@@ -67,7 +67,7 @@ async fn syncer_on(
     topics: Topics,
     specs: PathBuf,
     base: &str,
-    slice_pages: usize,
+    slice_pages: u32,
 ) -> (Syncer, String) {
     let store = Store::connect(&url, test_cipher()).await.unwrap();
     store.create_tenant("acme").await.unwrap();
@@ -129,7 +129,7 @@ async fn pipeline(
 }
 
 /// Pages per slice in the worker-loop lines: the run's slices travel as jobs on the bus.
-const LOOP_SLICE_PAGES: usize = 20;
+const LOOP_SLICE_PAGES: u32 = 20;
 
 /// One full run through the worker's consume loop (`options` say which jobs bus), in slices
 /// of `LOOP_SLICE_PAGES` pages, each continuation a job on the bus: the run's own time, from
@@ -332,7 +332,7 @@ async fn worker_loops(
             })
             .collect()
     };
-    let slices = n.div_ceil(100 * LOOP_SLICE_PAGES);
+    let slices = n.div_ceil(100 * LOOP_SLICE_PAGES as usize);
     println!(
         "postgres, through the worker loop ({slices} slices of {LOOP_SLICE_PAGES} pages, each continuation a job on the bus):"
     );

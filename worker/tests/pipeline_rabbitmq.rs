@@ -248,3 +248,57 @@ async fn poison_jobs_end_on_the_dead_queue() {
         "nothing else is dead"
     );
 }
+
+/// A resync (the urgent queue) is taken ahead of a backlog of scheduled jobs waiting on
+/// `<prefix>.jobs`, by a worker that runs one job at a time (prefetch 1 per queue).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resync_runs_ahead_of_a_backlog_on_rabbitmq() {
+    use tributary::bus::job::job_message;
+    let rig = Rig::without_kafka("postgres", fresh_postgres().await, WORKER, 120).await;
+    rig.lane
+        .control
+        .faults(json!([{"kind": "slow", "delay_ms": 100, "times": 0}]))
+        .await
+        .unwrap();
+    let mut statuses = rig.statuses();
+    let _events = rig.events();
+    let mut backlog = Vec::new();
+    for i in 0..20 {
+        let id = rig.add_static_connection(&format!("backlog-{i}")).await;
+        backlog.push(Job::new_run(
+            "acme",
+            &id,
+            "contacts",
+            RunMode::Full,
+            JobReason::Schedule,
+        ));
+    }
+    let topics = &rig.lane.topics;
+    let messages: Vec<_> = (backlog.iter())
+        .map(|j| job_message(&topics.jobs(), j))
+        .collect();
+    rig.lane.publisher.publish_all(&messages).await.unwrap();
+    let urgent = rig.add_static_connection("urgent").await;
+    let resync = Job::new_run(
+        "acme",
+        &urgent,
+        "contacts",
+        RunMode::Full,
+        JobReason::Resync,
+    );
+    let message = job_message(&topics.urgent_jobs(), &resync);
+    rig.lane.publisher.publish_all(&[message]).await.unwrap();
+    // The backlog is waiting before any worker exists; one job at a time.
+    let _worker = rig.worker(&[("TRIBUTARY_WORKER_CONCURRENCY", "1".into())]);
+    let end = wait_run_end(&mut statuses, &resync.run_id, LONG);
+    assert_eq!(end["type"], "run.completed", "{end}");
+    let backlog_done_before = values(&statuses.received)
+        .into_iter()
+        .take_while(|v| v["sync_run"] != resync.run_id.as_str() || v["type"] != "run.completed")
+        .filter(|v| v["type"] == "run.completed")
+        .count();
+    assert!(
+        backlog_done_before <= 2,
+        "the resync waited for {backlog_done_before} of 20 scheduled jobs"
+    );
+}
