@@ -83,12 +83,14 @@ entries! {
     TRIBUTARY_AMQP_MANDATORY: Flag => amqp_mandatory;
     /// jobs on RabbitMQ: deliveries of one job before the broker dead-letters it to
     /// `<prefix>.jobs.dead` (a worker dying on it every time); a job that panics is tried
-    /// this often too, then dead-lettered with the panic as its reason
+    /// this often too, then dead-lettered with the panic as its reason. RabbitMQ 3.x also
+    /// counts the jobs a stopping worker had prefetched and hands back, hence the room
     TRIBUTARY_AMQP_DELIVERY_LIMIT: Number => amqp_delivery_limit;
     /// jobs on RabbitMQ: how long a worker's claim on a (connection, resource) lasts
     /// unless renewed (every third of it while its job runs); one job per resource runs
     /// in the fleet at a time, and a job whose resource another worker holds waits a
-    /// second in a delay queue. A worker that died holding one frees it after this long
+    /// second in a delay queue. A worker that died holding one frees it after this long (at
+    /// least 1)
     TRIBUTARY_RESOURCE_CLAIM_SECONDS: Seconds => resource_claim;
     /// where `<provider>.yaml` specs are
     TRIBUTARY_SPECS_DIR: Text => sync.specs_dir;

@@ -102,7 +102,9 @@ impl Default for Settings {
             events_bus: crate::bus::BusKind::Kafka,
             jobs_bus: crate::bus::BusKind::Kafka,
             amqp_url: None,
-            amqp_delivery_limit: 5,
+            // RabbitMQ 3.x counts a return on a closed channel as a delivery (a worker that
+            // stops hands back what it had prefetched): room for many restarts.
+            amqp_delivery_limit: 20,
             resource_claim: Duration::from_secs(30),
             amqp_mandatory: true,
         }
@@ -209,7 +211,8 @@ impl Settings {
         Some(crate::bus::amqp::AmqpJobSettings {
             url: self.amqp_url.clone()?,
             delivery_limit: self.amqp_delivery_limit.max(1),
-            claim_ttl: self.resource_claim,
+            // Renewed every third of it: a second at least.
+            claim_ttl: self.resource_claim.max(Duration::from_secs(1)),
         })
     }
 
@@ -331,6 +334,36 @@ mod tests {
         assert!(
             readme == splice_table(&readme).expect("README.md has the settings markers"),
             "README.md's settings table is stale: regenerate it with `cargo run -p tributary-worker -- settings --readme README.md`"
+        );
+    }
+
+    #[test]
+    fn jobs_on_rabbitmq_need_no_kafka_and_never_show_the_password() {
+        let s = from(&[
+            ("TRIBUTARY_EVENTS_BUS", "rabbitmq"),
+            ("TRIBUTARY_JOBS_BUS", "rabbitmq"),
+            (
+                "TRIBUTARY_AMQP_URL",
+                "amqp://guest:s3cret@127.0.0.1:5672/%2f",
+            ),
+            ("TRIBUTARY_AMQP_DELIVERY_LIMIT", "3"),
+            ("TRIBUTARY_RESOURCE_CLAIM_SECONDS", "0"),
+        ])
+        .unwrap();
+        assert!(!s.uses_kafka());
+        let amqp = s.worker_options().amqp_jobs.expect("jobs on RabbitMQ");
+        assert_eq!(amqp.delivery_limit, 3);
+        assert_eq!(amqp.claim_ttl, Duration::from_secs(1), "at least a second");
+        let shown = format!("{:?}", s.worker_options());
+        assert!(
+            !shown.contains("s3cret") && shown.contains("guest:***@"),
+            "{shown}"
+        );
+        let kafka = from(&[("TRIBUTARY_JOBS_BUS", "rabbitmq")]).unwrap();
+        assert!(kafka.uses_kafka(), "events stay on Kafka");
+        assert!(
+            kafka.amqp_jobs().is_none(),
+            "no URL: bootstrap refuses to start"
         );
     }
 }
