@@ -190,12 +190,6 @@ impl Publisher {
         self
     }
 
-    /// The RabbitMQ jobs publisher, when jobs go there (the worker delays and dead-letters
-    /// deliveries through it too).
-    pub fn amqp_jobs(&self) -> Option<Arc<super::amqp::AmqpJobs>> {
-        self.amqp_jobs.clone()
-    }
-
     fn route(&self, topic: &str) -> Route {
         if self.amqp_jobs.as_ref().is_some_and(|j| j.carries(topic)) {
             Route::AmqpJobs

@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use super::{Delivery, Settle, WorkerError, WorkerOptions};
 use crate::bus::amqp::consume::{QueueConsumer, Received};
 use crate::bus::amqp::{AmqpJobSettings, AmqpJobs, JobQueues};
-use crate::bus::{Job, Publisher};
+use crate::bus::Job;
 use crate::store::Store;
 
 /// The jobs queues' consumer, and the publisher that delays and dead-letters deliveries.
@@ -37,20 +37,12 @@ pub(super) struct AmqpSettle {
 }
 
 impl AmqpJobsIn {
-    /// `publisher` is the syncer's: its RabbitMQ jobs link (if it has one) also delays and
-    /// dead-letters deliveries, so a worker keeps one publishing connection for jobs.
     pub(super) async fn open(
         options: &WorkerOptions,
         amqp: &AmqpJobSettings,
-        publisher: &Publisher,
     ) -> Result<AmqpJobsIn, WorkerError> {
-        let jobs = match publisher.amqp_jobs() {
-            Some(jobs) => jobs,
-            None => {
-                let url = &amqp.url;
-                Arc::new(AmqpJobs::connect(url, &options.topics, amqp.delivery_limit).await?)
-            }
-        };
+        let jobs =
+            Arc::new(AmqpJobs::connect(&amqp.url, &options.topics, amqp.delivery_limit).await?);
         let queues: &JobQueues = jobs.queues();
         let mut consumer = QueueConsumer::new(
             &amqp.url,

@@ -246,12 +246,9 @@ enum JobSource {
 }
 
 impl JobSource {
-    async fn open(options: &WorkerOptions, syncer: &Syncer) -> Result<JobSource, WorkerError> {
+    async fn open(options: &WorkerOptions) -> Result<JobSource, WorkerError> {
         Ok(match &options.amqp_jobs {
-            Some(amqp) => {
-                let source = amqp::AmqpJobsIn::open(options, amqp, syncer.publisher()).await?;
-                JobSource::Amqp(Box::new(source))
-            }
+            Some(amqp) => JobSource::Amqp(Box::new(amqp::AmqpJobsIn::open(options, amqp).await?)),
             None => JobSource::Kafka(kafka::KafkaJobs::open(options)?),
         })
     }
@@ -282,7 +279,7 @@ pub async fn consume(
     options: WorkerOptions,
     stop: StopSignal,
 ) -> Result<(), WorkerError> {
-    let mut source = JobSource::open(&options, &syncer).await?;
+    let mut source = JobSource::open(&options).await?;
     let ctx = TaskContext {
         syncer,
         stop: stop.clone(),
