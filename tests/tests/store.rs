@@ -90,6 +90,11 @@ async fn the_store_round_trips_on_both_databases() {
             (Some("run1"), 1, Some(next)),
             "{backend}"
         );
+        // Slice 0 handed over to slice 1: pending until the bus has the continuation.
+        assert!(cp.handover_pending, "{backend}");
+        store.handed_over(&id, "contacts", "run1", 1).await.unwrap();
+        let cp = store.checkpoint(&id, "contacts").await.unwrap();
+        assert!(!cp.handover_pending, "{backend}");
         let got = store
             .fingerprints(&id, "contacts", &["2".into(), "3".into(), "9".into()])
             .await

@@ -25,6 +25,9 @@ pub struct Checkpoint {
     /// Where the next incremental run of a delta-tracked resource starts: the link the
     /// last completed round ended with.
     pub delta_link: Option<String>,
+    /// The run's slice `slice` may not be on the bus yet: the slice before it committed,
+    /// and its continuation job was not confirmed sent (see `Store::handed_over`).
+    pub handover_pending: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -36,6 +39,7 @@ struct CheckpointRow {
     run_max_updated: Option<String>,
     since: Option<String>,
     delta_link: Option<String>,
+    handover_pending: i64,
 }
 
 impl TryFrom<CheckpointRow> for Checkpoint {
@@ -58,6 +62,7 @@ impl TryFrom<CheckpointRow> for Checkpoint {
             run_max_updated: parse_stored(row.run_max_updated.as_deref()),
             since: parse_stored(row.since.as_deref()),
             delta_link: row.delta_link,
+            handover_pending: row.handover_pending != 0,
         })
     }
 }
@@ -69,7 +74,7 @@ impl Store {
         resource: &str,
     ) -> Result<Checkpoint, StoreError> {
         let row: Option<CheckpointRow> = sqlx::query_as(
-            "SELECT run_id, mode, slice, page_state, run_max_updated, since, delta_link FROM checkpoints WHERE connection = $1 AND resource = $2",
+            "SELECT run_id, mode, slice, page_state, run_max_updated, since, delta_link, handover_pending FROM checkpoints WHERE connection = $1 AND resource = $2",
         )
         .bind(connection)
         .bind(resource)
@@ -78,7 +83,8 @@ impl Store {
         row.map_or(Ok(Checkpoint::default()), Checkpoint::try_from)
     }
 
-    /// A parked slice hands its place in the run to the continuation job (slice `to`).
+    /// A parked slice hands its place in the run to the continuation job (slice `to`),
+    /// which is then pending until `handed_over`.
     pub async fn advance_slice(
         &self,
         connection: &str,
@@ -88,7 +94,7 @@ impl Store {
         to: i64,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE checkpoints SET slice = $1, updated_at = $2
+            "UPDATE checkpoints SET slice = $1, handover_pending = 1, updated_at = $2
              WHERE connection = $3 AND resource = $4 AND run_id = $5 AND slice = $6",
         )
         .bind(to)
@@ -100,6 +106,28 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// The bus confirmed the continuation job of the run's slice `slice`: a retry of the
+    /// slice before it is now a plain duplicate, skipped.
+    pub async fn handed_over(
+        &self,
+        connection: &str,
+        resource: &str,
+        run_id: &str,
+        slice: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE checkpoints SET handover_pending = 0
+             WHERE connection = $1 AND resource = $2 AND run_id = $3 AND slice = $4",
+        )
+        .bind(connection)
+        .bind(resource)
+        .bind(run_id)
+        .bind(slice)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }
 

@@ -227,7 +227,9 @@ impl Store {
                     .next
                     .map(|p| serde_json::to_string(p).expect("page state serializes"));
                 sqlx::query(
-                    "UPDATE checkpoints SET slice = $1, page_state = $2, run_max_updated = $3, updated_at = $4
+                    // A slice handed to a continuation stays pending until the bus has it.
+                    "UPDATE checkpoints SET slice = $1, page_state = $2, run_max_updated = $3, updated_at = $4,
+                       handover_pending = CASE WHEN slice <> $1 THEN 1 ELSE handover_pending END
                      WHERE connection = $5 AND resource = $6 AND run_id = $7",
                 )
                 .bind(c.slice)

@@ -74,7 +74,7 @@ impl Store {
             "INSERT INTO checkpoints (connection, resource, run_id, mode, slice, page_state, run_max_updated, since, updated_at)
              VALUES ($1, $2, $3, $4, 0, NULL, NULL, NULL, $5)
              ON CONFLICT (connection, resource) DO UPDATE SET run_id = excluded.run_id, mode = excluded.mode, slice = 0,
-               page_state = NULL, run_max_updated = NULL, updated_at = excluded.updated_at",
+               page_state = NULL, run_max_updated = NULL, handover_pending = 0, updated_at = excluded.updated_at",
         )
         .bind(run.connection)
         .bind(run.resource)

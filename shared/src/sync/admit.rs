@@ -29,6 +29,9 @@ pub enum Position {
     Resume,
     /// The first slice of a new run.
     Start,
+    /// This slice is done but its continuation was never confirmed sent (the bus went
+    /// away, or the worker died, between the commit and the send): send it now.
+    HandOver,
     Skip(String),
 }
 
@@ -37,6 +40,9 @@ pub fn position(job: &Job, checkpoint: &Checkpoint) -> Position {
     let resuming = checkpoint.run_id.as_deref() == Some(job.run_id.as_str());
     if job.reason == JobReason::Continuation && !resuming {
         return Position::Skip(format!("run {} is no longer in progress", job.run_id));
+    }
+    if resuming && checkpoint.handover_pending && checkpoint.slice == job.slice + 1 {
+        return Position::HandOver;
     }
     if resuming && checkpoint.slice != job.slice {
         return Position::Skip(format!(
@@ -90,6 +96,10 @@ impl Syncer {
                 return Ok(Verdict::Done(Box::new(SliceOutcome::Skipped(reason))))
             }
             Position::Resume => true,
+            Position::HandOver => {
+                let next = self.hand_over(job).await?;
+                return Ok(Verdict::Done(Box::new(SliceOutcome::Continued(next))));
+            }
             Position::Start => {
                 if self.store.run(&job.run_id).await.is_ok() {
                     let reason = format!("run {} already ran", job.run_id);
@@ -109,6 +119,17 @@ impl Syncer {
             resuming,
             run,
         })))
+    }
+
+    /// Send the continuation of a slice already committed, and note that the bus has it.
+    /// A duplicate it may make (the first send did arrive) is skipped as a done slice.
+    pub(super) async fn hand_over(&self, job: &Job) -> Result<Job, SyncError> {
+        let next = job.continuation();
+        self.publisher.enqueue(&self.settings.topics, &next).await?;
+        self.store
+            .handed_over(&job.connection, &job.resource, &job.run_id, next.slice)
+            .await?;
+        Ok(next)
     }
 
     /// An open circuit (or a held budget) sends the job back for later without using a
@@ -192,6 +213,7 @@ mod tests {
             run_max_updated: None,
             since: None,
             delta_link: None,
+            handover_pending: false,
         }
     }
 
@@ -220,6 +242,24 @@ mod tests {
             position(&next, &checkpoint(Some(&next.run_id), 2)),
             Position::Skip(r) if r.contains("already done")
         ));
+    }
+
+    #[test]
+    fn a_done_slice_whose_continuation_was_not_sent_hands_over_again() {
+        let next = job().continuation();
+        let mut pending = checkpoint(Some(&next.run_id), 2);
+        pending.handover_pending = true;
+        assert_eq!(position(&next, &pending), Position::HandOver);
+        // Only the slice just before the pending one: older slices are duplicates.
+        pending.slice = 3;
+        assert!(matches!(position(&next, &pending), Position::Skip(_)));
+        // Another run's pending handover is not this job's.
+        let other = checkpoint(Some("run_other"), 2);
+        let stale = Checkpoint {
+            handover_pending: true,
+            ..other
+        };
+        assert!(matches!(position(&next, &stale), Position::Skip(_)));
     }
 
     #[test]

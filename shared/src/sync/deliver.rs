@@ -161,6 +161,7 @@ mod tests {
             run_max_updated: Some(t("2026-11-01T00:00:00Z")),
             since: None,
             delta_link: None,
+            handover_pending: false,
         };
         let bounds = SliceBounds {
             max_pages: 2,

@@ -50,9 +50,7 @@ impl Syncer {
             return Ok(Some(SliceOutcome::Completed(totals)));
         }
         if ends_slice {
-            let next = job.continuation();
-            self.publisher.enqueue(&self.settings.topics, &next).await?;
-            return Ok(Some(SliceOutcome::Continued(next)));
+            return Ok(Some(SliceOutcome::Continued(self.hand_over(job).await?)));
         }
         Ok(None)
     }
@@ -189,6 +187,9 @@ impl Syncer {
         self.publish(&[status.to_message(&self.settings.topics)])
             .await?;
         self.publisher.enqueue(&self.settings.topics, &next).await?;
+        self.store
+            .handed_over(&job.connection, &job.resource, &job.run_id, next.slice)
+            .await?;
         Ok(SliceOutcome::Parked(next))
     }
 
