@@ -97,6 +97,7 @@ impl Syncer {
             }
             Position::Resume => true,
             Position::HandOver => {
+                tracing::warn!(job = %job.job_id, "slice already done but its continuation was never confirmed sent: sending it again");
                 let next = self.hand_over(job).await?;
                 return Ok(Verdict::Done(Box::new(SliceOutcome::Continued(next))));
             }

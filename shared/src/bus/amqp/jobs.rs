@@ -9,9 +9,11 @@
 //! - `<prefix>.jobs.dead`: jobs that will not run, each with its reason where a worker gave
 //!   up on it (`x-tributary-reason`: not a job, panicked every time), or the broker's
 //!   `x-death` record.
-//! - `<prefix>.jobs.delay.<n>s` for n in `DELAY_STEPS`: a job that must wait (its not-before
-//!   time, its tenant's turn) waits here; the queue's message TTL dead-letters it back to
-//!   `<prefix>.jobs` when the step is over. Every message of one delay queue has the same
+//! - `<prefix>.jobs.delay.<n>s` and `<prefix>.jobs.urgent.delay.<n>s` for n in `DELAY_STEPS`:
+//!   a job that must wait (its not-before time, its tenant's turn) waits in its lane's delay
+//!   queue; the queue's message TTL dead-letters it back to its lane (`<prefix>.jobs`, or
+//!   `<prefix>.jobs.urgent`: a parked resync keeps its place ahead of the backlog) when the
+//!   step is over. Every message of one delay queue has the same
 //!   TTL, so the one at the head always expires first; a long wait takes several steps,
 //!   each shorter than the rest of the wait. No broker plugin is needed.
 //! - `<prefix>.webhooks` (verified deliveries) and `<prefix>.webhooks.unrouted`.
@@ -56,9 +58,15 @@ impl JobQueues {
         }
     }
 
-    /// The delay queue of one step.
-    pub fn delay(&self, seconds: u64) -> String {
-        format!("{}.delay.{seconds}s", self.jobs)
+    /// The delay queue of one step for jobs of `lane` (`jobs` or `urgent`; any other
+    /// queue's messages wait with the jobs).
+    pub fn delay(&self, lane: &str, seconds: u64) -> String {
+        let lane = if lane == self.urgent {
+            &self.urgent
+        } else {
+            &self.jobs
+        };
+        format!("{lane}.delay.{seconds}s")
     }
 
     /// The queue a jobs or webhooks topic's messages go to (named alike).
@@ -96,11 +104,13 @@ impl JobQueues {
             Declare::Queue(self.webhooks.clone(), quorum()),
             Declare::Queue(self.unrouted.clone(), quorum()),
         ];
-        for step in DELAY_STEPS {
-            let mut args = quorum();
-            args.push(("x-message-ttl", AMQPValue::LongLongInt(step as i64 * 1000)));
-            args.extend(dead_letter_to(&self.jobs));
-            declares.push(Declare::Queue(self.delay(step), args));
+        for lane in [&self.jobs, &self.urgent] {
+            for step in DELAY_STEPS {
+                let mut args = quorum();
+                args.push(("x-message-ttl", AMQPValue::LongLongInt(step as i64 * 1000)));
+                args.extend(dead_letter_to(lane));
+                declares.push(Declare::Queue(self.delay(lane, step), args));
+            }
         }
         declares
     }
@@ -166,7 +176,7 @@ impl AmqpJobs {
                 let payload = m.payload.as_deref()?;
                 let queue = self.queues.of_topic(&m.topic)?;
                 let key = match wait_of(m, now).and_then(delay_step) {
-                    Some(step) => self.queues.delay(step),
+                    Some(step) => self.queues.delay(queue, step),
                     None => queue.to_string(),
                 };
                 Some(Outgoing {
@@ -180,10 +190,11 @@ impl AmqpJobs {
         self.send(sends).await
     }
 
-    /// Put a delivered job back to wait `wait` (at least the shortest step) before it
-    /// comes again, with its properties.
+    /// Put a job delivered from `queue` back to wait `wait` (at least the shortest step)
+    /// before it comes to that queue again, with its properties.
     pub async fn delay(
         &self,
+        queue: &str,
         payload: &[u8],
         properties: &BasicProperties,
         wait: Duration,
@@ -191,7 +202,7 @@ impl AmqpJobs {
         let step = delay_step(wait).unwrap_or(DELAY_STEPS[0]);
         self.send(vec![Outgoing {
             exchange: "",
-            key: self.queues.delay(step),
+            key: self.queues.delay(queue, step),
             payload,
             properties: properties.clone(),
         }])
@@ -269,7 +280,24 @@ mod tests {
             (q.jobs.as_str(), q.urgent.as_str(), q.dead.as_str()),
             ("t.jobs", "t.jobs.urgent", "t.jobs.dead")
         );
-        assert_eq!(q.delay(4), "t.jobs.delay.4s");
+        assert_eq!(q.delay(&q.jobs, 4), "t.jobs.delay.4s");
+        assert_eq!(q.delay(&q.urgent, 4), "t.jobs.urgent.delay.4s");
+        assert_eq!(q.delay(&q.webhooks, 1), "t.jobs.delay.1s");
+        // Each lane's delay queues dead-letter back to that lane.
+        let back_to = |name: &str| {
+            q.declares(5).into_iter().find_map(|d| match d {
+                Declare::Queue(n, args) if n == name => args
+                    .into_iter()
+                    .find(|(k, _)| *k == "x-dead-letter-routing-key")
+                    .map(|(_, v)| v),
+                _ => None,
+            })
+        };
+        assert_eq!(
+            back_to("t.jobs.urgent.delay.16s"),
+            Some(text("t.jobs.urgent"))
+        );
+        assert_eq!(back_to("t.jobs.delay.16s"), Some(text("t.jobs")));
         assert_eq!(q.of_topic("t.webhooks"), Some("t.webhooks"));
         assert_eq!(q.of_topic("t.crm.contact"), None);
     }

@@ -102,7 +102,11 @@ impl AmqpSettle {
     /// Wait in a delay queue, then come back; returned to its queue if that fails.
     pub(super) async fn delay(self, wait: Duration) {
         let (data, props) = (&self.received.data, &self.received.properties);
-        match self.jobs.delay(data, props, wait).await {
+        match self
+            .jobs
+            .delay(&self.received.queue, data, props, wait)
+            .await
+        {
             Ok(()) => self.ack().await,
             Err(e) => {
                 warn!("cannot delay the job ({e}): returning it to its queue");
