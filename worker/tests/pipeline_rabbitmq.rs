@@ -302,3 +302,61 @@ async fn a_resync_runs_ahead_of_a_backlog_on_rabbitmq() {
         "the resync waited for {backlog_done_before} of 20 scheduled jobs"
     );
 }
+
+/// `tributary_queue_depth{queue}` on `/metrics` says what the broker counts: three messages
+/// put on `<prefix>.jobs.dead` (which no worker consumes) show as 3, the empty jobs queue as 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn queue_depths_are_the_broker_s_counts() {
+    let rig = Rig::without_kafka("postgres", fresh_postgres().await, WORKER, 10).await;
+    let url = rig.amqp.as_ref().unwrap().url();
+    let queues = JobQueues::new(&rig.lane.topics);
+    let health = format!("127.0.0.1:{}", tributary_e2e::broker::free_port());
+    let worker = rig.worker(&[("TRIBUTARY_HEALTH_ADDR", health.clone())]);
+    let http = reqwest::Client::new();
+    let scrape = || async {
+        let response = http.get(format!("http://{health}/metrics")).send().await;
+        match response {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    };
+    let depth = |text: &str, queue: &str| -> Option<String> {
+        text.lines()
+            .find(|l| {
+                l.starts_with("tributary_queue_depth{") && l.contains(&format!("queue=\"{queue}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_string)
+    };
+    // The worker declares the queues, then reports them.
+    let deadline = Instant::now() + LONG;
+    while depth(&scrape().await, &queues.dead).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "no depths reported\n{}",
+            worker.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for i in 0..3 {
+        tributary_e2e::amqp::publish_raw(&url, &queues.dead, format!("dead {i}").as_bytes()).await;
+    }
+    let text = loop {
+        let text = scrape().await;
+        if depth(&text, &queues.dead).as_deref() == Some("3") {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "depth of {}: {text}",
+            queues.dead
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(depth(&text, &queues.jobs).as_deref(), Some("0"), "{text}");
+    assert_eq!(
+        depth(&text, &queues.delay(&queues.urgent, 16)).as_deref(),
+        Some("0"),
+        "every queue, the delay queues too: {text}"
+    );
+}

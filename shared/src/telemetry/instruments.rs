@@ -58,6 +58,7 @@ pub struct Metrics {
     circuits_opened: Counter<u64>,
     jobs_in_flight: UpDownCounter<i64>,
     ready: Gauge<i64>,
+    queue_depth: Gauge<i64>,
     provider_request_duration: Histogram<f64>,
     throttles: Counter<u64>,
     budget_wait: Histogram<f64>,
@@ -125,6 +126,12 @@ impl Metrics {
             ready: meter
                 .i64_gauge("tributary_ready")
                 .with_description("1 when the component (store, broker) is reachable, else 0")
+                .build(),
+            queue_depth: meter
+                .i64_gauge("tributary_queue_depth")
+                .with_description(
+                    "Jobs on RabbitMQ: messages ready in each queue, as the broker counts them (the same figure from every worker)",
+                )
                 .build(),
             provider_request_duration: seconds(
                 "tributary_provider_request_duration",
@@ -281,6 +288,14 @@ impl Metrics {
         let mut a = self.attrs(l, 1);
         a.push(KeyValue::new("outcome", if ok { "ok" } else { "failed" }));
         self.token_refreshes.add(1, &a);
+    }
+
+    /// Messages ready in a RabbitMQ queue (not those delivered and unacknowledged).
+    pub fn queue_depth(&self, queue: &str, ready: u32) {
+        self.queue_depth.record(
+            i64::from(ready),
+            &[KeyValue::new("queue", queue.to_string())],
+        );
     }
 
     /// The lag of one partition this process consumes.

@@ -25,6 +25,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::BasicProperties;
 
@@ -75,6 +76,17 @@ impl JobQueues {
             .into_iter()
             .find(|q| q.as_str() == topic)
             .map(String::as_str)
+    }
+
+    /// Every queue's name, in declaration order.
+    pub fn names(&self) -> Vec<String> {
+        self.declares(1)
+            .into_iter()
+            .filter_map(|d| match d {
+                Declare::Queue(name, _) => Some(name),
+                Declare::TopicExchange(_) => None,
+            })
+            .collect()
     }
 
     /// Every queue, with its arguments.
@@ -207,6 +219,32 @@ impl AmqpJobs {
             properties: properties.clone(),
         }])
         .await
+    }
+
+    /// Messages ready (not delivered) in each queue, as the broker counts them: a
+    /// passive declare of each, which fails (and drops the link) if one is gone.
+    pub async fn depths(&self) -> Result<Vec<(String, u32)>, BusError> {
+        let channel = self.link.channel().await?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let mut depths = Vec::new();
+        for name in self.queues.names() {
+            let counted = channel
+                .queue_declare(name.as_str().into(), passive, FieldTable::default())
+                .await;
+            match counted {
+                Ok(queue) => depths.push((name, queue.message_count())),
+                Err(e) => {
+                    self.link.reset().await;
+                    return Err(self
+                        .link
+                        .failed(&format!("count the messages of `{name}`"), e));
+                }
+            }
+        }
+        Ok(depths)
     }
 
     /// Dead-letter a delivered job to `<prefix>.jobs.dead` with the reason it will not run.

@@ -14,19 +14,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
-use tracing::{info, warn};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
 
 use super::{Delivery, Settle, WorkerError, WorkerOptions};
 use crate::bus::amqp::consume::{QueueConsumer, Received};
 use crate::bus::amqp::{AmqpJobSettings, AmqpJobs, JobQueues};
 use crate::bus::Job;
 use crate::store::Store;
+use crate::telemetry::metrics;
 
 /// The jobs queues' consumer, and the publisher that delays and dead-letters deliveries.
 pub(super) struct AmqpJobsIn {
     consumer: QueueConsumer,
     jobs: Arc<AmqpJobs>,
     limit: u32,
+    depths: JoinHandle<()>,
 }
 
 /// One delivery, to acknowledge, return, delay or dead-letter.
@@ -55,6 +58,7 @@ impl AmqpJobsIn {
         info!(queue = %queues.jobs, urgent = %queues.urgent, concurrency = options.concurrency, "worker started (jobs on RabbitMQ)");
         Ok(AmqpJobsIn {
             consumer,
+            depths: spawn_depth_reporter(jobs.clone()),
             jobs,
             limit: amqp.delivery_limit,
         })
@@ -75,8 +79,32 @@ impl AmqpJobsIn {
 
     /// After the drain: deliveries never started go back to their queues.
     pub(super) async fn close(mut self) {
+        self.depths.abort();
         self.consumer.close().await;
     }
+}
+
+/// How often the queues' depths are read for `tributary_queue_depth`.
+const DEPTH_EVERY: Duration = Duration::from_secs(5);
+
+/// Read every queue's depth for metrics, now and every `DEPTH_EVERY`, until aborted. The
+/// broker's figures are global: every worker reports the same ones.
+fn spawn_depth_reporter(jobs: Arc<AmqpJobs>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(DEPTH_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match jobs.depths().await {
+                Ok(depths) => {
+                    for (queue, ready) in depths {
+                        metrics().queue_depth(&queue, ready);
+                    }
+                }
+                Err(e) => debug!("queue depths not measured this round: {e}"),
+            }
+        }
+    })
 }
 
 impl AmqpSettle {
