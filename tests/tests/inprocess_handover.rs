@@ -11,6 +11,7 @@ use std::time::Duration;
 use rdkafka::types::RDKafkaRespErr;
 use tributary::bus::{Job, Publisher};
 use tributary::domain::RunMode;
+use tributary::store::Checkpoint;
 use tributary::sync::{SliceOutcome, Syncer};
 use tributary_e2e::broker::TopicReader;
 use tributary_e2e::inprocess::InProcess;
@@ -23,6 +24,14 @@ fn syncer(rig: &InProcess, publisher: Publisher) -> Syncer {
     let mut settings = rig.settings();
     settings.slice_max_pages = 1;
     Syncer::new(rig.lane.store.clone(), publisher, settings)
+}
+
+async fn stored_checkpoint(rig: &InProcess) -> Checkpoint {
+    let lane = &rig.lane;
+    lane.store
+        .checkpoint(&lane.connection, "contacts")
+        .await
+        .unwrap()
 }
 
 /// Every job message of `run` on the jobs topic so far.
@@ -55,12 +64,7 @@ async fn a_slice_retried_after_its_continuation_was_refused_sends_it_again() {
         first.is_err(),
         "the continuation could not be sent: {first:?}"
     );
-    let checkpoint = rig
-        .lane
-        .store
-        .checkpoint(&rig.lane.connection, "contacts")
-        .await
-        .unwrap();
+    let checkpoint = stored_checkpoint(&rig).await;
     assert_eq!(checkpoint.slice, 1, "slice 0 committed before the send");
     assert!(
         checkpoint.handover_pending,
@@ -85,12 +89,7 @@ async fn a_slice_retried_after_its_continuation_was_refused_sends_it_again() {
         "one continuation on the jobs topic: {sent:?}"
     );
     assert_eq!(sent[0].job_id, next.job_id);
-    let checkpoint = rig
-        .lane
-        .store
-        .checkpoint(&rig.lane.connection, "contacts")
-        .await
-        .unwrap();
+    let checkpoint = stored_checkpoint(&rig).await;
     assert!(!checkpoint.handover_pending, "the bus has it now");
 
     // A third delivery of slice 0 is a plain duplicate now: skipped, nothing sent.
