@@ -21,9 +21,11 @@ pub const LONG: Duration = Duration::from_secs(120);
 pub const R: u32 = 20;
 pub const PAGE: u64 = 10;
 /// The workers' budget headroom. A one-second sliding window is the strictest budget there
-/// is: 10% leaves 50 ms for a loaded test host between a budget slot and the sandbox (the
-/// default 5% is for real providers, whose windows are 10 s and longer).
-pub const HEADROOM: f64 = 0.1;
+/// is: at R = 20/s, 20% spaces slots 60 ms apart, so requests must leave about 250 ms late
+/// (a loaded 2-core CI host running other tests) and bunch up with later ones before one
+/// window sees R + 1; with 10% about 150 ms was enough, and a CI run once saw 201 for 200
+/// (the default 5% is for real providers, whose windows are 10 s and longer).
+pub const HEADROOM: f64 = 0.2;
 
 /// The HubSpot spec with an app-wide budget of R per second and small pages (more requests).
 pub fn app_budget_specs() -> std::path::PathBuf {
