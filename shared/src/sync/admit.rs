@@ -98,7 +98,7 @@ impl Syncer {
             Position::Resume => true,
             Position::HandOver => {
                 tracing::warn!(job = %job.job_id, "slice already done but its continuation was never confirmed sent: sending it again");
-                let next = self.hand_over(job).await?;
+                let next = self.hand_over(job, job.continuation()).await?;
                 return Ok(Verdict::Done(Box::new(SliceOutcome::Continued(next))));
             }
             Position::Start => {
@@ -122,10 +122,10 @@ impl Syncer {
         })))
     }
 
-    /// Send the continuation of a slice already committed, and note that the bus has it.
-    /// A duplicate it may make (the first send did arrive) is skipped as a done slice.
-    pub(super) async fn hand_over(&self, job: &Job) -> Result<Job, SyncError> {
-        let next = job.continuation();
+    /// Send `next`, the continuation of `job`'s slice (already committed), and note that
+    /// the bus has it. A duplicate it may make (the first send did arrive) is skipped as a
+    /// done slice.
+    pub(super) async fn hand_over(&self, job: &Job, next: Job) -> Result<Job, SyncError> {
         self.publisher.enqueue(&self.settings.topics, &next).await?;
         self.store
             .handed_over(&job.connection, &job.resource, &job.run_id, next.slice)

@@ -50,7 +50,8 @@ impl Syncer {
             return Ok(Some(SliceOutcome::Completed(totals)));
         }
         if ends_slice {
-            return Ok(Some(SliceOutcome::Continued(self.hand_over(job).await?)));
+            let next = self.hand_over(job, job.continuation()).await?;
+            return Ok(Some(SliceOutcome::Continued(next)));
         }
         Ok(None)
     }
@@ -186,11 +187,7 @@ impl Syncer {
             .with_resume_at(until);
         self.publish(&[status.to_message(&self.settings.topics)])
             .await?;
-        self.publisher.enqueue(&self.settings.topics, &next).await?;
-        self.store
-            .handed_over(&job.connection, &job.resource, &job.run_id, next.slice)
-            .await?;
-        Ok(SliceOutcome::Parked(next))
+        Ok(SliceOutcome::Parked(self.hand_over(job, next).await?))
     }
 
     /// A run failed on something that may pass (5xx, timeouts, throttle storms): count
